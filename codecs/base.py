@@ -1,0 +1,162 @@
+"""The codec interface: a gradient in, real encoded bytes and their exact bit length out.
+
+A :class:`Codec` turns a tensor (any float dtype, CPU or CUDA) into a :class:`Payload`
+holding the real bitstream as a 1-D ``uint8`` tensor on the tensor's device, plus the
+exact number of meaningful bits. The payload's ``nbits`` is what crosses the simulated
+network: it is measured from the bytes produced, never from a formula. ``decode`` rebuilds
+the tensor from those bytes alone (plus shape and dtype, which every receiver knows from
+the model).
+
+Per-worker state (the random generator, the error-feedback residual, PowerSGD's warm
+start) lives in an explicit :class:`CodecState`, one per worker and per tensor, never in
+the codec object, so one codec instance can serve many simulated workers.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from gradwire.errors import ConfigError, NonFiniteGradientError
+from gradwire.registry import Registry
+
+
+@dataclass(frozen=True)
+class Payload:
+    """What one worker puts on the wire for one tensor.
+
+    ``data`` is the real encoded bitstream (1-D ``torch.uint8`` on the encoder's device);
+    ``nbits`` its exact length in bits (``8 * len(data) - 7 <= nbits <= 8 * len(data)``
+    for bit-packed streams); ``shape``/``dtype`` describe the tensor it decodes to.
+    """
+
+    data: torch.Tensor
+    nbits: int
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    codec: str = ""
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes on the wire: the bitstream rounded up to whole bytes."""
+        return (self.nbits + 7) // 8
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    def bits_per_element(self) -> float:
+        return self.nbits / max(1, self.numel)
+
+
+@dataclass
+class CodecState:
+    """Explicit per-worker, per-tensor state of a codec.
+
+    ``generator`` drives every random choice of a stochastic codec (seeded: same seed, same
+    bytes); ``residual`` is the error-feedback memory; ``extra`` holds codec-specific state
+    such as PowerSGD's warm-started ``Q``.
+    """
+
+    generator: torch.Generator
+    residual: torch.Tensor | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def new_generator(seed: int, device: torch.device | str | None = None) -> torch.Generator:
+    """A torch generator on ``device`` seeded with ``seed`` (never the global RNG)."""
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    gen = torch.Generator(device=dev)
+    gen.manual_seed(int(seed))
+    return gen
+
+
+def check_finite(tensor: torch.Tensor, codec: str) -> None:
+    """Raise :class:`NonFiniteGradientError` if ``tensor`` holds NaN or Inf."""
+    if not tensor.is_floating_point():
+        raise ConfigError(f"codec {codec!r}: expected a floating-point tensor, got {tensor.dtype}")
+    if not bool(torch.isfinite(tensor).all()):
+        n_nan = int(torch.isnan(tensor).sum())
+        n_inf = int(torch.isinf(tensor).sum())
+        raise NonFiniteGradientError(
+            f"codec {codec!r}: gradient of shape {tuple(tensor.shape)} holds {n_nan} NaN and "
+            f"{n_inf} Inf values; fix the model or lower the learning rate before compressing"
+        )
+
+
+class Codec(ABC):
+    """A gradient compressor. Subclasses are small, one per file, registered in ``CODECS``.
+
+    Class attributes tell the simulator how payloads may travel:
+    ``summable`` -- payloads can be reduced by allreduce without decoding (fp32, fp16, bf16);
+    ``stateful`` -- the codec keeps per-worker state across iterations (error feedback).
+    """
+
+    name: ClassVar[str] = ""
+    summable: ClassVar[bool] = False
+    stateful: ClassVar[bool] = False
+
+    def __init__(self, *, seed: int = 0) -> None:
+        self.seed = int(seed)
+
+    # --- what a subclass implements -------------------------------------------------
+    @abstractmethod
+    def encode(self, tensor: torch.Tensor, state: CodecState | None = None) -> Payload:
+        """Encode ``tensor`` into a payload; ``state`` is updated in place (residual, RNG)."""
+
+    @abstractmethod
+    def decode(self, payload: Payload) -> torch.Tensor:
+        """Rebuild the tensor from ``payload.data`` alone."""
+
+    def params(self) -> dict[str, Any]:
+        """The parameters that define this codec (shown in results and specs)."""
+        return {}
+
+    # --- shared behaviour -----------------------------------------------------------
+    def new_state(self, device: torch.device | str | None = None, worker: int = 0) -> CodecState:
+        """Fresh state for one worker; worker ``k`` gets an independent seeded stream."""
+        return CodecState(generator=new_generator(self.seed * 1_000_003 + worker, device))
+
+    def spec(self) -> str:
+        """``name(k=v, ...)``: parseable back by ``make_codec``."""
+        inner = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
+        return f"{self.name}({inner})" if inner else self.name
+
+    def aggregate(
+        self, tensors: Sequence[torch.Tensor], states: Sequence[CodecState]
+    ) -> torch.Tensor:
+        """Mean over workers of what each worker's payload decodes to.
+
+        This is the exchange semantics of an allgather (or an allreduce of summable
+        payloads). Multi-round codecs (PowerSGD) override it with their real protocol.
+        """
+        if len(tensors) != len(states):
+            raise ConfigError("aggregate: one state per tensor is required")
+        total: torch.Tensor | None = None
+        for t, s in zip(tensors, states, strict=True):
+            d = self.decode(self.encode(t, s)).to(torch.float32)
+            total = d if total is None else total + d
+        assert total is not None  # internal invariant: at least one worker
+        return (total / len(tensors)).to(tensors[0].dtype)
+
+    def __repr__(self) -> str:
+        return self.spec()
+
+
+CODECS: Registry[Codec] = Registry("codec")
+
+
+def make_codec(spec: str | Codec, **overrides: Any) -> Codec:
+    """Build a codec from ``"qsgd(bits=4, bucket=512)"``, a bare name, or pass one through."""
+    if isinstance(spec, Codec):
+        return spec
+    from gradwire.registry import parse_spec
+
+    name, params = parse_spec(spec)
+    params.update(overrides)
+    return CODECS.create(name, **params)

@@ -1,0 +1,1 @@
+"""Workloads: real models, real gradients and measured backward timing (``gradwire.models``)."""

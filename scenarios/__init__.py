@@ -1,0 +1,1 @@
+"""What-if scenarios: the YAML schema, its validation, and the built-in scenarios (``gradwire.scenarios``)."""

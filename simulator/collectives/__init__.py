@@ -1,0 +1,1 @@
+"""Collectives as schedules of transfers, one small file each, registered by name."""
