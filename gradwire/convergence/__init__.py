@@ -1,0 +1,1 @@
+"""Time to accuracy: real training with compressed gradients on K virtual workers."""

@@ -1,0 +1,129 @@
+"""Result records: the flat rows every table, dashboard and store is built from.
+
+One :class:`Row` per (scenario point, codec). Tables and dashboards are pure functions of
+rows (plus, for the drawings, the :class:`Trace` of one simulated iteration); they never
+re-run a simulation. Units are SI and live in the field names (``_s`` seconds, ``bytes``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Row:
+    """The outcome of one codec at one scenario point (one simulated training iteration).
+
+    Breakdown (critical-path rank): ``iteration_s = compute_s + encode_exposed_s +
+    exposed_comm_s + decode_exposed_s + other`` where ``compute_s`` is forward + backward +
+    optimizer. ``comm_s`` is the wall time communication was in flight;
+    ``hidden_comm_s = comm_s - exposed_comm_s`` is what overlapped with compute.
+    """
+
+    scenario: str
+    point: int
+    point_id: str
+    codec: str  # full spec, e.g. "qsgd(bits=4, bucket=512)"
+    codec_name: str  # registry name, e.g. "qsgd"
+    model: str
+    batch_size: int
+    workers: int
+    topology: str
+    collective: str
+    device: str
+    seed: int
+    overlap: bool
+    iteration_s: float
+    compute_s: float
+    forward_s: float
+    backward_s: float
+    optimizer_s: float
+    encode_s: float
+    decode_s: float
+    comm_s: float
+    exposed_comm_s: float
+    hidden_comm_s: float
+    bytes_per_rank: float  # bytes each rank sends per iteration
+    bits_per_element: float  # payload bits / gradient elements
+    compression_ratio: float  # 32 * elements / payload bits
+    speedup_vs_fp32: float = math.nan
+    speedup_vs_onebit: float = math.nan
+    estimate: bool = False  # compute times rescaled to another device (an estimate)
+    params: dict[str, Any] = field(default_factory=dict)  # swept / scenario values by path
+
+    def flat(self) -> dict[str, Any]:
+        """A flat dict: scenario parameters become ``param.<path>`` columns."""
+        d = asdict(self)
+        params = d.pop("params")
+        for k, v in params.items():
+            d[f"param.{k}"] = v
+        return d
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One interval of one rank's timeline: kind is forward, backward, encode, comm,
+    decode or optimizer; ``label`` names the bucket or collective step."""
+
+    rank: int
+    kind: str
+    start_s: float
+    end_s: float
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class LinkUse:
+    """Per-direction link load over one iteration."""
+
+    src: str
+    dst: str
+    bandwidth_Bps: float
+    busy_s: float
+    bytes: float
+    utilization: float  # busy_s / iteration_s
+
+
+@dataclass
+class Trace:
+    """What the dashboard draws for one (point, codec): the timeline and the network load."""
+
+    point: int
+    codec: str
+    segments: list[Segment] = field(default_factory=list)
+    links: list[LinkUse] = field(default_factory=list)
+    # node -> (x, y) and node -> kind ("gpu", "nic", "switch") for drawing the topology
+    positions: dict[str, tuple[float, float]] = field(default_factory=dict)
+    node_kinds: dict[str, str] = field(default_factory=dict)
+
+
+def add_speedups(rows: Sequence[Row]) -> list[Row]:
+    """Fill ``speedup_vs_fp32`` and ``speedup_vs_onebit`` from the same point's rows.
+
+    The reference is the row at the same ``point`` whose ``codec_name`` is ``fp32`` (resp.
+    ``onebit``); a point without one gets NaN.
+    """
+    from dataclasses import replace
+
+    ref_fp32: dict[int, float] = {}
+    ref_onebit: dict[int, float] = {}
+    for r in rows:
+        if r.codec_name == "fp32":
+            ref_fp32.setdefault(r.point, r.iteration_s)
+        elif r.codec_name == "onebit":
+            ref_onebit.setdefault(r.point, r.iteration_s)
+    out = []
+    for r in rows:
+        f = ref_fp32.get(r.point, math.nan)
+        o = ref_onebit.get(r.point, math.nan)
+        out.append(
+            replace(r, speedup_vs_fp32=f / r.iteration_s, speedup_vs_onebit=o / r.iteration_s)
+        )
+    return out
+
+
+def rows_to_records(rows: Iterable[Row]) -> list[dict[str, Any]]:
+    return [r.flat() for r in rows]

@@ -1,0 +1,1 @@
+"""Ground truth: real torch.distributed runs over a shaped network, compared with predictions."""

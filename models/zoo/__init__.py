@@ -1,0 +1,1 @@
+"""The model zoo: one small file per model, registered by name."""
