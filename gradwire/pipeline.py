@@ -1,0 +1,289 @@
+"""Scenario -> rows: profile the workloads, measure the codecs, simulate every point.
+
+The data flow is one way. :func:`prepare` does the expensive, shareable work once per
+scenario: it profiles each distinct workload on the device at hand (cached on disk) and
+encodes each parameter's real gradient with each codec, recording the real payload sizes
+(for a few ranks' random streams) and the measured encode/decode times.
+:func:`evaluate_point` then needs only plain numbers: it groups gradients into DDP buckets,
+sums the measured costs per bucket, and simulates one iteration per codec on the point's
+topology, returning one :class:`~gradwire.results.Row` per codec and a
+:class:`~gradwire.results.Trace` for the dashboard.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+
+from gradwire.errors import ConfigError
+from gradwire.results import Row, Trace, add_speedups
+from gradwire.scenarios.convert import cluster_params
+from gradwire.scenarios.loader import Point, expand
+from gradwire.scenarios.schema import Scenario
+
+__all__ = [
+    "CodecProfile",
+    "ParamCost",
+    "Point",
+    "Prepared",
+    "WorkloadSummary",
+    "build_topology",
+    "ddp_buckets",
+    "evaluate_point",
+    "expand",
+    "prepare",
+]
+
+
+@dataclass(frozen=True)
+class ParamCost:
+    """One parameter's gradient through one codec: bits for each measured rank, seconds."""
+
+    numel: int
+    nbits: tuple[int, ...]
+    encode_s: float
+    decode_s: float
+
+
+@dataclass(frozen=True)
+class CodecProfile:
+    spec: str
+    name: str
+    summable: bool
+    params: tuple[ParamCost, ...]  # in the workload's backward order
+    estimate: bool = False  # times rescaled to a target device
+
+
+@dataclass(frozen=True)
+class WorkloadSummary:
+    """The plain numbers of a profiled workload (no tensors: cheap to ship to sweep workers)."""
+
+    model: str
+    batch_size: int
+    device: str
+    forward_s: float
+    backward_s: float
+    optimizer_s: float
+    numels: tuple[int, ...]  # backward order
+    ready_s: tuple[float, ...]  # seconds after backward start
+    names: tuple[str, ...]
+    estimate: bool
+    data_source: str
+
+    @property
+    def num_params(self) -> int:
+        return int(sum(self.numels))
+
+
+@dataclass
+class Prepared:
+    """Everything points need, computed once per scenario (picklable)."""
+
+    workloads: dict[str, WorkloadSummary] = field(default_factory=dict)
+    codecs: dict[tuple[str, str], CodecProfile] = field(default_factory=dict)
+    measured_on: str = "cpu"
+    prepare_s: float = 0.0
+
+
+def workload_key(sc: Scenario) -> str:
+    m = sc.model
+    measured = m.measured.model_dump_json() if m.measured else ""
+    return f"{m.name}|{m.batch_size}|{m.device}|{m.dtype}|{m.target_device}|{measured}|{m.profile_iters}"
+
+
+def _device(sc: Scenario) -> str:
+    import torch
+
+    if sc.model.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if sc.model.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("model.device: 'cuda' was asked for but no CUDA device is available; use 'auto' or 'cpu'")
+    return sc.model.device
+
+
+def _copy_bandwidth_Bps(device: str) -> float:
+    """Measured device memory bandwidth (a large copy), for rescaling codec times."""
+    import torch
+
+    x = torch.empty(32 * 2**20, dtype=torch.float32, device=device)
+    y = torch.empty_like(x)
+    best = math.inf
+    for _ in range(3):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        y.copy_(x)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return 2 * x.numel() * 4 / best
+
+
+def prepare(scenario: Scenario, *, points: Sequence[Point] | None = None, progress: bool = True,
+            log: Callable[[str], None] | None = None) -> Prepared:
+    """Profile every distinct workload and measure every codec on its real gradients."""
+    import torch
+
+    from gradwire.codecs import make_codec
+    from gradwire.codecs.measure import measure_codec
+    from gradwire.models.profile import profile_model
+
+    say = log or (lambda _msg: None)
+    t_start = time.perf_counter()
+    pts = list(points) if points is not None else expand(scenario)
+    prep = Prepared()
+    seen: dict[str, Scenario] = {}
+    for pt in pts:
+        seen.setdefault(workload_key(pt.scenario), pt.scenario)
+    for key, sc in seen.items():
+        dev = _device(sc)
+        prep.measured_on = dev
+        say(f"profiling {sc.model.name} (batch {sc.model.batch_size}, {sc.model.dtype}) on {dev}")
+        wl = profile_model(sc.model.name, sc.model.batch_size, device=dev, dtype=sc.model.dtype,
+                           iters=sc.model.profile_iters, seed=sc.seed, keep_gradients=True, progress=progress)
+        if sc.model.measured is not None:
+            from gradwire.models.devices import with_measured_times
+
+            m = sc.model.measured
+            wl = with_measured_times(wl, m.forward_ms / 1e3, m.backward_ms / 1e3, m.optimizer_ms / 1e3)
+        codec_scale = 1.0
+        if sc.model.target_device is not None:
+            from gradwire.models.devices import get_device, rescale
+
+            wl = rescale(wl, sc.model.target_device)
+            # codec kernels are memory bound: scale by the ratio of memory bandwidths
+            codec_scale = _copy_bandwidth_Bps(dev) / get_device(sc.model.target_device).memory_bandwidth_Bps
+        assert wl.gradients is not None  # internal: requested with keep_gradients
+        prep.workloads[key] = WorkloadSummary(
+            model=wl.model, batch_size=wl.batch_size, device=wl.device,
+            forward_s=wl.forward_s, backward_s=wl.backward_s, optimizer_s=wl.optimizer_s,
+            numels=tuple(p.numel for p in wl.params), ready_s=tuple(p.ready_s for p in wl.params),
+            names=tuple(p.name for p in wl.params), estimate=bool(wl.estimate),
+            data_source=wl.data_source,
+        )
+        specs = list(dict.fromkeys(s for pt in pts if workload_key(pt.scenario) == key for s in pt.scenario.codecs))
+        ranks = sc.measure.ranks
+        for spec in specs:
+            say(f"measuring codec {spec} on {len(wl.params)} real gradients")
+            codec = make_codec(spec, seed=sc.seed) if "seed" not in spec else make_codec(spec)
+            costs = []
+            for prm in wl.params:
+                g = wl.gradients[prm.name].to(dev)
+                cost = measure_codec(codec, g, repeats=sc.measure.repeats, seed=sc.seed)
+                bits = [cost.nbits]
+                for r in range(1, ranks):
+                    bits.append(codec.encode(g, codec.new_state(dev, worker=r)).nbits)
+                costs.append(ParamCost(prm.numel, tuple(bits), cost.encode_s * codec_scale, cost.decode_s * codec_scale))
+            prep.codecs[(key, spec)] = CodecProfile(spec, codec.name, codec.summable, tuple(costs),
+                                                    estimate=sc.model.target_device is not None)
+        del wl
+        if dev == "cuda":
+            torch.cuda.empty_cache()
+    prep.prepare_s = time.perf_counter() - t_start
+    return prep
+
+
+def ddp_buckets(numels: Sequence[int], bucket_bytes: float, elem_bytes: int = 4) -> list[list[int]]:
+    """Group parameter indices (given in backward order) into DDP-style buckets.
+
+    PyTorch DDP fills buckets in reverse registration order, which is the order backward
+    produces gradients, closing a bucket once it holds ``bucket_bytes`` (25 MB default).
+    """
+    if bucket_bytes <= 0:
+        raise ConfigError(f"bucket size must be > 0 bytes, got {bucket_bytes}")
+    buckets: list[list[int]] = []
+    cur: list[int] = []
+    size = 0.0
+    for i, n in enumerate(numels):
+        cur.append(i)
+        size += n * elem_bytes
+        if size >= bucket_bytes:
+            buckets.append(cur)
+            cur, size = [], 0.0
+    if cur:
+        buckets.append(cur)
+    return buckets
+
+
+def build_topology(sc: Scenario) -> Any:
+    """The point's topology with ``sc.workers`` ranks."""
+    from gradwire.simulator.topology import make_topology, topology_from_graph
+
+    c = sc.cluster
+    if c.topology == "links":
+        g = nx.DiGraph()
+        assert c.links is not None and c.gpus is not None  # checked by the schema pass
+        gpus = [str(x) for x in c.gpus]
+        for link in c.links:
+            for a, b in ((link.src, link.dst), (link.dst, link.src)):
+                g.add_edge(str(a), str(b), bandwidth_Bps=link.bandwidth_Gbps * 1e9 / 8,
+                           latency_s=link.latency_us * 1e-6)
+        for n in g.nodes:
+            g.nodes[n]["kind"] = "gpu" if n in gpus else "switch"
+        return topology_from_graph(g, gpus[: sc.workers] if len(gpus) >= sc.workers else gpus,
+                                   num_ranks=sc.workers, name="links")
+    return make_topology(c.topology, num_ranks=sc.workers, **cluster_params(c))
+
+
+def _layout(topology: Any) -> tuple[dict[str, tuple[float, float]], dict[str, str]]:
+    g = topology.graph
+    if g.number_of_nodes() > 400:
+        return {}, {}
+    pos = nx.kamada_kawai_layout(g.to_undirected()) if g.number_of_nodes() <= 120 else nx.spring_layout(g.to_undirected(), seed=0)
+    return ({str(n): (float(x), float(y)) for n, (x, y) in pos.items()},
+            {str(n): str(g.nodes[n].get("kind", "switch")) for n in g.nodes})
+
+
+def evaluate_point(point: Point, prepared: Prepared) -> tuple[list[Row], list[Trace]]:
+    """One row (and one trace) per codec of the point."""
+    from gradwire.simulator.timeline import BucketCost, IterationSpec, simulate_iteration
+
+    sc = point.scenario
+    wl = prepared.workloads[workload_key(sc)]
+    topo = build_topology(sc)
+    positions, kinds = _layout(topo)
+    groups = ddp_buckets(wl.numels, sc.bucket_MB * 1e6)
+    stragglers = {s.rank: s.slowdown for s in sc.stragglers}
+    rows: list[Row] = []
+    traces: list[Trace] = []
+    total_numel = wl.num_params
+    for spec in sc.codecs:
+        prof = prepared.codecs[(workload_key(sc), spec)]
+        nranks = len(prof.params[0].nbits) if prof.params else 1
+        buckets = []
+        for grp in groups:
+            costs = [prof.params[i] for i in grp]
+            buckets.append(BucketCost(
+                numel=sum(c.numel for c in costs),
+                ready_s=max(wl.ready_s[i] for i in grp),
+                payload_bytes=tuple(float(sum((c.nbits[r] + 7) // 8 for c in costs)) for r in range(nranks)),
+                encode_s=sum(c.encode_s for c in costs),
+                decode_s=sum(c.decode_s for c in costs),
+            ))
+        collective = sc.exchange.summable if prof.summable else sc.exchange.quantized
+        ispec = IterationSpec(wl.forward_s, wl.backward_s, wl.optimizer_s, tuple(buckets), collective,
+                              dict(sc.exchange.options), sc.overlap)
+        res = simulate_iteration(ispec, topo, per_message_overhead_s=sc.network.per_message_overhead_us * 1e-6,
+                                 efficiency=sc.network.efficiency, stragglers=stragglers, jitter=sc.jitter,
+                                 seed=sc.seed)
+        mean_bits = sum(sum(c.nbits) / len(c.nbits) for c in prof.params)
+        rows.append(Row(
+            scenario=sc.name, point=point.index, point_id=point.point_id, codec=spec, codec_name=prof.name,
+            model=sc.model.name, batch_size=sc.model.batch_size, workers=sc.workers,
+            topology=sc.cluster.topology, collective=collective, device=wl.device, seed=sc.seed,
+            overlap=sc.overlap, iteration_s=res.iteration_s, compute_s=res.compute_s,
+            forward_s=res.forward_s, backward_s=res.backward_s, optimizer_s=res.optimizer_s,
+            encode_s=res.encode_s, decode_s=res.decode_s, comm_s=res.comm_s,
+            exposed_comm_s=res.exposed_comm_s, hidden_comm_s=res.hidden_comm_s,
+            bytes_per_rank=res.bytes_per_rank, bits_per_element=mean_bits / max(1, total_numel),
+            compression_ratio=32 * total_numel / max(1.0, mean_bits),
+            estimate=wl.estimate or prof.estimate, params=dict(point.values),
+        ))
+        traces.append(Trace(point=point.index, codec=spec, segments=res.segments, links=res.links,
+                            positions=positions, node_kinds=kinds))
+    return add_speedups(rows), traces

@@ -1,0 +1,307 @@
+"""Loading scenarios: YAML -> validated :class:`Scenario`, ``--set`` overrides, sweep points.
+
+:func:`load_scenario` accepts a path or a built-in name, applies ``path=value`` overrides,
+and validates structure and meaning, raising one :class:`~gradwire.errors.ScenarioError`
+that lists every problem with its path. :func:`expand` turns the ``sweep`` axes into the
+cartesian product of resolved points, each validated again and given a stable id.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import inspect
+import itertools
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from gradwire.scenarios.convert import cluster_params, si_key, user_key
+from gradwire.scenarios.schema import Scenario
+from pydantic import ValidationError
+
+from gradwire.errors import GradWireError, Problem, ScenarioError
+
+BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
+
+_UNITS = {"Gbps": "Gbit/s", "us": "µs", "ms": "ms", "MB": "MB"}
+# Keys that describe a scenario but do not change its numbers: left out of point ids.
+_NOT_IN_ID = ("name", "description", "sweep", "published", "assumptions")
+
+
+def list_builtin() -> list[str]:
+    """Names of the built-in scenarios (files in ``scenarios/builtin``)."""
+    return sorted(p.stem for p in BUILTIN_DIR.glob("*.yaml"))
+
+
+def builtin_description(name: str) -> str:
+    data = yaml.safe_load((BUILTIN_DIR / f"{name}.yaml").read_text()) or {}
+    return str(data.get("description", "")).strip().splitlines()[0] if data else ""
+
+
+def _path_str(loc: Iterable[Any]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _unit_of(field: str) -> str:
+    for suffix, unit in _UNITS.items():
+        if field.endswith("_" + suffix):
+            return " " + unit
+    return ""
+
+
+def _message(err: Mapping[str, Any]) -> str:
+    """A pydantic error as a short sentence with the bound and unit."""
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    field = str(err["loc"][-1]) if err["loc"] else ""
+    unit = _unit_of(field)
+    ops = {
+        "greater_than": (">", "gt"),
+        "greater_than_equal": (">=", "ge"),
+        "less_than": ("<", "lt"),
+        "less_than_equal": ("<=", "le"),
+    }
+    if kind in ops:
+        op, key = ops[kind]
+        return f"must be {op} {ctx.get(key)}{unit} (got {err.get('input')!r})"
+    if kind == "extra_forbidden":
+        return "unknown key (check the spelling; see the scenario reference in docs/scenarios.md)"
+    if kind == "missing":
+        return "is required"
+    if kind == "too_short":
+        return "must not be empty"
+    return f"{err['msg']} (got {err.get('input')!r})"
+
+
+def _structure_problems(exc: ValidationError, prefix: str = "") -> list[Problem]:
+    problems = []
+    for err in exc.errors():
+        loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+        # pydantic adds the union member tried ("int", "str") to the path: drop those
+        loc = [p for p in loc if p not in ("int", "str", "float", "list[...]")]
+        path = _path_str(loc)
+        problems.append(Problem(f"{prefix}{path}", _message(err)))
+    return problems
+
+
+def _semantic_problems(sc: Scenario, prefix: str = "") -> list[Problem]:
+    """Registered names, builder parameters and cross-field checks."""
+    from gradwire.codecs import make_codec
+    from gradwire.models import MODELS
+    from gradwire.simulator.collectives import COLLECTIVES
+    from gradwire.simulator.topology import TOPOLOGIES
+
+    problems: list[Problem] = []
+
+    def add(path: str, msg: str) -> None:
+        problems.append(Problem(prefix + path, msg))
+
+    if sc.model.name not in MODELS:
+        add("model.name", f"unknown model {sc.model.name!r}; valid: {', '.join(MODELS.names())}")
+    if sc.model.target_device is not None:
+        from gradwire.models.devices import list_devices
+
+        if sc.model.target_device not in list_devices():
+            add(
+                "model.target_device",
+                f"unknown device {sc.model.target_device!r}; valid: {', '.join(list_devices())}",
+            )
+    for i, spec in enumerate(sc.codecs):
+        try:
+            make_codec(spec)
+        except GradWireError as exc:
+            add(f"codecs[{i}]", str(exc))
+    for key in ("summable", "quantized"):
+        name = getattr(sc.exchange, key)
+        if name not in COLLECTIVES:
+            add(f"exchange.{key}", f"unknown collective {name!r}; valid: {', '.join(COLLECTIVES.names())}")
+    for i, s in enumerate(sc.stragglers):
+        if s.rank >= sc.workers:
+            add(f"stragglers[{i}].rank", f"must be < workers ({sc.workers}), got {s.rank}")
+    if sc.convergence.enabled:
+        from gradwire.convergence import TASKS
+
+        if sc.convergence.task not in TASKS:
+            add("convergence.task", f"unknown task {sc.convergence.task!r}; valid: {', '.join(TASKS.names())}")
+        if sc.convergence.model not in MODELS:
+            add("convergence.model", f"unknown model {sc.convergence.model!r}")
+    problems.extend(Problem(prefix + p.path, p.message) for p in _cluster_problems(sc, TOPOLOGIES))
+    return problems
+
+
+def _cluster_problems(sc: Scenario, topologies: Any) -> list[Problem]:
+    c = sc.cluster
+    problems: list[Problem] = []
+    if c.topology == "links":
+        if not c.links:
+            problems.append(Problem("cluster.links", "topology 'links' needs a non-empty list of links"))
+        if not c.gpus:
+            problems.append(Problem("cluster.gpus", "topology 'links' needs the list of GPU nodes"))
+        return problems
+    if c.topology not in topologies:
+        valid = ", ".join([*topologies.names(), "links"])
+        return [Problem("cluster.topology", f"unknown topology {c.topology!r}; valid: {valid}")]
+    sig = inspect.signature(topologies.get(c.topology))
+    accepted = set(sig.parameters)
+    params = cluster_params(c)
+    given = dict(c.model_extra or {})
+    if c.graph_file is not None:
+        given["graph_file"] = c.graph_file
+    for key in given:
+        si = "path" if key == "graph_file" else si_key(key)
+        if si not in accepted:
+            allowed = ", ".join(sorted(user_key(p) for p in accepted if p != "num_gpus"))
+            problems.append(
+                Problem(f"cluster.{key}", f"not a parameter of topology {c.topology!r}; allowed: {allowed}")
+            )
+    for name, p in sig.parameters.items():
+        if p.default is inspect.Parameter.empty and name not in params and name != "num_gpus":
+            problems.append(Problem(f"cluster.{user_key(name)}", f"is required by topology {c.topology!r}"))
+    return problems
+
+
+def validate(data: Mapping[str, Any], source: str = "", *, semantic: bool = True) -> Scenario:
+    """Validate a scenario dict; raise one ScenarioError listing every problem."""
+    try:
+        sc = Scenario.model_validate(data)
+    except ValidationError as exc:
+        raise ScenarioError(_structure_problems(exc), source) from None
+    problems = _sweep_problems(sc)
+    if semantic:
+        problems += _semantic_problems(sc)
+    if problems:
+        raise ScenarioError(problems, source)
+    return sc
+
+
+def _sweep_problems(sc: Scenario) -> list[Problem]:
+    problems = []
+    fields = set(Scenario.model_fields) - {"sweep", "published", "assumptions", "name", "description"}
+    for path in sc.sweep:
+        head = path.split(".")[0]
+        if head not in fields:
+            problems.append(
+                Problem(f"sweep.{path}", f"not a sweepable path; top-level keys: {', '.join(sorted(fields))}")
+            )
+    return problems
+
+
+def _set_path(data: dict[str, Any], path: str, value: Any) -> None:
+    parts = path.split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = {}
+            node[part] = child
+        if not isinstance(child, dict):
+            raise ScenarioError([Problem(path, f"{part!r} is not a section; cannot set {path}")])
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_overrides(overrides: Sequence[str]) -> list[tuple[str, Any]]:
+    """``path=value`` strings; the value is read as YAML (``10``, ``[1, 2]``, ``true``)."""
+    out = []
+    problems = []
+    for text in overrides:
+        if "=" not in text:
+            problems.append(Problem("--set", f"{text!r}: expected path=value, e.g. workers=16"))
+            continue
+        path, raw = text.split("=", 1)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        out.append((path.strip(), value))
+    if problems:
+        raise ScenarioError(problems)
+    return out
+
+
+def read_yaml(source: str | Path) -> tuple[dict[str, Any], str]:
+    """The raw dict of a scenario file or built-in name, and a label for messages."""
+    path = Path(source)
+    if not path.exists() and str(source) in list_builtin():
+        path = BUILTIN_DIR / f"{source}.yaml"
+    if not path.exists():
+        raise ScenarioError(
+            [Problem("", f"no scenario file {str(source)!r} and no built-in scenario of that name; "
+                         f"built-in: {', '.join(list_builtin())}")]
+        )
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ScenarioError([Problem("", f"not valid YAML: {exc}")], str(path)) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ScenarioError([Problem("", "a scenario must be a mapping of keys to values")], str(path))
+    data.setdefault("name", path.stem)
+    return data, str(path)
+
+
+def load_scenario(source: str | Path | Mapping[str, Any], overrides: Sequence[str] = ()) -> Scenario:
+    """Load and validate a scenario from a path, a built-in name, or a dict."""
+    if isinstance(source, Mapping):
+        data, label = copy.deepcopy(dict(source)), "<dict>"
+    else:
+        data, label = read_yaml(source)
+    for path, value in parse_overrides(overrides):
+        _set_path(data, path, value)
+    return validate(data, label)
+
+
+@dataclass(frozen=True)
+class Point:
+    """One resolved scenario point of a sweep."""
+
+    index: int
+    point_id: str
+    values: dict[str, Any]  # swept path -> value at this point
+    scenario: Scenario
+
+
+def point_id(sc: Scenario) -> str:
+    """A stable hash of everything that changes the numbers of a point."""
+    data = sc.model_dump(mode="json", exclude=set(_NOT_IN_ID))
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def expand(sc: Scenario) -> list[Point]:
+    """The cartesian product of the sweep axes, each point validated; all problems at once."""
+    base = sc.model_dump(mode="python", exclude={"sweep"})
+    axes = list(sc.sweep.items())
+    combos = list(itertools.product(*[vals for _, vals in axes])) if axes else [()]
+    points: list[Point] = []
+    problems: list[Problem] = []
+    for i, combo in enumerate(combos):
+        data = copy.deepcopy(base)
+        values = {path: v for (path, _), v in zip(axes, combo, strict=True)}
+        for path, v in values.items():
+            _set_path(data, path, v)
+        label = ", ".join(f"{k}={v}" for k, v in values.items())
+        try:
+            resolved = Scenario.model_validate(data)
+        except ValidationError as exc:
+            problems += _structure_problems(exc, prefix=f"sweep point {i} ({label}): ")
+            continue
+        sem = _semantic_problems(resolved, prefix=f"sweep point {i} ({label}): ") if axes else []
+        if sem:
+            problems += sem
+            continue
+        points.append(Point(i, point_id(resolved), values, resolved))
+    if problems:
+        raise ScenarioError(problems, sc.name)
+    return points

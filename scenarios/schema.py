@@ -1,0 +1,132 @@
+"""The scenario schema: what a what-if YAML file may say, validated with every problem at once.
+
+A scenario names the model and batch, the device (or a device profile to rescale to), the
+cluster (a topology builder and its parameters, an inline list of links, or a graph file),
+the number of workers, the codecs, the collectives, DDP bucket size, overlap, stragglers,
+the seed and sweep axes. Units live in key names at this edge only (``bandwidth_Gbps``,
+``latency_us``, ``bucket_MB``) and are converted to SI once by :mod:`gradwire.scenarios.convert`.
+
+Validation is two passes: the structure (pydantic, unknown keys rejected) and the meaning
+(registered names, builder parameters, sweep paths), and both report every problem with
+its dotted path, e.g. ``cluster.links[2].bandwidth_Gbps: must be > 0 Gbit/s``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+PosFloat = Annotated[float, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+
+
+class MeasuredTimes(_Strict):
+    """Per-iteration compute times the user measured on the target hardware (milliseconds)."""
+
+    forward_ms: PosFloat
+    backward_ms: PosFloat
+    optimizer_ms: NonNegFloat = 0.0
+
+
+class ModelCfg(_Strict):
+    name: str = "mlp"
+    batch_size: Annotated[int, Field(gt=0)] = 32  # per worker
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # where profiling and codec timing run
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    target_device: str | None = None  # rescale measured times to this GPU (an estimate)
+    measured: MeasuredTimes | None = None  # or give compute times measured elsewhere
+    profile_iters: Annotated[int, Field(gt=0, le=100)] = 3
+
+
+class LinkCfg(_Strict):
+    src: str | int
+    dst: str | int
+    bandwidth_Gbps: PosFloat
+    latency_us: NonNegFloat = 1.0
+
+
+class ClusterCfg(BaseModel):
+    """A topology builder and its parameters; builder parameters are checked against the
+    builder's signature in the semantic pass, so extra keys are allowed here."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    topology: str = "star"
+    links: list[LinkCfg] | None = None  # with topology: links (an inline graph)
+    gpus: list[str | int] | None = None  # with topology: links, which nodes are GPUs (rank order)
+    graph_file: str | None = None  # with topology: graph_file
+
+
+class NetworkCfg(_Strict):
+    per_message_overhead_us: NonNegFloat = 0.0  # alpha: software cost of one message
+    efficiency: Annotated[float, Field(gt=0, le=1)] = 1.0  # payload bytes per wire byte
+
+
+class ExchangeCfg(_Strict):
+    """Which collective each kind of payload uses."""
+
+    summable: str = "ring_allreduce"  # fp32/fp16/bf16/powersgd payloads
+    quantized: str = "ring_allgather"  # payloads that cannot be summed without decoding
+    options: dict[str, Any] = Field(default_factory=dict)  # e.g. {num_servers: 2}
+
+
+class Straggler(_Strict):
+    rank: Annotated[int, Field(ge=0)]
+    slowdown: Annotated[float, Field(ge=1)]  # compute time multiplier
+
+
+class MeasureCfg(_Strict):
+    repeats: Annotated[int, Field(gt=0, le=50)] = 3
+    ranks: Annotated[int, Field(gt=0, le=64)] = 2  # distinct seeds whose payload sizes are measured
+
+
+class ConvergenceCfg(_Strict):
+    enabled: bool = False
+    model: str = "mlp"
+    task: str = "digits"
+    workers: Annotated[int, Field(gt=0, le=256)] | None = None  # default: the scenario's workers
+    steps: Annotated[int, Field(gt=0)] = 150
+    batch_per_worker: Annotated[int, Field(gt=0)] = 16
+    lr: PosFloat = 0.1
+    eval_every: Annotated[int, Field(gt=0)] = 10
+    target: Annotated[float, Field(gt=0, le=1)] | None = None  # absolute test accuracy
+    target_fraction: Annotated[float, Field(gt=0, le=1)] = 0.99  # of fp32's best accuracy
+
+
+class PublishedFigure(_Strict):
+    """A published measurement that this scenario reproduces, shown beside the prediction."""
+
+    figure: str  # e.g. "QSGD paper §5, AlexNet 16 GPUs"
+    quantity: Literal["speedup_vs_fp32", "comm_fraction_fp32", "comm_reduction"]
+    codec: str  # spec of the codec the figure is about
+    value: float
+    point: dict[str, Any] = Field(default_factory=dict)  # swept values selecting the point
+
+
+class Scenario(_Strict):
+    name: str = "scenario"
+    description: str = ""
+    seed: int = 0
+    model: ModelCfg = Field(default_factory=ModelCfg)
+    workers: Annotated[int, Field(gt=0, le=65536)] = 4
+    cluster: ClusterCfg = Field(default_factory=ClusterCfg)
+    network: NetworkCfg = Field(default_factory=NetworkCfg)
+    codecs: Annotated[list[str], Field(min_length=1)] = Field(
+        default_factory=lambda: ["fp32", "qsgd(bits=4, bucket=512)", "onebit"]
+    )
+    exchange: ExchangeCfg = Field(default_factory=ExchangeCfg)
+    bucket_MB: PosFloat = 25.0
+    overlap: bool = True
+    stragglers: list[Straggler] = Field(default_factory=list)
+    jitter: Annotated[float, Field(ge=0, le=1)] = 0.0  # std of compute time / mean
+    measure: MeasureCfg = Field(default_factory=MeasureCfg)
+    sweep: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(default_factory=dict)
+    convergence: ConvergenceCfg = Field(default_factory=ConvergenceCfg)
+    published: list[PublishedFigure] = Field(default_factory=list)
+    assumptions: list[str] = Field(default_factory=list)
