@@ -89,6 +89,41 @@ def check_finite(tensor: torch.Tensor, codec: str) -> None:
         )
 
 
+def state_for(codec: Codec, tensor: torch.Tensor, state: CodecState | None) -> CodecState:
+    """``state`` itself, or a fresh worker-0 state on ``tensor``'s device when it is None."""
+    return state if state is not None else codec.new_state(tensor.device)
+
+
+def raw_payload(tensor: torch.Tensor, codec: str) -> Payload:
+    """A payload holding ``tensor`` uncompressed in its own dtype (small-tensor path)."""
+    data = tensor.detach().contiguous().reshape(-1).view(torch.uint8).clone()
+    return Payload(data, 8 * data.numel(), tuple(tensor.shape), tensor.dtype, codec)
+
+
+def raw_decode(payload: Payload) -> torch.Tensor:
+    """Inverse of :func:`raw_payload`."""
+    return payload.data.view(payload.dtype).reshape(payload.shape).clone()
+
+
+def ef_input(tensor: torch.Tensor, state: CodecState) -> torch.Tensor:
+    """Error feedback, first half: ``val = g + e`` in fp32 (``e`` starts at zero)."""
+    val = tensor.detach().to(torch.float32)
+    res = state.residual
+    if res is not None:
+        if res.shape != val.shape:
+            raise ConfigError(
+                f"error-feedback residual has shape {tuple(res.shape)} but the gradient has "
+                f"shape {tuple(val.shape)}; use one state per tensor"
+            )
+        val = val + res.to(val.device)
+    return val
+
+
+def ef_update(state: CodecState, val: torch.Tensor, decoded: torch.Tensor) -> None:
+    """Error feedback, second half: ``e <- val - decoded`` (what was not sent is kept)."""
+    state.residual = val - decoded.to(torch.float32)
+
+
 class Codec(ABC):
     """A gradient compressor. Subclasses are small, one per file, registered in ``CODECS``.
 
@@ -117,6 +152,31 @@ class Codec(ABC):
         """The parameters that define this codec (shown in results and specs)."""
         return {}
 
+    def quantize(self, tensor: torch.Tensor, state: CodecState | None = None) -> torch.Tensor:
+        """The value ``decode(encode(tensor, state))`` returns, computed without building bytes.
+
+        Uses the same random draws as :meth:`encode` for an equal state and updates the
+        state the same way (error-feedback residual, generator, warm start). Subclasses
+        override this with a byte-free path; this fallback goes through the real bytes.
+        """
+        return self.decode(self.encode(tensor, state))
+
+    def quantize_many(
+        self, stacked: torch.Tensor, states: Sequence[CodecState]
+    ) -> torch.Tensor:
+        """``quantize`` for K workers at once: ``stacked[k]`` is worker k's gradient.
+
+        ``stacked`` has shape ``[K, *shape]``; row k is quantized with ``states[k]``, and
+        the result has the same shape and dtype. Vectorized in the qsgd family, onebit,
+        signsgd and terngrad; this default loops over the K rows.
+        """
+        if stacked.dim() < 1 or stacked.shape[0] != len(states):
+            raise ConfigError(
+                f"quantize_many: stacked has leading size {stacked.shape[0] if stacked.dim() else 0}"
+                f" but {len(states)} states were given; pass one state per worker"
+            )
+        return torch.stack([self.quantize(stacked[k], states[k]) for k in range(len(states))])
+
     # --- shared behaviour -----------------------------------------------------------
     def new_state(self, device: torch.device | str | None = None, worker: int = 0) -> CodecState:
         """Fresh state for one worker; worker ``k`` gets an independent seeded stream."""
@@ -135,14 +195,12 @@ class Codec(ABC):
         This is the exchange semantics of an allgather (or an allreduce of summable
         payloads). Multi-round codecs (PowerSGD) override it with their real protocol.
         """
-        if len(tensors) != len(states):
-            raise ConfigError("aggregate: one state per tensor is required")
-        total: torch.Tensor | None = None
-        for t, s in zip(tensors, states, strict=True):
-            d = self.decode(self.encode(t, s)).to(torch.float32)
-            total = d if total is None else total + d
-        assert total is not None  # internal invariant: at least one worker
-        return (total / len(tensors)).to(tensors[0].dtype)
+        if len(tensors) != len(states) or not tensors:
+            raise ConfigError("aggregate: one state per tensor is required (at least one worker)")
+        # quantize == decode(encode(.)) bit-exactly (tested for every codec), so the
+        # vectorized path gives the exchange semantics without building K bitstreams.
+        decoded = self.quantize_many(torch.stack(list(tensors)), states).to(torch.float32)
+        return decoded.mean(dim=0).to(tensors[0].dtype)
 
     def __repr__(self) -> str:
         return self.spec()

@@ -1,0 +1,75 @@
+"""Full-precision and half-precision casts: ``fp32`` (identity), ``fp16``, ``bf16``.
+
+These are the baselines every compressed codec is compared with. Their payloads are
+summable (an allreduce can add them without decoding). A cast codec sends the tensor in
+its wire dtype whatever the input dtype is, and decodes back to the input's dtype; NaN or
+Inf raises :class:`~gradwire.errors.NonFiniteGradientError` like every other codec, and
+values beyond fp16's range (65504) raise too rather than silently becoming Inf.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+import torch
+from gradwire.codecs.base import CODECS, Codec, CodecState, Payload, check_finite
+
+from gradwire.errors import CodecError
+
+
+class CastCodec(Codec):
+    """Send the tensor cast to ``wire_dtype``; decode casts back to the input dtype."""
+
+    wire_dtype: ClassVar[torch.dtype] = torch.float32
+    summable = True
+
+    def _wire(self, tensor: torch.Tensor) -> torch.Tensor:
+        check_finite(tensor, self.name)
+        wire = tensor.detach().reshape(-1).to(self.wire_dtype)
+        if not bool(torch.isfinite(wire).all()):
+            raise CodecError(
+                f"codec {self.name!r}: gradient values up to {float(tensor.abs().max()):.3g} "
+                f"overflow {self.wire_dtype}; use bf16 or fp32, or scale the loss down"
+            )
+        return wire
+
+    def encode(self, tensor: torch.Tensor, state: CodecState | None = None) -> Payload:
+        wire = self._wire(tensor)
+        # A same-dtype .to() returns the input itself: clone so the payload owns its bytes.
+        data = (wire.clone() if wire.data_ptr() == tensor.data_ptr() else wire).view(torch.uint8)
+        return Payload(data, 8 * data.numel(), tuple(tensor.shape), tensor.dtype, self.name)
+
+    def decode(self, payload: Payload) -> torch.Tensor:
+        wire = payload.data.view(self.wire_dtype)
+        return wire.to(payload.dtype).reshape(payload.shape)
+
+    def quantize(self, tensor: torch.Tensor, state: CodecState | None = None) -> torch.Tensor:
+        return self._wire(tensor).to(tensor.dtype).reshape(tensor.shape)
+
+    def quantize_many(self, stacked: torch.Tensor, states: Sequence[CodecState]) -> torch.Tensor:
+        return self.quantize(stacked)
+
+
+@CODECS.register("fp32")
+class FP32(CastCodec):
+    """Identity: 32 bits per element (the uncompressed baseline)."""
+
+    name = "fp32"
+    wire_dtype = torch.float32
+
+
+@CODECS.register("fp16")
+class FP16(CastCodec):
+    """IEEE half precision: 16 bits per element, round to nearest even."""
+
+    name = "fp16"
+    wire_dtype = torch.float16
+
+
+@CODECS.register("bf16")
+class BF16(CastCodec):
+    """bfloat16: 16 bits per element, fp32's exponent range, 8-bit mantissa."""
+
+    name = "bf16"
+    wire_dtype = torch.bfloat16
