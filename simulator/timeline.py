@@ -22,12 +22,12 @@ from typing import Any
 
 import numpy as np
 import simpy
-
-from gradwire.errors import ConfigError
-from gradwire.results import LinkUse, Segment
 from gradwire.simulator.collectives import COLLECTIVES
 from gradwire.simulator.network import Network
 from gradwire.simulator.topology import Topology
+
+from gradwire.errors import ConfigError
+from gradwire.results import LinkUse, Segment
 
 # How many payloads a rank decodes after each collective (per bucket). An allgather hands
 # every rank all p payloads; a summing collective hands back one (already summed) value.

@@ -1,0 +1,142 @@
+"""The ``run_sim.py`` / ``gradwire`` command line.
+
+``run_sim.py [SCENARIO] [--set path=value ...] [--out DIR] [--engine serial|dask]
+[--scheduler ADDRESS]`` runs a scenario (a YAML path or a built-in name; ``quickstart`` by
+default); ``--list`` lists the built-in scenarios; ``run_sim.py report DIR`` rebuilds the
+tables and dashboard from a finished run's store; ``run_sim.py validate ...`` compares
+predictions with a real shaped network. User errors print as one message and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from rich.console import Console
+
+from gradwire.errors import GradWireError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="run_sim.py",
+        description="Predict whether gradient compression makes data-parallel training faster.",
+        epilog="Other commands: `run_sim.py report DIR` (rebuild tables and dashboard from a run's "
+        "store), `run_sim.py validate --help` (check predictions against a real shaped network).",
+    )
+    p.add_argument("scenario", nargs="?", default="quickstart",
+                   help="scenario YAML file or built-in name (default: quickstart)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
+                   help="override a scenario value, e.g. --set workers=16 --set cluster.bandwidth_Gbps=10 "
+                   "--set 'sweep.workers=[4, 8]'")
+    p.add_argument("--out", help="output folder (default: results/<scenario name>)")
+    p.add_argument("--list", action="store_true", help="list the built-in scenarios and exit")
+    p.add_argument("--engine", choices=["serial", "dask"], default=None,
+                   help="where sweep points run (default: serial; dask when --scheduler or "
+                   "DASK_SCHEDULER_ADDRESS is given)")
+    p.add_argument("--scheduler", default=None,
+                   help="address of a running Dask scheduler (default: $DASK_SCHEDULER_ADDRESS; "
+                   "with --engine dask and no address, a local cluster on this machine's cores)")
+    p.add_argument("--check", action="store_true", help="validate the scenario, print its points, and exit")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def _list(console: Console) -> int:
+    from rich.table import Table
+
+    from gradwire.scenarios.loader import builtin_description, list_builtin
+
+    t = Table(title="Built-in scenarios (python run_sim.py NAME)")
+    t.add_column("name")
+    t.add_column("what it asks")
+    for name in list_builtin():
+        t.add_row(name, builtin_description(name))
+    console.print(t)
+    return 0
+
+
+def _run(args: argparse.Namespace, console: Console) -> int:
+    from gradwire.report.table import print_summary
+    from gradwire.run import run_scenario
+    from gradwire.scenarios.loader import expand, load_scenario
+
+    sc = load_scenario(args.scenario, args.overrides)
+    points = expand(sc)
+    axes = ", ".join(f"{k} ({len(v)})" for k, v in sc.sweep.items()) or "none"
+    console.print(f"[bold]{sc.name}[/bold]: {len(points)} point(s), sweep axes: {axes}; "
+                  f"codecs: {', '.join(sc.codecs)}")
+    if args.check:
+        for pt in points:
+            console.print(f"  point {pt.index} [{pt.point_id}] {pt.values}")
+        return 0
+    scheduler = args.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
+    engine = args.engine or ("dask" if scheduler else "serial")
+    out = args.out or os.path.join("results", sc.name)
+    outcome = run_scenario(sc, out, engine=engine, scheduler=scheduler, progress=not args.quiet,
+                           log=lambda m: console.print(f"[dim]{m}[/dim]"))
+    print_summary(outcome.rows, console)
+    if outcome.time_to_target:
+        _print_records(console, "Time to target accuracy (real training x simulated clock)", outcome.time_to_target)
+    if outcome.published:
+        _print_records(console, "Published figures beside GradWire's predictions", outcome.published)
+    if outcome.failed:
+        console.print(f"[red]{len(outcome.failed)} point(s) failed:[/red]")
+        for f in outcome.failed:
+            console.print(f"  {f}")
+    if outcome.skipped:
+        console.print(f"{outcome.skipped} point(s) were already in the store and were not re-run.")
+    console.print(f"Finished in {outcome.elapsed_s:.1f} s. Wrote:")
+    for name, path in outcome.files.items():
+        console.print(f"  {name:>16}: {path}")
+    return 1 if outcome.failed else 0
+
+
+def _print_records(console: Console, title: str, records: Sequence[dict]) -> None:
+    from rich.table import Table
+
+    t = Table(title=title)
+    keys = list(records[0])
+    for k in keys:
+        t.add_column(k)
+    for r in records:
+        t.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in (r.get(k) for k in keys)])
+    console.print(t)
+
+
+def _report(argv: Sequence[str], console: Console) -> int:
+    from gradwire.sweep import report
+
+    p = argparse.ArgumentParser(prog="run_sim.py report",
+                                description="Rebuild CSV, Parquet and dashboard.html from a run's results store.")
+    p.add_argument("dir", help="output folder of an earlier run")
+    a = p.parse_args(list(argv))
+    files = report(a.dir)
+    console.print("Wrote:")
+    for name, path in files.items():
+        console.print(f"  {name:>16}: {path}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    console = Console()
+    try:
+        if argv and argv[0] == "validate":
+            from gradwire.validate import cli_main
+
+            return cli_main(argv[1:])
+        if argv and argv[0] == "report":
+            return _report(argv[1:], console)
+        args = _parser().parse_args(argv)
+        if args.list:
+            return _list(console)
+        return _run(args, console)
+    except GradWireError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        console.print("interrupted: finished points are kept in the results store; run again to resume")
+        return 130

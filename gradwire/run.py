@@ -1,0 +1,142 @@
+"""Running a scenario end to end: points -> rows in a durable store -> tables and dashboard.
+
+:func:`run_scenario` expands the sweep, prepares workloads and codec measurements once,
+evaluates every point on the chosen engine (serial, or Dask) writing each finished point
+to the results store at once, then (if asked) runs the convergence study and joins it with
+the simulated iteration times, compares with any published figures the scenario names,
+and writes ``results.csv``, ``results.parquet`` and ``dashboard.html`` into the output
+folder. Everything written is derived from the stored rows.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gradwire.pipeline import evaluate_point, prepare
+from gradwire.results import Row, Trace
+from gradwire.scenarios.loader import expand
+from gradwire.scenarios.schema import PublishedFigure, Scenario
+
+
+@dataclass
+class RunOutcome:
+    scenario: Scenario
+    out_dir: Path
+    rows: list[Row]
+    traces: list[Trace]
+    files: dict[str, Path]
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    convergence: list[dict[str, Any]] = field(default_factory=list)
+    time_to_target: list[dict[str, Any]] = field(default_factory=list)
+    published: list[dict[str, Any]] = field(default_factory=list)
+    skipped: int = 0
+    elapsed_s: float = 0.0
+
+
+def _matches(row: Row, point: dict[str, Any]) -> bool:
+    for k, v in point.items():
+        have = row.params.get(k, getattr(row, k, None))
+        if have != v:
+            return False
+    return True
+
+
+def compare_published(rows: Sequence[Row], figures: Sequence[PublishedFigure]) -> list[dict[str, Any]]:
+    """Each published figure beside GradWire's prediction of the same quantity.
+
+    ``speedup_vs_fp32``: iteration time of fp32 over the codec's. ``comm_fraction_fp32``:
+    the share of fp32's iteration that is not compute. ``comm_reduction``: fp32's
+    communication time over the codec's, with codec (encode + decode) time counted inside
+    communication time as the QSGD paper does.
+    """
+    out = []
+    for fig in figures:
+        cand = [r for r in rows if _matches(r, fig.point)]
+        fp32 = next((r for r in cand if r.codec_name == "fp32"), None)
+        row = next((r for r in cand if r.codec == fig.codec), None)
+        pred = math.nan
+        if fp32 is not None:
+            if fig.quantity == "comm_fraction_fp32":
+                pred = 1 - fp32.compute_s / fp32.iteration_s
+            elif row is not None and fig.quantity == "speedup_vs_fp32":
+                pred = fp32.iteration_s / row.iteration_s
+            elif row is not None and fig.quantity == "comm_reduction":
+                mine = row.iteration_s - row.compute_s
+                pred = (fp32.iteration_s - fp32.compute_s) / mine if mine > 0 else math.inf
+        out.append({"figure": fig.figure, "quantity": fig.quantity, "codec": fig.codec,
+                    "published": fig.value, "predicted": pred,
+                    "error": (pred - fig.value) / fig.value if fig.value else math.nan})
+    return out
+
+
+def run_convergence_study(sc: Scenario, rows: Sequence[Row], *, progress: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Real training with each codec, joined with the simulated iteration time of the first point."""
+    from gradwire.convergence import accuracy_vs_time, run_convergence, time_to_accuracy
+
+    cfg = sc.convergence
+    curves = run_convergence(model=cfg.model, task=cfg.task, codecs=list(sc.codecs),
+                             workers=cfg.workers or sc.workers, steps=cfg.steps,
+                             batch_per_worker=cfg.batch_per_worker, lr=cfg.lr, seed=sc.seed,
+                             eval_every=cfg.eval_every, progress=progress)
+    first = min((r.point for r in rows), default=0)
+    iteration_s = {r.codec: r.iteration_s for r in rows if r.point == first}
+    ttt = time_to_accuracy(curves, iteration_s, target=cfg.target, target_fraction=cfg.target_fraction)
+    return accuracy_vs_time(curves, iteration_s), ttt
+
+
+def run_scenario(
+    sc: Scenario,
+    out_dir: str | Path,
+    *,
+    engine: str = "serial",
+    scheduler: str | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> RunOutcome:
+    """Run every point of ``sc`` (skipping points already in ``out_dir``'s store)."""
+    from gradwire.report.dashboard import write_dashboard
+    from gradwire.sweep.engine import run_sweep
+    from gradwire.sweep.store import ResultStore
+
+    say = log or (lambda _m: None)
+    t0 = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    points = expand(sc)
+    store = ResultStore(out / "results.sqlite")
+    todo = [p for p in points if p.point_id not in store.done_ids()]
+    prepared = prepare(sc, points=todo, progress=progress, log=say) if todo else None
+    report = run_sweep(todo, evaluate_point, prepared, store, engine=engine, scheduler=scheduler,
+                       progress=progress)
+    ids = {p.point_id: p.index for p in points}
+    rows = sorted((r for r in store.rows() if r.point_id in ids), key=lambda r: (r.point, r.codec))
+    traces = [t for t in store.traces() if t.point in ids.values()]
+    outcome = RunOutcome(sc, out, rows, traces, {}, failed=list(report.failed),
+                         skipped=len(points) - len(todo))
+    if sc.convergence.enabled and rows:
+        say("running the convergence study (real training with each codec)")
+        outcome.convergence, outcome.time_to_target = run_convergence_study(sc, rows, progress=progress)
+    if sc.published:
+        outcome.published = compare_published(rows, sc.published)
+    outcome.files = store.export(out, rows=rows)
+    for name, records in (("time_to_target", outcome.time_to_target), ("published", outcome.published),
+                          ("convergence", outcome.convergence)):
+        if records:
+            path = out / f"{name}.json"
+            path.write_text(json.dumps(records, indent=1, default=float))
+            outcome.files[name] = path
+    notes = [*sc.assumptions]
+    if any(r.estimate for r in rows):
+        notes.append("Compute and codec times marked 'estimate' were rescaled to another device (roofline).")
+    outcome.files["dashboard"] = write_dashboard(
+        out / "dashboard.html", rows, traces, title=f"GradWire: {sc.name}",
+        published=outcome.published or None, convergence=outcome.convergence or None, notes=notes,
+    )
+    outcome.elapsed_s = time.perf_counter() - t0
+    return outcome
