@@ -29,7 +29,7 @@ BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
 
 _UNITS = {"Gbps": "Gbit/s", "us": "µs", "ms": "ms", "MB": "MB"}
 # Keys that describe a scenario but do not change its numbers: left out of point ids.
-_NOT_IN_ID = ("name", "description", "sweep", "published", "assumptions")
+_NOT_IN_ID = ("name", "description", "sweep", "cases", "published", "assumptions")
 
 
 def list_builtin() -> list[str]:
@@ -186,12 +186,14 @@ def validate(data: Mapping[str, Any], source: str = "", *, semantic: bool = True
 
 def _sweep_problems(sc: Scenario) -> list[Problem]:
     problems = []
-    fields = set(Scenario.model_fields) - {"sweep", "published", "assumptions", "name", "description"}
-    for path in sc.sweep:
+    fields = set(Scenario.model_fields) - {"sweep", "cases", "published", "assumptions", "name", "description"}
+    paths = [(f"sweep.{path}", path) for path in sc.sweep]
+    paths += [(f"cases[{i}].{path}", path) for i, case in enumerate(sc.cases) for path in case if path != "case"]
+    for where, path in paths:
         head = path.split(".")[0]
         if head not in fields:
             problems.append(
-                Problem(f"sweep.{path}", f"not a sweepable path; top-level keys: {', '.join(sorted(fields))}")
+                Problem(where, f"not a sweepable path; top-level keys: {', '.join(sorted(fields))}")
             )
     return problems
 
@@ -281,23 +283,27 @@ def point_id(sc: Scenario) -> str:
 
 def expand(sc: Scenario) -> list[Point]:
     """The cartesian product of the sweep axes, each point validated; all problems at once."""
-    base = sc.model_dump(mode="python", exclude={"sweep"})
+    base = sc.model_dump(mode="python", exclude={"sweep", "cases"})
     axes = list(sc.sweep.items())
     combos = list(itertools.product(*[vals for _, vals in axes])) if axes else [()]
+    cases: list[dict[str, Any]] = list(sc.cases) or [{}]
     points: list[Point] = []
     problems: list[Problem] = []
-    for i, combo in enumerate(combos):
+    grid = [(case, combo) for case in cases for combo in combos]
+    for i, (case, combo) in enumerate(grid):
         data = copy.deepcopy(base)
-        values = {path: v for (path, _), v in zip(axes, combo, strict=True)}
+        values = dict(case)
+        values.update({path: v for (path, _), v in zip(axes, combo, strict=True)})
         for path, v in values.items():
-            _set_path(data, path, v)
+            if path != "case":  # a case's name: kept in the point's values, not a setting
+                _set_path(data, path, v)
         label = ", ".join(f"{k}={v}" for k, v in values.items())
         try:
             resolved = Scenario.model_validate(data)
         except ValidationError as exc:
             problems += _structure_problems(exc, prefix=f"sweep point {i} ({label}): ")
             continue
-        sem = _semantic_problems(resolved, prefix=f"sweep point {i} ({label}): ") if axes else []
+        sem = _semantic_problems(resolved, prefix=f"sweep point {i} ({label}): ") if values else []
         if sem:
             problems += sem
             continue

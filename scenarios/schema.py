@@ -127,6 +127,9 @@ class Scenario(_Strict):
     jitter: Annotated[float, Field(ge=0, le=1)] = 0.0  # std of compute time / mean
     measure: MeasureCfg = Field(default_factory=MeasureCfg)
     sweep: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(default_factory=dict)
+    # explicit points (each a set of path: value overrides, plus an optional `case` name),
+    # crossed with the sweep axes
+    cases: list[dict[str, Any]] = Field(default_factory=list)
     convergence: ConvergenceCfg = Field(default_factory=ConvergenceCfg)
     published: list[PublishedFigure] = Field(default_factory=list)
     assumptions: list[str] = Field(default_factory=list)
