@@ -1,0 +1,136 @@
+"""The iteration timeline against closed forms on a contention-free star."""
+
+from __future__ import annotations
+
+import pytest
+from gradwire.simulator.timeline import BucketCost, IterationSpec, simulate_iteration
+from gradwire.simulator.topology import make_topology
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gradwire.errors import ConfigError
+
+BW = 1.25e9  # 10 Gbit/s in bytes/s
+LAT = 5e-6  # per link; a star route has two links
+OVH = 20e-6
+
+
+def star(p: int):
+    return make_topology("star", num_ranks=p, bandwidth_Bps=BW, latency_s=LAT)
+
+
+def alpha() -> float:
+    return 2 * LAT + OVH
+
+
+def ring_allreduce_s(p: int, m: float) -> float:
+    return 2 * (p - 1) * alpha() + 2 * (p - 1) / p * m / BW
+
+
+def ring_allgather_s(p: int, m: float) -> float:
+    return (p - 1) * alpha() + (p - 1) * m / BW
+
+
+def one_bucket(m: float, enc: float = 3e-3, dec: float = 2e-3, ready: float = 0.02) -> BucketCost:
+    return BucketCost(numel=int(m // 4), ready_s=ready, payload_bytes=(m,), encode_s=enc, decode_s=dec)
+
+
+F, B, O = 0.010, 0.020, 0.005
+
+
+@pytest.mark.parametrize("p", [2, 4, 8])
+def test_no_overlap_is_compute_plus_encode_plus_collective_plus_decode(p: int) -> None:
+    m = 8e6
+    spec = IterationSpec(F, B, O, (one_bucket(m),), "ring_allreduce", overlap=False)
+    res = simulate_iteration(spec, star(p), per_message_overhead_s=OVH)
+    expected = F + B + 3e-3 + ring_allreduce_s(p, m) + 2e-3 + O
+    assert res.iteration_s == pytest.approx(expected, rel=1e-9)
+    assert res.compute_s == pytest.approx(F + B + O, rel=1e-9)
+    assert res.exposed_comm_s == pytest.approx(ring_allreduce_s(p, m), rel=1e-9)
+    assert res.hidden_comm_s == pytest.approx(0.0, abs=1e-12)
+    assert res.encode_s == pytest.approx(3e-3) and res.decode_s == pytest.approx(2e-3)
+
+
+def test_allgather_decodes_every_ranks_payload() -> None:
+    p, m = 4, 1e6
+    spec = IterationSpec(F, B, O, (one_bucket(m),), "ring_allgather", overlap=False)
+    res = simulate_iteration(spec, star(p), per_message_overhead_s=OVH)
+    expected = F + B + 3e-3 + ring_allgather_s(p, m) + p * 2e-3 + O
+    assert res.iteration_s == pytest.approx(expected, rel=1e-9)
+    assert res.decode_total_s == pytest.approx(p * 2e-3)
+
+
+def test_no_overlap_buckets_run_one_after_another() -> None:
+    p = 4
+    buckets = (one_bucket(4e6, ready=0.005), one_bucket(2e6, ready=0.02))
+    spec = IterationSpec(F, B, O, buckets, "ring_allreduce", overlap=False)
+    res = simulate_iteration(spec, star(p), per_message_overhead_s=OVH)
+    per = [3e-3 + ring_allreduce_s(p, b.payload_bytes[0]) + 2e-3 for b in buckets]
+    assert res.iteration_s == pytest.approx(F + B + sum(per) + O, rel=1e-9)
+
+
+def test_overlap_comm_bound_is_about_max_of_compute_and_comm() -> None:
+    """A big bucket ready early plus a tiny last bucket: communication hides backward."""
+    p, m = 8, 200e6
+    big = BucketCost(numel=int(m // 4), ready_s=0.001, payload_bytes=(m,), encode_s=0.0, decode_s=0.0)
+    tiny = BucketCost(numel=1, ready_s=B, payload_bytes=(4.0,), encode_s=0.0, decode_s=0.0)
+    spec = IterationSpec(F, B, O, (big, tiny), "ring_allreduce", overlap=True)
+    res = simulate_iteration(spec, star(p), per_message_overhead_s=OVH)
+    comm = ring_allreduce_s(p, m) + ring_allreduce_s(p, 4.0)
+    expected = F + 0.001 + comm + O
+    assert comm > B  # communication-bound
+    assert res.iteration_s == pytest.approx(expected, rel=1e-9)
+    assert res.hidden_comm_s == pytest.approx(B - 0.001, rel=1e-6)
+
+
+def test_overlap_compute_bound_hides_communication() -> None:
+    p, m = 4, 1e6
+    big = BucketCost(numel=int(m // 4), ready_s=0.001, payload_bytes=(m,), encode_s=0.0, decode_s=0.0)
+    tiny = BucketCost(numel=1, ready_s=B, payload_bytes=(4.0,), encode_s=0.0, decode_s=0.0)
+    spec = IterationSpec(F, B, O, (big, tiny), "ring_allreduce", overlap=True)
+    res = simulate_iteration(spec, star(p), per_message_overhead_s=OVH)
+    assert ring_allreduce_s(p, m) < B - 0.001
+    assert res.iteration_s == pytest.approx(F + B + ring_allreduce_s(p, 4.0) + O, rel=1e-9)
+    assert res.hidden_comm_s == pytest.approx(ring_allreduce_s(p, m), rel=1e-6)
+
+
+def test_straggler_delays_everyone() -> None:
+    p, m = 4, 8e6
+    spec = IterationSpec(F, B, O, (one_bucket(m),), "ring_allreduce", overlap=False)
+    res = simulate_iteration(spec, star(p), per_message_overhead_s=OVH, stragglers={2: 2.0})
+    assert res.critical_rank == 2
+    expected = 2 * (F + B) + 3e-3 + ring_allreduce_s(p, m) + 2e-3 + 2 * O
+    assert res.iteration_s == pytest.approx(expected, rel=1e-9)
+    with pytest.raises(ConfigError, match="straggler"):
+        simulate_iteration(spec, star(p), stragglers={9: 2.0})
+
+
+def test_jitter_is_seeded() -> None:
+    spec = IterationSpec(F, B, O, (one_bucket(1e6),), "ring_allreduce", overlap=True)
+    a = simulate_iteration(spec, star(4), jitter=0.1, seed=1).iteration_s
+    b = simulate_iteration(spec, star(4), jitter=0.1, seed=1).iteration_s
+    c = simulate_iteration(spec, star(4), jitter=0.1, seed=2).iteration_s
+    assert a == b and a != c
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    p=st.integers(2, 6),
+    overlap=st.booleans(),
+    sizes=st.lists(st.floats(1e3, 5e7), min_size=1, max_size=4),
+    enc=st.floats(0, 5e-3),
+    dec=st.floats(0, 5e-3),
+    coll=st.sampled_from(["ring_allreduce", "ring_allgather"]),
+)
+def test_breakdown_is_additive(p, overlap, sizes, enc, dec, coll) -> None:
+    n = len(sizes)
+    buckets = tuple(
+        BucketCost(numel=int(s // 4), ready_s=B * (i + 1) / n, payload_bytes=(s,), encode_s=enc, decode_s=dec)
+        for i, s in enumerate(sizes)
+    )
+    res = simulate_iteration(IterationSpec(F, B, O, buckets, coll, overlap=overlap), star(p),
+                             per_message_overhead_s=OVH)
+    parts = res.compute_s + res.encode_s + res.decode_s + res.exposed_comm_s
+    assert parts == pytest.approx(res.iteration_s, rel=1e-9)
+    assert 0 <= res.hidden_comm_s <= res.comm_s + 1e-12
+    assert res.iteration_s >= F + B + O
