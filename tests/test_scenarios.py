@@ -92,7 +92,7 @@ def test_not_a_mapping_and_bad_yaml(tmp_path) -> None:
     p.write_text("model: {name: mlp\n")
     with pytest.raises(ScenarioError, match="not valid YAML"):
         load_scenario(str(p))
-    with pytest.raises(ScenarioError, match="built-in: .*quickstart"):
+    with pytest.raises(ScenarioError, match=r"built-in: .*quickstart"):
         load_scenario("no_such_scenario")
 
 

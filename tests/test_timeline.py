@@ -35,7 +35,7 @@ def one_bucket(m: float, enc: float = 3e-3, dec: float = 2e-3, ready: float = 0.
     return BucketCost(numel=int(m // 4), ready_s=ready, payload_bytes=(m,), encode_s=enc, decode_s=dec)
 
 
-F, B, O = 0.010, 0.020, 0.005
+F, B, O = 0.010, 0.020, 0.005  # noqa: E741
 
 
 @pytest.mark.parametrize("p", [2, 4, 8])
