@@ -1,0 +1,105 @@
+"""Model specifications and the model registry (``gradwire.models.MODELS``).
+
+A :class:`ModelSpec` names one workload of the zoo: how to build the ``torch.nn.Module``,
+how to draw a correctly shaped batch (real bundled data where there is some, synthetic
+otherwise), which loss trains it, and the published parameter count it must match (with
+the source of that count). Building is seeded without touching the global RNG: the
+initialisation runs inside :func:`torch.random.fork_rng`, which restores the global state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from gradwire.errors import WorkloadError
+from gradwire.registry import Registry
+
+BatchFn = Callable[[int, torch.Generator, torch.device], tuple[Tensor, Tensor]]
+
+INPUT_KINDS = ("image", "tokens", "sequence")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model of the zoo.
+
+    ``published_params`` is the parameter count given by ``source``; ``params_rel_tol``
+    is the relative difference allowed between the built model and that count (0 where
+    the architecture is canonical and the count is exact). ``data_source`` names where
+    :meth:`make_batch` takes its inputs from.
+    """
+
+    name: str
+    description: str
+    published_params: int
+    source: str
+    input_kind: str
+    data_source: str
+    builder: Callable[[], nn.Module] = field(repr=False, compare=False)
+    batch_fn: BatchFn = field(repr=False, compare=False)
+    params_rel_tol: float = 0.0
+    sequence_loss: bool = False  # output [B, T, C] against targets [B, T]
+
+    def __post_init__(self) -> None:
+        if self.input_kind not in INPUT_KINDS:
+            raise ValueError(f"model {self.name!r}: input_kind must be one of {INPUT_KINDS}")
+
+    def build(self) -> nn.Module:
+        """A freshly initialised module (initialised from the global RNG; see ``build_model``)."""
+        return self.builder()
+
+    def make_batch(
+        self,
+        batch_size: int,
+        *,
+        generator: torch.Generator,
+        device: torch.device | str = "cpu",
+    ) -> tuple[Tensor, Tensor]:
+        """``(inputs, targets)`` of ``batch_size`` samples drawn with ``generator`` (a CPU
+        generator) and moved to ``device``."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+            raise WorkloadError(
+                f"model {self.name!r}: batch_size must be a positive integer, got {batch_size!r}"
+            )
+        return self.batch_fn(batch_size, generator, torch.device(device))
+
+    def loss(self, output: Tensor, target: Tensor) -> Tensor:
+        """Mean cross-entropy (per token / frame for sequence models)."""
+        if self.sequence_loss:
+            return nn.functional.cross_entropy(
+                output.reshape(-1, output.shape[-1]).float(), target.reshape(-1)
+            )
+        return nn.functional.cross_entropy(output.float(), target)
+
+
+MODELS: Registry[ModelSpec] = Registry("model")
+
+
+def get_model(name: str) -> ModelSpec:
+    """The spec registered as ``name``; an unknown name raises ``UnknownNameError``."""
+    return MODELS.create(name)
+
+
+def build_model(name: str, *, seed: int = 0, device: torch.device | str | None = None) -> nn.Module:
+    """Build model ``name`` with weights initialised from ``seed``.
+
+    The global RNG is forked and restored, so the call is deterministic and leaves the
+    caller's random state untouched. ``device="meta"`` builds without allocating memory
+    (parameter counts of the largest models).
+    """
+    spec = get_model(name)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if device is None:
+            return spec.build()
+        with torch.device(device):
+            return spec.build()
+
+
+def count_params(module: nn.Module) -> int:
+    """Number of trainable parameter elements (shared parameters counted once)."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
