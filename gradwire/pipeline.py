@@ -212,12 +212,12 @@ def ddp_buckets(numels: Sequence[int], bucket_bytes: float, elem_bytes: int = 4)
 
 def build_topology(sc: Scenario) -> Any:
     """The point's topology with ``sc.workers`` ranks."""
-    from gradwire.simulator.topology import make_topology, topology_from_graph
+    from gradwire.simulator.topology import Topology, make_topology
 
     c = sc.cluster
     if c.topology == "links":
-        g = nx.DiGraph()
         assert c.links is not None and c.gpus is not None  # checked by the schema pass
+        g = nx.DiGraph()
         gpus = [str(x) for x in c.gpus]
         for link in c.links:
             for a, b in ((link.src, link.dst), (link.dst, link.src)):
@@ -225,18 +225,16 @@ def build_topology(sc: Scenario) -> Any:
                            latency_s=link.latency_us * 1e-6)
         for n in g.nodes:
             g.nodes[n]["kind"] = "gpu" if n in gpus else "switch"
-        return topology_from_graph(g, gpus[: sc.workers] if len(gpus) >= sc.workers else gpus,
-                                   num_ranks=sc.workers, name="links")
+        topo = Topology(g, gpus, "links")
+        return topo.with_ranks(sc.workers) if sc.workers != topo.num_ranks else topo
     return make_topology(c.topology, num_ranks=sc.workers, **cluster_params(c))
 
 
 def _layout(topology: Any) -> tuple[dict[str, tuple[float, float]], dict[str, str]]:
-    g = topology.graph
-    if g.number_of_nodes() > 400:
+    """Node positions and kinds for drawing (left out for graphs too big to draw)."""
+    if topology.graph.number_of_nodes() > 600:
         return {}, {}
-    pos = nx.kamada_kawai_layout(g.to_undirected()) if g.number_of_nodes() <= 120 else nx.spring_layout(g.to_undirected(), seed=0)
-    return ({str(n): (float(x), float(y)) for n, (x, y) in pos.items()},
-            {str(n): str(g.nodes[n].get("kind", "switch")) for n in g.nodes})
+    return topology.positions(), topology.node_kinds()
 
 
 def evaluate_point(point: Point, prepared: Prepared) -> tuple[list[Row], list[Trace]]:

@@ -160,12 +160,13 @@ def _cluster_problems(sc: Scenario, topologies: Any) -> list[Problem]:
     for key in given:
         si = "path" if key == "graph_file" else si_key(key)
         if si not in accepted:
-            allowed = ", ".join(sorted(user_key(p) for p in accepted if p != "num_gpus"))
+            allowed = ", ".join(sorted(user_key(p) for p in accepted if p != "num_gpus" and p != "path"))
             problems.append(
                 Problem(f"cluster.{key}", f"not a parameter of topology {c.topology!r}; allowed: {allowed}")
             )
+    derived = {"num_gpus", "num_servers", "k", "rows", "cols"}  # make_topology fills these from workers
     for name, p in sig.parameters.items():
-        if p.default is inspect.Parameter.empty and name not in params and name != "num_gpus":
+        if p.default is inspect.Parameter.empty and name not in params and name not in derived:
             problems.append(Problem(f"cluster.{user_key(name)}", f"is required by topology {c.topology!r}"))
     return problems
 
