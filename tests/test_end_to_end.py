@@ -1,0 +1,95 @@
+"""The product as a user meets it: run_sim.py on a reduced quickstart, files written, errors."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from gradwire.results import Row, add_speedups
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# The quickstart, reduced: two points, two codecs besides fp32, a short convergence run.
+REDUCED = [
+    "sweep={workers: [2, 4]}",
+    "codecs=[fp32, 'qsgd(bits=4, bucket=512)', onebit]",
+    "measure.repeats=1",
+    "model.profile_iters=1",
+    "convergence.steps=20",
+    "convergence.eval_every=10",
+    "convergence.workers=4",
+]
+
+
+def _run(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    env = {"GRADWIRE_CACHE": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin", "COLUMNS": "200"}
+    return subprocess.run([sys.executable, str(ROOT / "run_sim.py"), *args], capture_output=True,
+                          text=True, cwd=tmp_path, env=env, timeout=300)
+
+
+@pytest.mark.slow
+def test_reduced_quickstart_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    args = ["quickstart", "--out", str(out), "--quiet"]
+    for o in REDUCED:
+        args += ["--set", o]
+    proc = _run(args, tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for name in ("results.csv", "results.parquet", "dashboard.html"):
+        assert (out / name).is_file(), f"{name} missing; stdout:\n{proc.stdout}"
+    assert str(out / "dashboard.html") in proc.stdout.replace("\n", "")
+    table = pq.read_table(out / "results.parquet").to_pylist()
+    assert len(table) == 2 * 3  # two points x three codecs
+    for r in table:
+        assert r["iteration_s"] > 0 and r["compute_s"] > 0
+        parts = r["compute_s"] + r["encode_s"] + r["decode_s"] + r["exposed_comm_s"]
+        assert parts == pytest.approx(r["iteration_s"], rel=1e-6)
+        if r["codec_name"] == "fp32":
+            assert r["speedup_vs_fp32"] == pytest.approx(1.0)
+            assert r["bits_per_element"] == pytest.approx(32.0)
+        if r["codec_name"] == "qsgd":
+            # fixed-width 4-bit: 4 bits per element + a 32-bit scale per 512 (small layers raw)
+            assert 4.0 < r["bits_per_element"] < 4.5
+    # the second run finds every point in the store and re-runs none of them
+    proc2 = _run(args, tmp_path)
+    assert proc2.returncode == 0, proc2.stdout + proc2.stderr
+    assert "2 point(s) were already in the store" in proc2.stdout
+
+
+def test_invalid_scenario_is_one_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("workers: 0\ncluster: {topology: star, bandwidth_Gbps: -1}\ncodecs: [zipit]\n")
+    proc = _run([str(bad), "--check"], tmp_path)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert "workers: must be > 0" in proc.stdout
+    assert "cluster.bandwidth_Gbps" in proc.stdout or "codecs[0]" in proc.stdout
+
+
+def test_list_shows_builtins(tmp_path: Path) -> None:
+    proc = _run(["--list"], tmp_path)
+    assert proc.returncode == 0
+    for name in ("quickstart", "qsgd_paper", "scaling_to_1024"):
+        assert name in proc.stdout
+
+
+def _row(point: int, codec: str, t: float) -> Row:
+    return Row(scenario="s", point=point, point_id=str(point), codec=codec, codec_name=codec, model="m",
+               batch_size=1, workers=2, topology="star", collective="c", device="cpu", seed=0, overlap=True,
+               iteration_s=t, compute_s=t / 2, forward_s=0, backward_s=0, optimizer_s=0, encode_s=0,
+               decode_s=0, comm_s=t / 2, exposed_comm_s=t / 2, hidden_comm_s=0, bytes_per_rank=1,
+               bits_per_element=1, compression_ratio=32)
+
+
+def test_speedups_are_against_the_same_points_rows() -> None:
+    rows = add_speedups([_row(0, "fp32", 2.0), _row(0, "qsgd", 1.0), _row(0, "onebit", 0.5),
+                         _row(1, "fp32", 9.0), _row(1, "qsgd", 3.0)])
+    by = {(r.point, r.codec): r for r in rows}
+    assert by[(0, "qsgd")].speedup_vs_fp32 == 2.0 and by[(0, "qsgd")].speedup_vs_onebit == 0.5
+    assert by[(1, "qsgd")].speedup_vs_fp32 == 3.0
+    assert math.isnan(by[(1, "qsgd")].speedup_vs_onebit)  # point 1 has no onebit row
