@@ -1,0 +1,298 @@
+"""Every GradWire codec as a real ``DistributedDataParallel`` communication hook.
+
+``make_ddp_hook(codec)`` returns ``(state, hook)`` for ``ddp_model.register_comm_hook``.
+The hook receives DDP's flat gradient bucket and, per codec family:
+
+* ``fp32``: allreduce of the bucket divided by the world size (exactly DDP's default);
+* summable casts (``fp16``, ``bf16``): the same allreduce in the wire dtype;
+* quantized codecs (qsgd, qsgdinf, nuqsgd, onebit, terngrad, signsgd, topk, ...): the
+  bucket is encoded into real bytes, the ranks exchange their payload lengths in bits
+  (one small allgather), then allgather the ``uint8`` payloads padded to the longest;
+  every rank decodes all payloads in rank order and averages them, so every rank applies
+  bit-identical gradients;
+* PowerSGD (Vogels et al., NeurIPS 2019, Algorithm 1): its two allreduces, of ``P = M Q``
+  and of ``Q = M^T P_hat``, with error feedback and the warm-started ``Q`` kept per rank.
+
+Codec state (generator, error-feedback residual, warm start) lives in
+:class:`DDPHookState`, one :class:`~gradwire.codecs.base.CodecState` per bucket index,
+kept across iterations and reset when DDP rebuilds a bucket to another size. Works with
+gloo (CPU tensors) and NCCL (CUDA tensors): payloads stay on the bucket's device. The
+collectives are all issued from the thread that runs the hook, in bucket order, so every
+rank issues them in the same order; the payload exchange is asynchronous and decoding
+runs when it completes, so the transfer overlaps the rest of backward.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from gradwire.codecs.base import Codec, CodecState, Payload, make_codec
+
+from gradwire.errors import ConfigError
+
+HookFn = Callable[[Any, "dist.GradBucket"], "torch.futures.Future[torch.Tensor]"]
+
+
+@dataclass
+class BucketCall:
+    """What one hook call did (seconds from ``time.perf_counter``; bytes on the wire)."""
+
+    index: int
+    numel: int
+    called_s: float  # perf_counter when DDP handed the bucket to the hook
+    encode_s: float  # encoding this rank's payload
+    payload_bytes: int  # this rank's payload, before padding
+    wire_bytes: int  # what this rank put into the collective (padded payload or cast tensor)
+    decode_s: float = math.nan  # decoding + averaging every rank's payload (all of them)
+    done_s: float = math.nan  # perf_counter when the averaged bucket was ready
+
+
+@dataclass
+class DDPHookState:
+    """Per-rank state of a GradWire hook: the codec, its per-bucket states, a call log.
+
+    ``log`` keeps the last ``log_limit`` :class:`BucketCall` records (the validation
+    harness reads real bucket ready times, encode/decode costs and payload sizes from it).
+    """
+
+    codec: Codec
+    process_group: Any = None
+    states: dict[int, CodecState] = field(default_factory=dict)
+    log: list[BucketCall] = field(default_factory=list)
+    log_limit: int = 10_000
+
+    @property
+    def world_size(self) -> int:
+        return int(dist.get_world_size(self.process_group))
+
+    @property
+    def rank(self) -> int:
+        return int(dist.get_rank(self.process_group))
+
+    def state_for(self, index: int, flat: torch.Tensor) -> CodecState:
+        """The codec state of bucket ``index``; fresh when new or when its size changed.
+
+        DDP rebuilds its buckets after the first iteration (in gradient-ready order), so a
+        bucket index can then hold different parameters: a residual of another size is
+        meaningless and is dropped. Rank r, bucket b draws from worker stream
+        ``r + world * b`` so no two (rank, bucket) pairs share random numbers.
+        """
+        st = self.states.get(index)
+        numel = flat.numel()
+        if st is None or st.extra.get("_numel") != numel:
+            st = self.codec.new_state(flat.device, worker=self.rank + self.world_size * index)
+            st.extra["_numel"] = numel
+            self.states[index] = st
+        return st
+
+    def record(self, call: BucketCall) -> None:
+        self.log.append(call)
+        if len(self.log) > self.log_limit:
+            del self.log[: len(self.log) - self.log_limit]
+
+
+def _done(value: torch.Tensor) -> torch.futures.Future[torch.Tensor]:
+    fut: torch.futures.Future[torch.Tensor] = torch.futures.Future()
+    fut.set_result(value)
+    return fut
+
+
+def _allreduce_hook(state: DDPHookState, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
+    """Full precision: divide by the world size, then sum (DDP's own default hook)."""
+    t0 = time.perf_counter()
+    flat = bucket.buffer()
+    world = state.world_size
+    call = BucketCall(bucket.index(), flat.numel(), t0, 0.0, flat.numel() * flat.element_size(),
+                      flat.numel() * flat.element_size())
+    flat.div_(world)
+    fut = dist.all_reduce(flat, group=state.process_group, async_op=True).get_future()
+
+    def finish(f: torch.futures.Future[list[torch.Tensor]]) -> torch.Tensor:
+        call.decode_s = 0.0
+        call.done_s = time.perf_counter()
+        state.record(call)
+        return f.value()[0]
+
+    return fut.then(finish)
+
+
+def _cast_hook(state: DDPHookState, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
+    """Summable casts: allreduce in the wire dtype (fp16/bf16), cast back into the bucket."""
+    t0 = time.perf_counter()
+    flat = bucket.buffer()
+    world = state.world_size
+    wire_dtype: torch.dtype = state.codec.wire_dtype  # type: ignore[attr-defined]
+    # The codec's own cast checks for non-finite values and for overflow of the wire dtype.
+    payload = state.codec.encode(flat.div(world))
+    wire = payload.data.view(wire_dtype)
+    enc = time.perf_counter() - t0
+    nbytes = wire.numel() * wire.element_size()
+    call = BucketCall(bucket.index(), flat.numel(), t0, enc, nbytes, nbytes)
+    fut = dist.all_reduce(wire, group=state.process_group, async_op=True).get_future()
+
+    def finish(f: torch.futures.Future[list[torch.Tensor]]) -> torch.Tensor:
+        t1 = time.perf_counter()
+        flat.copy_(f.value()[0])
+        call.decode_s = time.perf_counter() - t1
+        call.done_s = time.perf_counter()
+        state.record(call)
+        return flat
+
+    return fut.then(finish)
+
+
+def _allgather(out: torch.Tensor, inp: torch.Tensor, group: Any) -> Any:
+    return dist.all_gather_into_tensor(out, inp, group=group, async_op=True)
+
+
+def _quantized_hook(state: DDPHookState, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
+    """Quantized codecs: encode, allgather lengths, allgather padded payloads, decode, average."""
+    t0 = time.perf_counter()
+    flat = bucket.buffer()
+    world = state.world_size
+    group = state.process_group
+    cst = state.state_for(bucket.index(), flat)
+    payload = state.codec.encode(flat, cst)
+    enc = time.perf_counter() - t0
+    data = payload.data.reshape(-1)
+    dev = flat.device
+    # Lengths in bits: variable-length codes (Elias) differ per rank, and decode needs the
+    # exact bit count, not just the byte count.
+    mine = torch.tensor([payload.nbits], dtype=torch.int64, device=dev)
+    all_bits = torch.empty(world, dtype=torch.int64, device=dev)
+    _allgather(all_bits, mine, group).wait()
+    bits = [int(b) for b in all_bits.tolist()]
+    maxlen = max(1, max((b + 7) // 8 for b in bits))
+    padded = torch.zeros(maxlen, dtype=torch.uint8, device=dev)
+    padded[: data.numel()] = data
+    gathered = torch.empty(world * maxlen, dtype=torch.uint8, device=dev)
+    call = BucketCall(bucket.index(), flat.numel(), t0, enc, payload.nbytes, maxlen)
+    fut = _allgather(gathered, padded, group).get_future()
+    shape, dtype, name = payload.shape, payload.dtype, payload.codec
+
+    def finish(f: torch.futures.Future[Any]) -> torch.Tensor:
+        t1 = time.perf_counter()
+        rows = gathered.view(world, maxlen)
+        acc = torch.zeros(flat.numel(), dtype=torch.float32, device=dev)
+        # Rank order is the same on every rank, so the float sum is bit-identical everywhere.
+        for r in range(world):
+            nb = (bits[r] + 7) // 8
+            p = Payload(rows[r, :nb].clone(), bits[r], shape, dtype, name)
+            acc += state.codec.decode(p).reshape(-1).to(torch.float32)
+        flat.copy_(acc.div_(world))
+        call.decode_s = time.perf_counter() - t1
+        call.done_s = time.perf_counter()
+        state.record(call)
+        return flat
+
+    return fut.then(finish)
+
+
+def _orthonormalize(m: torch.Tensor) -> torch.Tensor:
+    """Gram-Schmidt columns of ``m`` (PowerSGD Algorithm 1, line 5), via reduced QR."""
+    q, _ = torch.linalg.qr(m, mode="reduced")
+    return q
+
+
+def _powersgd_hook(state: DDPHookState, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
+    """PowerSGD rank-r with error feedback: allreduce P = M Q, orthonormalize, allreduce Q."""
+    t0 = time.perf_counter()
+    flat = bucket.buffer()
+    world = state.world_size
+    group = state.process_group
+    codec = state.codec
+    rank_r = int(codec.params().get("rank", 1))
+    n = flat.numel()
+    # The bucket as a near-square matrix (rows x cols >= n, zero padded): low rank needs 2-D.
+    rows = math.ceil(math.sqrt(n))
+    cols = math.ceil(n / rows)
+    r = max(1, min(rank_r, rows, cols))
+    cst = state.state_for(bucket.index(), flat)
+    val = flat.detach().to(torch.float32)
+    if cst.residual is not None:
+        val = val + cst.residual
+    mat = torch.zeros(rows * cols, dtype=torch.float32, device=flat.device)
+    mat[:n] = val
+    m = mat.view(rows, cols)
+    q = cst.extra.get("q")
+    if q is None or q.shape != (cols, r):
+        # The same warm start on every rank (seeded per bucket, not per rank), as in
+        # PowerSGD: the allreduced P is only meaningful if every rank multiplies the same Q.
+        gen = torch.Generator(device=flat.device)
+        gen.manual_seed(codec.seed * 1_000_003 + 7919 * bucket.index())
+        q = torch.randn(cols, r, generator=gen, device=flat.device)
+    p_mat = m @ q
+    enc = time.perf_counter() - t0
+    dist.all_reduce(p_mat, group=group)
+    p_hat = _orthonormalize(p_mat / world)
+    q_new = m.t() @ p_hat
+    dist.all_reduce(q_new, group=group)
+    q_new /= world
+    approx = (p_hat @ q_new.t()).reshape(-1)[:n]
+    # Error feedback against what every rank applies (the averaged approximation), as in
+    # PyTorch's PowerSGD hook: what this rank's gradient lost stays for the next step.
+    cst.residual = val - approx
+    cst.extra["q"] = q_new
+    flat.copy_(approx)
+    nbytes = 4 * (rows * r + cols * r)
+    done = time.perf_counter()
+    state.record(BucketCall(bucket.index(), n, t0, enc, nbytes, nbytes, 0.0, done))
+    return _done(flat)
+
+
+# DDP inspects a hook's annotations and wants the objects themselves, not the strings
+# that postponed evaluation of annotations leaves behind.
+for _fn in (_allreduce_hook, _cast_hook, _quantized_hook, _powersgd_hook):
+    _fn.__annotations__.update(bucket=dist.GradBucket, state=DDPHookState,
+                               **{"return": torch.futures.Future[torch.Tensor]})
+
+
+EXCHANGES = ("auto", "allreduce", "allgather")
+
+
+def make_ddp_hook(
+    codec: str | Codec, *, process_group: Any = None, exchange: str = "auto"
+) -> tuple[DDPHookState, HookFn]:
+    """``(state, hook)`` running ``codec`` on every DDP bucket; see the module docstring.
+
+    ``codec`` is a spec such as ``"qsgd(bits=4, bucket=512)"`` or a codec object. Use as
+    ``ddp_model.register_comm_hook(state, hook)``. ``process_group`` defaults to the world.
+    ``exchange="allgather"`` sends even a summable codec as encoded payloads through the
+    allgather path (to compare the two exchanges on the same codec); ``"allreduce"`` is
+    only valid for summable codecs; ``"auto"`` picks by the codec.
+    """
+    if exchange not in EXCHANGES:
+        raise ConfigError(f"make_ddp_hook: exchange must be one of {EXCHANGES}, got {exchange!r}")
+    c = make_codec(codec)
+    state = DDPHookState(codec=c, process_group=process_group)
+    hook: HookFn
+    if exchange == "allreduce" and not c.summable:
+        raise ConfigError(
+            f"make_ddp_hook: codec {c.spec()!r} is not summable, so exchange='allreduce' "
+            "cannot carry it; use exchange='auto' or 'allgather'"
+        )
+    if exchange == "allgather":
+        hook = _quantized_hook
+    elif c.name == "fp32":
+        hook = _allreduce_hook
+    elif c.summable:
+        if not hasattr(c, "wire_dtype"):
+            raise ConfigError(
+                f"codec {c.spec()!r} is summable but names no wire dtype; a summable codec "
+                "for DDP must be a cast (fp16, bf16)"
+            )
+        hook = _cast_hook
+    elif c.name == "powersgd":
+        hook = _powersgd_hook
+    else:
+        hook = _quantized_hook
+    return state, hook
+
+
+__all__ = ["EXCHANGES", "BucketCall", "DDPHookState", "make_ddp_hook"]

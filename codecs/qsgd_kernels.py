@@ -1,0 +1,214 @@
+"""Hot loops of the QSGD family: stochastic levels, fixed-width, Elias and dense streams.
+
+Every kernel walks the flat fp32 gradient once, bucket by bucket, computing each
+element's level inline (``l = floor(|v_i|/scale * s)``, rounded up with probability
+``|v_i|/scale * s - l`` using :func:`gradwire.codecs.rng.u24`), so no level array is
+materialised. The same float32 operations, in the same order, appear in the torch
+reference path of :mod:`gradwire.codecs.qsgd`; tests check the two bit-exactly.
+
+Bucket scales (L2 or max norm) are computed by torch before the kernel runs, so the
+numba and torch paths share them exactly. Stream layouts (per bucket of ``m`` elements):
+
+- fixed: codes ``(neg << mbits) | level`` of ``1 + mbits`` bits after all bucket scales;
+- elias: 32-bit scale; for each nonzero, omega(gap) (the first gap is the 1-based
+  position), a sign bit (1 = negative), omega(level); then omega(m + 1 - last) ends the
+  bucket (the decoder stops at a position past ``m``);
+- dense: 32-bit scale; for every element omega(level + 1), plus a sign bit if nonzero.
+
+A decoded value is ``level * (scale / s)`` in float32, negated when the sign bit is set
+and the value is nonzero (so no path produces ``-0.0``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+from gradwire.codecs.elias import get_bits, get_omega, omega_length, put_bits, put_omega
+from gradwire.codecs.rng import u24
+
+
+@numba.njit(cache=True, inline="always")
+def _level(v: float, scale: float, sf: float, s: int, i: int, k1: int, k2: int) -> int:
+    r = (abs(v) / scale) * sf
+    fl = math.floor(r)
+    p = r - numba.float32(fl)
+    lev = int(fl)
+    if u24(i, k1, k2) < p:
+        lev += 1
+    return lev if lev < s else s
+
+
+@numba.njit(cache=True, inline="always")
+def _safe(scale: float) -> float:
+    return scale if scale > numba.float32(0.0) else numba.float32(1.0)
+
+
+@numba.njit(cache=True)
+def quantize_kernel(x, scales, s, d, k1, k2, out):  # type: ignore[no-untyped-def]
+    """``out[i] = +-level_i * (scale_b / s)`` in float32 (the decoded value)."""
+    n = x.shape[0]
+    sf = numba.float32(s)
+    for b in range(scales.shape[0]):
+        sc = _safe(scales[b])
+        unit = scales[b] / sf
+        end = min(n, (b + 1) * d)
+        for i in range(b * d, end):
+            v = x[i]
+            q = numba.float32(_level(v, sc, sf, s, i, k1, k2)) * unit
+            out[i] = -q if (v < 0 and q > 0) else q
+
+
+@numba.njit(cache=True)
+def fixed_encode(x, scales, s, d, mbits, k1, k2, out):  # type: ignore[no-untyped-def]
+    """Pack ``(neg << mbits) | level`` codes of ``mbits + 1`` bits into ``out`` (MSB first)."""
+    n = x.shape[0]
+    width = mbits + 1
+    sf = numba.float32(s)
+    acc = 0
+    nacc = 0
+    pos = 0
+    for b in range(scales.shape[0]):
+        sc = _safe(scales[b])
+        end = min(n, (b + 1) * d)
+        for i in range(b * d, end):
+            v = x[i]
+            code = _level(v, sc, sf, s, i, k1, k2)
+            if v < 0:
+                code |= 1 << mbits
+            acc = ((acc << width) | code) & 0xFFFFFFFFFF
+            nacc += width
+            while nacc >= 8:
+                nacc -= 8
+                out[pos] = (acc >> nacc) & 0xFF
+                pos += 1
+    if nacc > 0:
+        out[pos] = (acc << (8 - nacc)) & 0xFF
+
+
+@numba.njit(cache=True)
+def fixed_decode(data, scales, s, d, mbits, n, out):  # type: ignore[no-untyped-def]
+    """Inverse of :func:`fixed_encode`, writing float32 values into ``out``."""
+    width = mbits + 1
+    mask = (1 << mbits) - 1
+    sf = numba.float32(s)
+    acc = 0
+    nacc = 0
+    pos = 0
+    for b in range(scales.shape[0]):
+        unit = scales[b] / sf
+        end = min(n, (b + 1) * d)
+        for i in range(b * d, end):
+            while nacc < width:
+                acc = ((acc << 8) | data[pos]) & 0xFFFFFFFFFF
+                pos += 1
+                nacc += 8
+            nacc -= width
+            code = (acc >> nacc) & ((1 << width) - 1)
+            q = numba.float32(code & mask) * unit
+            out[i] = -q if ((code >> mbits) and q > 0) else q
+
+
+@numba.njit(cache=True)
+def elias_bound_bits(n, nb, d, s):  # type: ignore[no-untyped-def]
+    """A safe upper bound on the elias stream length (for the output buffer)."""
+    per_nz = omega_length(d + 1) + 1 + omega_length(s)
+    return n * per_nz + nb * (32 + omega_length(d + 1))
+
+
+@numba.njit(cache=True)
+def elias_encode(x, scale_bits, scales, s, d, k1, k2, out):  # type: ignore[no-untyped-def]
+    """Write the elias stream (see module docstring); returns its length in bits."""
+    n = x.shape[0]
+    sf = numba.float32(s)
+    pos = 0
+    for b in range(scales.shape[0]):
+        pos = put_bits(out, pos, scale_bits[b], 32)
+        sc = _safe(scales[b])
+        start = b * d
+        end = min(n, start + d)
+        last = 0
+        for i in range(start, end):
+            v = x[i]
+            lev = _level(v, sc, sf, s, i, k1, k2)
+            if lev != 0:
+                here = i - start + 1
+                pos = put_omega(out, pos, here - last)
+                pos = put_bits(out, pos, 1 if v < 0 else 0, 1)
+                pos = put_omega(out, pos, lev)
+                last = here
+        pos = put_omega(out, pos, end - start + 1 - last)
+    return pos
+
+
+@numba.njit(cache=True)
+def elias_decode(data, nb, s, d, n, out):  # type: ignore[no-untyped-def]
+    """Inverse of :func:`elias_encode` into float32 ``out`` (zeroed by the caller)."""
+    sf = numba.float32(s)
+    pos = 0
+    scale_u = np.empty(1, dtype=np.uint32)
+    scale_f = scale_u.view(np.float32)
+    for b in range(nb):
+        bits, pos = get_bits(data, pos, 32)
+        scale_u[0] = bits
+        unit = scale_f[0] / sf
+        start = b * d
+        m = min(n, start + d) - start
+        last = 0
+        while True:
+            gap, pos = get_omega(data, pos)
+            here = last + gap
+            if here > m:
+                break
+            neg, pos = get_bits(data, pos, 1)
+            lev, pos = get_omega(data, pos)
+            q = numba.float32(lev) * unit
+            out[start + here - 1] = -q if (neg and q > 0) else q
+            last = here
+    return pos
+
+
+@numba.njit(cache=True)
+def dense_bound_bits(n, nb, s):  # type: ignore[no-untyped-def]
+    return n * (omega_length(s + 1) + 1) + 32 * nb
+
+
+@numba.njit(cache=True)
+def dense_encode(x, scale_bits, scales, s, d, k1, k2, out):  # type: ignore[no-untyped-def]
+    """Write the dense stream; returns its length in bits."""
+    n = x.shape[0]
+    sf = numba.float32(s)
+    pos = 0
+    for b in range(scales.shape[0]):
+        pos = put_bits(out, pos, scale_bits[b], 32)
+        sc = _safe(scales[b])
+        for i in range(b * d, min(n, (b + 1) * d)):
+            v = x[i]
+            lev = _level(v, sc, sf, s, i, k1, k2)
+            pos = put_omega(out, pos, lev + 1)
+            if lev != 0:
+                pos = put_bits(out, pos, 1 if v < 0 else 0, 1)
+    return pos
+
+
+@numba.njit(cache=True)
+def dense_decode(data, nb, s, d, n, out):  # type: ignore[no-untyped-def]
+    sf = numba.float32(s)
+    pos = 0
+    scale_u = np.empty(1, dtype=np.uint32)
+    scale_f = scale_u.view(np.float32)
+    for b in range(nb):
+        bits, pos = get_bits(data, pos, 32)
+        scale_u[0] = bits
+        unit = scale_f[0] / sf
+        for i in range(b * d, min(n, (b + 1) * d)):
+            code, pos = get_omega(data, pos)
+            lev = code - 1
+            if lev == 0:
+                out[i] = numba.float32(0.0)
+            else:
+                neg, pos = get_bits(data, pos, 1)
+                q = numba.float32(lev) * unit
+                out[i] = -q if (neg and q > 0) else q
+    return pos
