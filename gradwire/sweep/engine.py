@@ -36,6 +36,7 @@ S = TypeVar("S")
 
 ENGINES = ("serial", "dask")
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
+CONNECT_TIMEOUT_S = 20.0  # how long to wait for a running scheduler before giving up
 
 
 @dataclass(frozen=True)
@@ -229,7 +230,7 @@ def _dask_client(scheduler: str | None, workers: int | None) -> Iterator[Any]:
     address = scheduler or os.environ.get(SCHEDULER_ENV) or None
     if address:
         try:
-            client = Client(address, timeout="30s")
+            client = Client(address, timeout=f"{CONNECT_TIMEOUT_S}s")
         except OSError as exc:
             raise ConfigError(
                 f"scheduler {address!r}: cannot connect ({exc}); check the address "

@@ -119,14 +119,15 @@ class ResultStore:
             self._conn = sqlite3.connect(str(p), timeout=30.0, isolation_level=None)
         except sqlite3.Error as exc:
             raise ConfigError(f"results store {p}: cannot open ({exc}); pass a writable directory") from None
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        # FULL: a commit is on disk before put() returns, so a killed driver loses nothing
-        # it has reported as stored.
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.execute("PRAGMA foreign_keys=ON")
         try:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            # FULL: a commit is on disk before put() returns, so a killed driver loses nothing
+            # it has reported as stored.
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute("PRAGMA foreign_keys=ON")
             self._conn.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:
+            self._conn.close()
             raise ConfigError(f"results store {p}: not a GradWire results database ({exc})") from None
 
     # -- lifecycle -------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +49,9 @@ class SyntheticShared:
     ``numels`` stands in for a profiled workload (sent once to every worker);
     ``cpu_s`` is the CPU time each point burns; ``sleep_s`` a wall-clock wait per point;
     ``fail_indices`` the point indices that raise; ``counter_path`` a file each evaluation
-    appends its point id to (to count evaluations across processes and crashes).
+    appends its point id to (to count evaluations across processes and crashes);
+    ``crash_once_path``: the first evaluation of point ``crash_index`` creates this file
+    and kills its own process (a worker dying mid-task), later ones run normally.
     """
 
     numels: np.ndarray
@@ -58,6 +61,8 @@ class SyntheticShared:
     sleep_s: float = 0.0
     fail_indices: frozenset[int] = field(default_factory=frozenset)
     counter_path: str | None = None
+    crash_once_path: str | None = None
+    crash_index: int = 0
 
 
 def synthetic_points(workers: list[int], bandwidths_Gbps: list[float], bits: list[int],
@@ -99,6 +104,14 @@ def evaluate_synthetic(point: SyntheticPoint, shared: SyntheticShared) -> tuple[
         # O_APPEND writes of one short line are atomic across processes.
         with open(shared.counter_path, "a") as fh:
             fh.write(point.point_id + "\n")
+    if shared.crash_once_path is not None and point.index == shared.crash_index:
+        try:
+            fd = os.open(shared.crash_once_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            pass
+        else:
+            os.close(fd)
+            os._exit(17)  # no cleanup, like a worker killed by the OOM killer
     if shared.sleep_s > 0:
         time.sleep(shared.sleep_s)
     _burn_cpu(shared.cpu_s)
