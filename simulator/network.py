@@ -68,16 +68,21 @@ class TransferRecords:
 
 
 class _Pattern:
-    """Routes of one (sources, destinations) pattern as a flow x link incidence list."""
+    """Routes of one (sources, destinations) pattern as a flow x link incidence list.
 
-    __slots__ = ("counts", "dst", "flow_of", "latency_s", "link_of", "n", "pid", "src", "ulinks")
+    ``sent`` accumulates the bytes per flow of every uniform batch issued on this pattern,
+    so per-link byte totals are one multiply at the end instead of one per batch.
+    """
+
+    __slots__ = ("counts", "dst", "flow_of", "latency_s", "link_of", "n", "pid", "sent",
+                 "src", "ulinks")
 
     def __init__(self, pid: int, topo: Topology, src: np.ndarray, dst: np.ndarray) -> None:
         self.pid = pid
         self.n = len(src)
         self.src = src
         self.dst = dst
-        routes = [topo.route(int(a), int(b)) for a, b in zip(src.tolist(), dst.tolist(), strict=True)]
+        routes = [topo.route(a, b) for a, b in zip(src.tolist(), dst.tolist(), strict=True)]
         lens = np.fromiter((len(r) for r in routes), dtype=np.int64, count=self.n)
         self.flow_of = np.repeat(np.arange(self.n, dtype=np.int64), lens)
         self.link_of = np.fromiter(
@@ -87,10 +92,15 @@ class _Pattern:
             self.flow_of, weights=topo.latency_s[self.link_of], minlength=self.n
         )
         self.ulinks, self.counts = np.unique(self.link_of, return_counts=True)
+        self.sent = 0.0
 
 
 class _Group:
-    """Flows issued by one call, in flight together."""
+    """Flows issued by one call, in flight together.
+
+    A finished flow keeps ``remaining = inf`` and ``rate = 0`` so that whole-array
+    arithmetic needs no masks.
+    """
 
     __slots__ = (
         "active", "done", "end_s", "gid", "max_end", "n_active", "nbytes", "pattern",
@@ -117,6 +127,7 @@ class _Group:
 class _RateEntry:
     rates: np.ndarray  # per active flow, in group order
     ulinks: np.ndarray  # links carrying at least one active flow
+    busy_s: float = 0.0  # seconds this set of flows has been draining (summed at the end)
 
 
 def max_min_rates(flow_of: np.ndarray, link_of: np.ndarray, n_flows: int,
@@ -198,7 +209,7 @@ class Network:
         self._t_last = 0.0
         self._gen = 0
         self._dirty = False
-        self._cur_links = np.zeros(0, dtype=np.int64)
+        self._cur: _RateEntry | None = None
         self._busy_s = np.zeros(topology.num_links)
         self._bytes = np.zeros(topology.num_links)
         self._records_cache: TransferRecords | None = None
@@ -219,23 +230,34 @@ class Network:
                 f"transfers: srcs and dsts must be 1-D and of equal length, got {src.shape} and {dst.shape}"
             )
         n = len(src)
-        size = np.broadcast_to(np.asarray(nbytes, dtype=float), (n,)).copy() if n else np.zeros(0)
-        if n and (not np.isfinite(size).all() or (size < 0).any()):
-            raise ConfigError(f"transfers: nbytes must be finite and >= 0 (tag {tag!r})")
-        p = self.topology.num_ranks
-        if n and (src.min() < 0 or dst.min() < 0 or src.max() >= p or dst.max() >= p):
-            raise TopologyError(
-                f"transfers: ranks must be in 0..{p - 1} on topology {self.topology.name!r} (tag {tag!r})"
-            )
         done = TransferDone(self.env)
         now = float(self.env.now)
         if n == 0:
             done._fire(0.0, now)
             return done
+        if np.ndim(nbytes) == 0:
+            b = float(nbytes)  # type: ignore[arg-type]
+            if not (math.isfinite(b) and b >= 0):
+                raise ConfigError(f"transfers: nbytes must be finite and >= 0, got {b!r} (tag {tag!r})")
+            size = np.full(n, b)
+            uniform = True
+        else:
+            size = np.array(nbytes, dtype=float)
+            if size.shape != (n,):
+                raise ConfigError(f"transfers: nbytes must be a scalar or have {n} entries (tag {tag!r})")
+            lo, hi = float(size.min()), float(size.max())
+            if not (math.isfinite(hi) and lo >= 0):
+                raise ConfigError(f"transfers: nbytes must be finite and >= 0 (tag {tag!r})")
+            uniform = lo == hi
         key = (src.tobytes(), dst.tobytes())
         pat = self._patterns.get(key)
         if pat is None:
-            pat = _Pattern(len(self._patterns), self.topology, src, dst)
+            p = self.topology.num_ranks
+            if src.min() < 0 or dst.min() < 0 or src.max() >= p or dst.max() >= p:
+                raise TopologyError(
+                    f"transfers: ranks must be in 0..{p - 1} on topology {self.topology.name!r} (tag {tag!r})"
+                )
+            pat = _Pattern(len(self._patterns), self.topology, src.copy(), dst.copy())
             self._patterns[key] = pat
         grp = _Group(self._n_groups, pat, size, now, tag, done)
         self._n_groups += 1
@@ -243,8 +265,8 @@ class Network:
         if self.record:
             self._groups.append(grp)
             self._records_cache = None
-        if size.min() == size.max():
-            self._bytes[pat.ulinks] += pat.counts * size[0]
+        if uniform:
+            pat.sent += size[0]
         else:
             self._bytes += np.bincount(pat.link_of, weights=size[pat.flow_of],
                                        minlength=self.topology.num_links)
@@ -262,7 +284,8 @@ class Network:
         if dt > 0 and self._active:
             for g in self._active.values():
                 g.remaining -= g.rate * dt
-            self._busy_s[self._cur_links] += dt
+            if self._cur is not None:
+                self._cur.busy_s += dt
         self._t_last = now
 
     def _on_dirty(self, _ev: simpy.Event) -> None:
@@ -270,19 +293,21 @@ class Network:
         self._advance(float(self.env.now))
         self._reschedule()
 
-    def _on_wake(self, gen: int, due: list[tuple[_Group, np.ndarray]], _ev: simpy.Event) -> None:
+    def _on_wake(self, gen: int, due: list[tuple[_Group, np.ndarray | None]]) -> None:
         if gen != self._gen:
             return
         now = float(self.env.now)
         self._advance(now)
         tail = self.per_message_overhead_s
-        for g, idx in due:
-            g.remaining[idx] = 0.0
-            g.rate[idx] = 0.0
-            g.active[idx] = False
-            g.n_active -= len(idx)
-            ends = now + g.pattern.latency_s[idx] + tail
-            g.end_s[idx] = ends
+        for g, mask in due:
+            if mask is None:  # every still-active flow of the group finishes now
+                mask = g.active.copy()
+            g.remaining[mask] = math.inf
+            g.rate[mask] = 0.0
+            g.active[mask] = False
+            ends = now + g.pattern.latency_s[mask] + tail
+            g.n_active -= len(ends)
+            g.end_s[mask] = ends
             g.max_end = max(g.max_end, float(ends.max()))
             if g.n_active == 0:
                 del self._active[g.gid]
@@ -316,35 +341,52 @@ class Network:
         rates = max_min_rates(flow_of, link_of, off, self._capacity)
         entry = _RateEntry(rates, np.unique(link_of))
         if len(self._rate_cache) > 4096:
+            self._flush_busy()
             self._rate_cache.clear()
         self._rate_cache[key] = entry
         return entry
 
+    def _flush_busy(self) -> None:
+        for e in self._rate_cache.values():
+            if e.busy_s:
+                self._busy_s[e.ulinks] += e.busy_s
+                e.busy_s = 0.0
+
     def _reschedule(self) -> None:
         self._gen += 1
         if not self._active:
-            self._cur_links = np.zeros(0, dtype=np.int64)
+            self._cur = None
             return
         entry = self._rates()
-        self._cur_links = entry.ulinks
+        self._cur = entry
         off = 0
         t_min = math.inf
-        finish: list[tuple[_Group, np.ndarray, np.ndarray]] = []
-        for g in self._active.values():
-            idx = np.flatnonzero(g.active)
-            r = entry.rates[off:off + len(idx)]
-            off += len(idx)
-            g.rate[idx] = r
-            with np.errstate(divide="ignore", invalid="ignore"):
-                t = np.where(g.remaining[idx] > 0, g.remaining[idx] / r, 0.0)
-            finish.append((g, idx, t))
-            t_min = min(t_min, float(t.min()))
+        finish: list[tuple[_Group, np.ndarray]] = []
+        with np.errstate(divide="ignore", invalid="ignore"):
+            for g in self._active.values():
+                k = g.n_active
+                r = entry.rates[off:off + k]
+                off += k
+                if k == g.pattern.n:
+                    g.rate[:] = r
+                else:
+                    g.rate[g.active] = r
+                # finished flows: inf / 0 = inf; flows on no link: x / inf = 0
+                t = g.remaining / g.rate
+                finish.append((g, t))
+                t_min = min(t_min, float(t.min()))
         limit = t_min * (1 + _SAME_TIME_RTOL)
-        due = [(g, idx[t <= limit]) for g, idx, t in finish]
-        due = [(g, i) for g, i in due if len(i)]
+        due: list[tuple[_Group, np.ndarray | None]] = []
+        for g, t in finish:
+            mask = t <= limit
+            n_due = int(np.count_nonzero(mask))
+            if n_due == g.n_active:
+                due.append((g, None))
+            elif n_due:
+                due.append((g, mask))
         ev = self.env.timeout(t_min)
         gen = self._gen
-        ev.callbacks.append(lambda e: self._on_wake(gen, due, e))
+        ev.callbacks.append(lambda _e: self._on_wake(gen, due))
 
     # ------------------------------------------------------------------ results
     @property
@@ -379,12 +421,20 @@ class Network:
     @property
     def link_busy_s(self) -> np.ndarray:
         """Seconds each link (by id) carried at least one draining flow, up to the last event."""
-        return self._busy_s.copy()
+        busy = self._busy_s.copy()
+        for e in self._rate_cache.values():
+            if e.busy_s:
+                busy[e.ulinks] += e.busy_s
+        return busy
 
     @property
     def link_bytes(self) -> np.ndarray:
         """Payload bytes routed over each link (by id), counted when a transfer is issued."""
-        return self._bytes.copy()
+        out = self._bytes.copy()
+        for pat in self._patterns.values():
+            if pat.sent:
+                out[pat.ulinks] += pat.counts * pat.sent
+        return out
 
     def link_usage(self, horizon_s: float, *, only_used: bool = True) -> list[LinkUse]:
         """Per directed link: busy seconds, bytes, and utilization = busy_s / horizon_s."""
@@ -392,12 +442,14 @@ class Network:
             raise ConfigError(f"link_usage horizon_s must be a finite time > 0, got {horizon_s!r}")
         self._advance(max(self._t_last, float(self.env.now)))
         topo = self.topology
+        busy_s = self.link_busy_s
+        nbytes = self.link_bytes
         out = []
         for lid in range(topo.num_links):
-            if only_used and self._bytes[lid] == 0:
+            if only_used and nbytes[lid] == 0:
                 continue
             u, v = topo.link_endpoints(lid)
-            busy = float(self._busy_s[lid])
+            busy = float(busy_s[lid])
             out.append(LinkUse(str(u), str(v), float(topo.bandwidth_Bps[lid]), busy,
-                               float(self._bytes[lid]), busy / horizon_s))
+                               float(nbytes[lid]), busy / horizon_s))
         return out
