@@ -225,15 +225,19 @@ class ResultStore:
                  "finished_at": at} for pid, err, tb, meta, at in cur]
 
     # -- export ----------------------------------------------------------------------------
-    def export(self, out_dir: str | Path) -> dict[str, Path]:
-        """Write ``results.csv`` and ``results.parquet`` (one flat record per row)."""
+    def export(self, out_dir: str | Path, *, rows: Sequence[Row] | None = None) -> dict[str, Path]:
+        """Write ``results.csv`` and ``results.parquet`` (one flat record per row).
+
+        ``rows`` defaults to every stored row; a caller may pass a subset (the points of
+        the current scenario when the folder also holds an earlier version's points).
+        """
         import pyarrow as pa
         import pyarrow.csv as pacsv
         import pyarrow.parquet as pq
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        records = rows_to_records(self.rows())
+        records = rows_to_records(self.rows() if rows is None else rows)
         columns: list[str] = []
         for rec in records:
             for k in rec:
