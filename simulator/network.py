@@ -52,7 +52,8 @@ class TransferRecords:
     """Every transfer of a run, one entry per flow (numpy arrays of equal length).
 
     ``start_s`` is when it was issued, ``end_s`` when it completed (bytes drained plus
-    route latency plus per-message overhead); ``batch`` numbers the call that issued it.
+    route latency plus per-message overhead); ``batch`` numbers the call that issued it and
+    ``batch_tags[batch]`` is that call's tag (:attr:`tag` expands it per flow).
     """
 
     src: np.ndarray
@@ -60,11 +61,16 @@ class TransferRecords:
     nbytes: np.ndarray
     start_s: np.ndarray
     end_s: np.ndarray
-    tag: np.ndarray
     batch: np.ndarray
+    batch_tags: np.ndarray
 
     def __len__(self) -> int:
         return len(self.src)
+
+    @property
+    def tag(self) -> np.ndarray:
+        """The tag of every flow (an object array of str)."""
+        return self.batch_tags[self.batch]
 
 
 class _Pattern:
@@ -397,17 +403,17 @@ class Network:
         gs = self._groups
         if not gs:
             z = np.zeros(0)
-            zi = np.zeros(0, dtype=np.int64)
-            return TransferRecords(zi, zi, z, z, z, np.zeros(0, dtype=object), zi)
-        lens = [g.pattern.n for g in gs]
+            zi = np.zeros(0, dtype=np.int32)
+            return TransferRecords(zi, zi, z, z, z, zi, np.zeros(0, dtype=object))
+        lens = np.array([g.pattern.n for g in gs])
         rec = TransferRecords(
-            src=np.concatenate([g.pattern.src for g in gs]),
-            dst=np.concatenate([g.pattern.dst for g in gs]),
+            src=np.concatenate([g.pattern.src for g in gs]).astype(np.int32),
+            dst=np.concatenate([g.pattern.dst for g in gs]).astype(np.int32),
             nbytes=np.concatenate([g.nbytes for g in gs]),
-            start_s=np.repeat([g.start_s for g in gs], lens),
+            start_s=np.repeat(np.array([g.start_s for g in gs]), lens),
             end_s=np.concatenate([g.end_s for g in gs]),
-            tag=np.repeat(np.array([g.tag for g in gs], dtype=object), lens),
-            batch=np.repeat([g.gid for g in gs], lens),
+            batch=np.repeat(np.arange(len(gs), dtype=np.int32), lens),
+            batch_tags=np.array([g.tag for g in gs], dtype=object),
         )
         self._records_cache = rec
         return rec

@@ -34,13 +34,24 @@ from gradwire.results import LinkUse
 
 @dataclass(frozen=True)
 class CollectiveRun:
-    """One collective simulated alone: its duration (seconds), transfers and link load."""
+    """One collective simulated alone: its duration (seconds), transfers and link load.
+
+    ``records`` (every transfer) and ``links`` (per-link load over ``time_s``) are built
+    on first access from ``network``, the engine that ran it.
+    """
 
     name: str
     time_s: float
     n_transfers: int
-    records: TransferRecords
-    links: list[LinkUse]
+    network: Network
+
+    @property
+    def records(self) -> TransferRecords:
+        return self.network.records
+
+    @property
+    def links(self) -> list[LinkUse]:
+        return self.network.link_usage(self.time_s) if self.time_s > 0 else []
 
 
 def run_collective(topology: Topology, name: str, sizes: Sequence[float] | float, *,
@@ -63,9 +74,7 @@ def run_collective(topology: Topology, name: str, sizes: Sequence[float] | float
         raise ConfigError(f"collective {name!r}: {exc}") from None
     proc = env.process(gen)
     env.run(until=proc)
-    t = float(env.now)
-    links = net.link_usage(t) if t > 0 else []
-    return CollectiveRun(name, t, net.n_transfers, net.records, links)
+    return CollectiveRun(name, float(env.now), net.n_transfers, net)
 
 
 __all__ = ["COLLECTIVES", "CollectiveFn", "CollectiveProcess", "CollectiveRun", "run_collective"]
