@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import simpy
 from gradwire.simulator.collectives import (  # noqa: F401  (registration side effects)
+    alltoall,
     broadcast,
     compressed_allreduce,
     halving_doubling,
