@@ -42,6 +42,7 @@ DTYPES: dict[str, torch.dtype] = {
     "bfloat16": torch.bfloat16,
 }
 # SGD with momentum reads param, grad, momentum buffer and writes param and buffer.
+META_FRAMES = 10  # frames of a sequence batch run on the meta device (then scaled)
 OPTIMIZER_STATE_COPIES = 1  # one momentum buffer per parameter
 OPTIMIZER_BYTES_PER_ELEMENT_ACCESS = 5
 
@@ -61,8 +62,9 @@ class ParamInfo:
 class LayerCost:
     """Work of one module (its own ops, children excluded) for one step at the profiled batch.
 
-    FLOPs are counted by :class:`torch.utils.flop_counter.FlopCounterMode` (matmuls,
-    convolutions, attention). Bytes follow a roofline traffic model: forward reads the
+    Forward FLOPs are counted by :class:`torch.utils.flop_counter.FlopCounterMode`
+    (matmuls, convolutions, attention); the exactly counted backward total is shared
+    among modules in proportion to their forward FLOPs. Bytes follow a roofline traffic model: forward reads the
     inputs and own parameters and writes the outputs; backward reads output gradients,
     saved inputs and parameters and writes input and parameter gradients (twice the
     forward traffic). ``order`` is the module's first call in forward.
@@ -239,6 +241,12 @@ def _meta_costs(spec: ModelSpec, batch_size: int, dtype: torch.dtype) -> _MetaCo
     meta = torch.device("meta")
     model = build_model(spec.name, device=meta).to(dtype)
     x, y = _batch_like(spec, batch_size, dtype, meta)
+    scale = 1.0
+    if spec.input_kind == "sequence" and x.shape[1] > META_FRAMES:
+        # Recurrent layers run step by step on the meta device; work and saved bytes are
+        # linear in the number of frames, so count a short prefix and scale up.
+        scale = x.shape[1] / META_FRAMES
+        x, y = x[:, :META_FRAMES].contiguous(), y[:, :META_FRAMES].contiguous()
     root = type(model).__name__
     modules = dict(model.named_modules())
     param_ids = {id(p) for p in model.parameters()}
@@ -296,12 +304,33 @@ def _meta_costs(spec: ModelSpec, batch_size: int, dtype: torch.dtype) -> _MetaCo
 
     fwd_total, all_total = counts(fwd_mode), counts(all_mode)
 
-    def exclusive(totals: dict[str, float], name: str) -> float:
-        key = root if name == "" else f"{root}.{name}"
-        own = totals.get(key, 0.0)
-        for child, _ in modules[name].named_children():
-            own -= totals.get(f"{root}.{child}" if name == "" else f"{key}.{child}", 0.0)
-        return max(own, 0.0)
+    def exclusive(totals: dict[str, float]) -> dict[str, float]:
+        # FlopCounterMode reports inclusive totals for the modules that ran (a container
+        # that is only iterated, like a ModuleList, has no entry): subtract each counted
+        # module from its nearest counted ancestor to get every module's own work.
+        own = {name: totals.get(key(name), 0.0) for name in modules}
+        for name in modules:
+            if name == "" or key(name) not in totals:
+                continue
+            parent = name
+            while parent:
+                parent = parent.rpartition(".")[0]
+                if key(parent) in totals:
+                    own[parent] -= totals[key(name)]
+                    break
+        return {k: max(v, 0.0) for k, v in own.items()}
+
+    def key(name: str) -> str:
+        return root if name == "" else f"{root}.{name}"
+
+    fwd_own = exclusive(fwd_total)
+    # Backward work is attributed to modules unreliably by the module tracker (a module
+    # that returns its input unchanged, like Identity, never sees its backward end), so
+    # each module's backward FLOPs are taken as twice its forward FLOPs (gradient of the
+    # input and of the weights), scaled so the total equals the exactly counted one.
+    fwd_sum = sum(fwd_own.values())
+    bwd_total = all_total.get("Global", 0.0) - fwd_total.get("Global", 0.0)
+    bwd_factor = bwd_total / fwd_sum if fwd_sum > 0 else 0.0
 
     layers = []
     for name, mod in modules.items():
@@ -309,17 +338,17 @@ def _meta_costs(spec: ModelSpec, batch_size: int, dtype: torch.dtype) -> _MetaCo
             f"{name}.{pn}" if name else pn for pn, _ in mod.named_parameters(recurse=False)
         ]
         pbytes = sum(p.numel() * p.element_size() for p in mod.parameters(recurse=False))
-        f_fwd = exclusive(fwd_total, name)
-        f_all = exclusive(all_total, name)
-        traffic = io_bytes.get(name, 0.0) + pbytes
-        if f_all == 0.0 and traffic == 0.0:
+        f_fwd = fwd_own[name] * scale
+        f_bwd = f_fwd * bwd_factor
+        traffic = io_bytes.get(name, 0.0) * scale + pbytes
+        if f_fwd == 0.0 and traffic == 0.0:
             continue
         layers.append(
             LayerCost(
                 name=name,
                 order=order.get(name, len(order)),
                 forward_flops=f_fwd,
-                backward_flops=max(f_all - f_fwd, 0.0),
+                backward_flops=f_bwd,
                 forward_bytes=traffic,
                 backward_bytes=2.0 * traffic,
                 params=tuple(own_params),
@@ -327,8 +356,8 @@ def _meta_costs(spec: ModelSpec, batch_size: int, dtype: torch.dtype) -> _MetaCo
         )
     layers.sort(key=lambda layer: layer.order)
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    input_bytes = x.numel() * x.element_size() + y.numel() * y.element_size()
-    return _MetaCosts(layers, sum(saved.values()), input_bytes, param_bytes)
+    input_bytes = int((x.numel() * x.element_size() + y.numel() * y.element_size()) * scale)
+    return _MetaCosts(layers, int(sum(saved.values()) * scale), input_bytes, param_bytes)
 
 
 # --------------------------------------------------------------------------- timing

@@ -1,5 +1,25 @@
 """The model zoo: one small file per model, registered by name in ``gradwire.models.MODELS``."""
 
-from gradwire.models.zoo import mlp, small_cnn
+from gradwire.models.zoo import (
+    alexnet,
+    bert_base,
+    gpt2_small,
+    lstm,
+    mlp,
+    resnet,
+    resnet110,
+    small_cnn,
+    vgg19,
+)
 
-__all__ = ["mlp", "small_cnn"]
+__all__ = [
+    "alexnet",
+    "bert_base",
+    "gpt2_small",
+    "lstm",
+    "mlp",
+    "resnet",
+    "resnet110",
+    "small_cnn",
+    "vgg19",
+]

@@ -57,3 +57,22 @@ def synthetic_tokens(
         per_token_targets=per_token_targets,
         classes=classes,
     )
+
+
+def _frames(
+    batch_size: int,
+    generator: torch.Generator,
+    device: torch.device,
+    *,
+    frames: int,
+    features: int,
+    classes: int,
+) -> tuple[Tensor, Tensor]:
+    x = torch.randn((batch_size, frames, features), generator=generator)
+    y = torch.randint(0, classes, (batch_size, frames), generator=generator)
+    return x.to(device), y.to(device)
+
+
+def synthetic_frames(frames: int, features: int, classes: int) -> BatchFn:
+    """Standard-normal feature frames ``[B, frames, features]`` with a label per frame."""
+    return partial(_frames, frames=frames, features=features, classes=classes)
