@@ -1,0 +1,279 @@
+"""The speedup dashboard: one self-contained HTML file built from result rows and traces.
+
+:func:`build_dashboard` turns :class:`~gradwire.results.Row` records (and optionally the
+:class:`~gradwire.results.Trace` of simulated iterations, published figures, convergence
+and validation records) into one HTML document with plotly.js inlined, so it opens offline
+from a file, e-mail attachment or CI artifact. Each panel is a plotly figure from
+:mod:`gradwire.report.panels`; a panel without data is replaced by a visible note saying
+why. The page records its own health for automated checks: after every ``Plotly.newPlot``
+promise resolves it sets ``data-state="ok"`` and ``data-rendered=<count>`` on
+``#gw-status``, and any script error, unhandled rejection or ``console.error`` /
+``console.warn`` is written into ``#gw-errors``.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import plotly.graph_objects as go
+import plotly.io as pio
+from plotly.offline import get_plotlyjs
+
+from gradwire.report.fmt import fmt_bits, fmt_ratio, fmt_speedup, fmt_time
+from gradwire.report.panels import Panel, all_panels
+from gradwire.results import Row, Trace
+
+MAX_SUMMARY_ROWS = 300
+ESTIMATE_NOTE = (
+    "Values labelled “estimate” use compute times rescaled from the measuring device to "
+    "the target device by a device profile; they are estimates, not measurements."
+)
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f4f5f7;color:#222}
+header{background:#1f2a44;color:#fff;padding:18px 28px}
+header h1{margin:0 0 6px 0;font-size:24px}
+header p{margin:2px 0;color:#d8dce6}
+header ul{margin:8px 0 0 0;padding-left:20px;color:#ffe9a8}
+#gw-status{font-size:12px;color:#666;padding:4px 28px}
+#gw-errors{background:#fee;color:#900;margin:8px 28px;padding:8px;white-space:pre-wrap}
+main{display:grid;grid-template-columns:repeat(auto-fit,minmax(560px,1fr));gap:16px;padding:16px 28px}
+.card{background:#fff;border-radius:8px;box-shadow:0 1px 3px rgba(0,0,0,.12);padding:12px 16px;min-width:0}
+.card.wide{grid-column:1/-1}
+.card h2{font-size:17px;margin:4px 0}
+.card p.desc{font-size:13px;color:#555;margin:2px 0 8px 0}
+.card p.note{font-size:13px;color:#8a5a00;background:#fff7e0;padding:6px 8px;border-radius:4px}
+.card.skipped{opacity:.85}
+table.summary{border-collapse:collapse;font-size:12.5px;width:100%}
+table.summary th,table.summary td{padding:3px 8px;border-bottom:1px solid #e3e3e3;text-align:right}
+table.summary th:nth-child(-n+2),table.summary td:nth-child(-n+2){text-align:left}
+table.summary tr.first td{border-top:2px solid #bbb}
+table.summary td.up{color:#1a7f37;font-weight:600}
+table.summary td.down{color:#b42318}
+.wrap{overflow:auto;max-height:460px}
+table.summary td{white-space:nowrap}
+table.summary th{position:sticky;top:0;background:#fff}
+"""
+
+# Runs before plotly.js so that errors while loading it are caught as well.
+_ERROR_CAPTURE_JS = """
+(function(){
+  var errs = [];
+  function show(msg){
+    errs.push(String(msg));
+    var el = document.getElementById('gw-errors');
+    if (el) { el.textContent = errs.join('\\n'); el.hidden = false; }
+  }
+  window.__gwErrors = errs;
+  window.__gwShowError = show;
+  window.addEventListener('error', function(ev){ show('error: ' + ev.message); });
+  window.addEventListener('unhandledrejection', function(ev){
+    show('unhandled rejection: ' + (ev.reason && ev.reason.message || ev.reason));
+  });
+  ['error', 'warn'].forEach(function(level){
+    var orig = console[level];
+    console[level] = function(){
+      show('console.' + level + ': ' + Array.prototype.slice.call(arguments).join(' '));
+      return orig.apply(console, arguments);
+    };
+  });
+})();
+"""
+
+_RENDER_JS = """
+(function(){
+  var status = document.getElementById('gw-status');
+  var divs = Array.prototype.slice.call(document.querySelectorAll('[data-gw-figure]'));
+  var config = {responsive: true, displaylogo: false};
+  var pending = divs.map(function(div){
+    try {
+      var spec = JSON.parse(document.getElementById(div.getAttribute('data-gw-figure')).textContent);
+      return Plotly.newPlot(div, spec.data, spec.layout, config);
+    } catch (e) { return Promise.reject(e); }
+  });
+  Promise.all(pending).then(function(){
+    var drawn = divs.filter(function(d){ return d.querySelector('svg.main-svg') !== null; }).length;
+    status.setAttribute('data-rendered', String(drawn));
+    var ok = drawn === divs.length && window.__gwErrors.length === 0;
+    status.setAttribute('data-state', ok ? 'ok' : 'error');
+    status.textContent = drawn + ' of ' + divs.length + ' plots rendered';
+  }, function(e){
+    window.__gwShowError('render failed: ' + (e && e.message || e));
+    status.setAttribute('data-state', 'error');
+    status.textContent = 'rendering failed';
+  });
+})();
+"""
+
+
+def _figure_json(fig: go.Figure) -> str:
+    """The figure as JSON safe inside a ``<script>`` element: every ``<`` is escaped, so
+    no text in the data (a codec name, a note) can close the element."""
+    text = pio.to_json(fig, validate=False, pretty=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _summary_html(rows: Sequence[Row]) -> str:
+    if not rows:
+        return "<p class='note'>No result rows.</p>"
+    shown = list(rows[:MAX_SUMMARY_ROWS])
+    head = (
+        "<tr><th>point</th><th>codec</th><th>workers</th><th>iteration</th><th>compute</th>"
+        "<th>encode</th><th>exposed comm</th><th>hidden comm</th><th>decode</th>"
+        "<th>bits/elem</th><th>compression</th><th>speedup vs fp32</th>"
+        "<th>speedup vs 1-bit</th></tr>"
+    )
+    body = []
+    prev_point: int | None = None
+    for r in shown:
+        cls = " class='first'" if prev_point is not None and r.point != prev_point else ""
+        prev_point = r.point
+        est = " (estimate)" if r.estimate else ""
+
+        def sp(x: float) -> str:
+            c = (
+                ""
+                if math.isnan(x)
+                else (" class='up'" if x > 1.0 else " class='down'" if x < 1.0 else "")
+            )
+            return f"<td{c}>{fmt_speedup(x)}</td>"
+
+        cells = [
+            html.escape(r.point_id or str(r.point)),
+            html.escape(r.codec),
+            str(r.workers),
+            fmt_time(r.iteration_s) + est,
+            fmt_time(r.compute_s),
+            fmt_time(r.encode_s),
+            fmt_time(r.exposed_comm_s),
+            fmt_time(r.hidden_comm_s),
+            fmt_time(r.decode_s),
+            fmt_bits(r.bits_per_element),
+            fmt_ratio(r.compression_ratio),
+        ]
+        tds = "".join(f"<td>{c}</td>" for c in cells)
+        body.append(f"<tr{cls}>{tds}{sp(r.speedup_vs_fp32)}{sp(r.speedup_vs_onebit)}</tr>")
+    more = (
+        f"<p class='note'>Showing {len(shown)} of {len(rows)} rows; all rows are in the CSV "
+        "and Parquet files.</p>"
+        if len(rows) > len(shown)
+        else ""
+    )
+    return f"<div class='wrap'><table class='summary'>{head}{''.join(body)}</table></div>{more}"
+
+
+def _panel_html(panel: Panel, fig_id: str | None) -> str:
+    classes = "card" + (" wide" if panel.wide else "") + ("" if fig_id else " skipped")
+    parts = [
+        f"<section class='{classes}' id='panel-{panel.key}'>",
+        f"<h2>{html.escape(panel.title)}</h2>",
+        f"<p class='desc'>{html.escape(panel.description)}</p>",
+    ]
+    if fig_id:
+        parts.append(f"<div class='plot' data-gw-figure='{fig_id}'></div>")
+    if panel.note:
+        parts.append(f"<p class='note'>{html.escape(panel.note)}</p>")
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def build_dashboard(
+    rows: Sequence[Row],
+    traces: Sequence[Trace] = (),
+    *,
+    title: str = "GradWire",
+    published: Sequence[Mapping[str, Any]] | None = None,
+    convergence: Sequence[Mapping[str, Any]] | None = None,
+    validation: Sequence[Mapping[str, Any]] | None = None,
+    notes: Sequence[str] = (),
+) -> str:
+    """One self-contained HTML document (plotly.js inlined: it opens offline).
+
+    ``rows`` are result rows (speedups already filled by
+    :func:`gradwire.results.add_speedups`); ``traces`` the simulated iterations to draw;
+    ``published`` records have keys figure, quantity, published, predicted (optionally
+    unit); ``convergence`` records codec, step, time_s, test_acc; ``validation`` records
+    case, codec, workers, rate, measured_s, predicted_s, error. ``notes`` are shown under
+    the title (assumptions a scenario makes, for instance).
+    """
+    rows = list(rows)
+    panels = all_panels(
+        rows, traces, published=published, convergence=convergence, validation=validation
+    )
+    scenarios = list(dict.fromkeys(r.scenario for r in rows))
+    codecs = list(dict.fromkeys(r.codec for r in rows))
+    n_points = len({r.point for r in rows})
+    meta = (
+        f"Scenario {', '.join(scenarios) or '—'} · {n_points} point(s) · "
+        f"{len(codecs)} codec(s): {', '.join(codecs) or '—'}"
+    )
+    all_notes = list(notes)
+    if any(r.estimate for r in rows):
+        all_notes.append(ESTIMATE_NOTE)
+    models = sorted({r.model for r in rows})
+    devices = sorted({r.device for r in rows})
+    if models or devices:
+        meta2 = f"Model {', '.join(models)} · device {', '.join(devices)}"
+    else:
+        meta2 = ""
+
+    sections = []
+    scripts = []
+    for i, p in enumerate(panels):
+        fig_id = f"gw-fig-{i}" if p.figure is not None else None
+        sections.append(_panel_html(p, fig_id))
+        if p.figure is not None:
+            scripts.append(
+                f"<script type='application/json' id='{fig_id}'>{_figure_json(p.figure)}</script>"
+            )
+    notes_html = (
+        "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in all_notes) + "</ul>"
+        if all_notes
+        else ""
+    )
+    doc = [
+        "<!DOCTYPE html>",
+        "<html lang='en'><head><meta charset='utf-8'>",
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+        f"<title>{html.escape(title)}</title>",
+        f"<style>{_CSS}</style>",
+        f"<script>{_ERROR_CAPTURE_JS}</script>",
+        f"<script>{get_plotlyjs()}</script>",
+        "</head><body>",
+        f"<header><h1>{html.escape(title)}</h1><p>{html.escape(meta)}</p>",
+        f"<p>{html.escape(meta2)}</p>" if meta2 else "",
+        notes_html,
+        "</header>",
+        "<div id='gw-status' data-state='pending'>rendering plots…</div>",
+        "<pre id='gw-errors' hidden></pre>",
+        "<main>",
+        *sections,
+        "<section class='card wide' id='panel-summary'><h2>Summary table</h2>",
+        "<p class='desc'>Per scenario point and codec: iteration time and its breakdown, "
+        "payload bits per gradient element, compression ratio against fp32, and speedup "
+        "against fp32 and 1-bit SGD at the same point.</p>",
+        _summary_html(rows),
+        "</section>",
+        "</main>",
+        *scripts,
+        f"<script>{_RENDER_JS}</script>",
+        "</body></html>",
+    ]
+    return "\n".join(doc)
+
+
+def write_dashboard(
+    path: str | Path, rows: Sequence[Row], traces: Sequence[Trace] = (), **kw: Any
+) -> Path:
+    """Write :func:`build_dashboard`'s document to ``path`` (parents created); returns it."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(build_dashboard(rows, traces, **kw), encoding="utf-8")
+    return out
+
+
+__all__ = ["build_dashboard", "write_dashboard"]

@@ -1,0 +1,102 @@
+"""The terminal summary: one rich table line per (scenario point, codec) from result rows.
+
+Columns: the point, the codec, workers, iteration time and its breakdown (compute,
+encode, exposed and hidden communication, decode), bytes each rank sends, payload bits
+per gradient element, compression ratio against fp32, and the speedup against fp32 and
+against 1-bit SGD at the same point. Speedups above 1 are green, below 1 red; rows whose
+compute times were rescaled to another device carry an ``*`` and the caption says they
+are estimates. Built from rows only, never by re-running a simulation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from gradwire.report.fmt import fmt_bits, fmt_bytes, fmt_ratio, fmt_speedup, fmt_time
+from gradwire.results import Row
+
+COLUMNS = (
+    "point",
+    "codec",
+    "workers",
+    "iteration",
+    "compute",
+    "encode",
+    "exposed comm",
+    "hidden comm",
+    "decode",
+    "sent/rank",
+    "bits/elem",
+    "compression",
+    "vs fp32",
+    "vs 1-bit",
+)
+ESTIMATE_MARK = "*"
+ESTIMATE_CAPTION = (
+    f"{ESTIMATE_MARK} estimate: compute times rescaled to the target device by a device profile"
+)
+
+
+def _speedup_cell(x: float) -> Text:
+    if math.isnan(x) or math.isinf(x):
+        return Text(fmt_speedup(x), style="dim")
+    style = "bold green" if x > 1.0 else "red" if x < 1.0 else ""
+    return Text(fmt_speedup(x), style=style)
+
+
+def summary_table(rows: Sequence[Row]) -> Table:
+    """A rich table of ``rows`` grouped by scenario point (a rule between points).
+
+    Times are per iteration (unit chosen per cell); speedups compare with the fp32 and
+    1-bit SGD rows of the same point (a dash when that point has no such row).
+    """
+    scenarios = list(dict.fromkeys(r.scenario for r in rows))
+    estimates = any(r.estimate for r in rows)
+    table = Table(
+        title=f"GradWire · {', '.join(scenarios)}" if scenarios else "GradWire",
+        caption=ESTIMATE_CAPTION if estimates else None,
+        header_style="bold",
+        show_lines=False,
+    )
+    for name in COLUMNS:
+        justify = "left" if name in ("point", "codec") else "right"
+        table.add_column(name, justify=justify, no_wrap=name != "point")  # type: ignore[arg-type]
+    order = list(dict.fromkeys(r.point for r in rows))
+    by_point: dict[int, list[Row]] = {p: [] for p in order}
+    for r in rows:
+        by_point[r.point].append(r)
+    for pi, p in enumerate(order):
+        prow = by_point[p]
+        for i, r in enumerate(prow):
+            mark = ESTIMATE_MARK if r.estimate else ""
+            table.add_row(
+                (r.point_id or str(r.point)) if i == 0 else "",
+                r.codec,
+                str(r.workers),
+                fmt_time(r.iteration_s) + mark,
+                fmt_time(r.compute_s) + mark,
+                fmt_time(r.encode_s),
+                fmt_time(r.exposed_comm_s),
+                fmt_time(r.hidden_comm_s),
+                fmt_time(r.decode_s),
+                fmt_bytes(r.bytes_per_rank),
+                fmt_bits(r.bits_per_element),
+                fmt_ratio(r.compression_ratio),
+                _speedup_cell(r.speedup_vs_fp32),
+                _speedup_cell(r.speedup_vs_onebit),
+                end_section=i == len(prow) - 1 and pi < len(order) - 1,
+            )
+    return table
+
+
+def print_summary(rows: Sequence[Row], console: Console | None = None) -> None:
+    """Print :func:`summary_table` of ``rows`` to ``console`` (stdout by default)."""
+    (console or Console()).print(summary_table(rows))
+
+
+__all__ = ["print_summary", "summary_table"]

@@ -1,0 +1,422 @@
+"""The dashboard: panels carry exactly the rows' numbers, skip visibly without data, the
+HTML is self-contained, and (when Debian's chromium is installed) every plot renders in a
+headless browser with no console errors."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from gradwire.errors import ConfigError
+from gradwire.report.dashboard import ESTIMATE_NOTE, build_dashboard, write_dashboard
+from gradwire.report.panels import (
+    MAX_TIMELINE_RANKS,
+    UTIL_BINS,
+    accuracy_vs_time,
+    all_panels,
+    bits_and_compression,
+    breakdown_parts,
+    heatmap_axes,
+    iteration_breakdown,
+    iteration_timeline,
+    predicted_vs_measured,
+    published_comparison,
+    speedup_heatmap,
+    speedup_vs_workers,
+    swept_axes,
+    topology_drawing,
+    util_bin,
+)
+from gradwire.results import LinkUse, Row, Segment, Trace, add_speedups
+
+CODECS = (
+    ("fp32", "fp32", 32.0),
+    ("onebit", "onebit", 1.0 + 64 / 512),
+    ("qsgd(bits=4, bucket=512)", "qsgd", 5.0 + 32 / 512),
+    ("qsgd(bits=2, bucket=128)", "qsgd", 3.0 + 32 / 128),
+)
+ELEMENTS = 25_000_000
+
+
+def make_row(point: int, codec: str, name: str, bits: float, workers: int, gbps: float,
+             *, bucket_mb: int = 25, estimate: bool = False, straggle_s: float = 0.0) -> Row:
+    """A row with an alpha-beta style iteration time (test input, varied per point/codec)."""
+    compute = 0.120
+    payload = ELEMENTS * bits / 8
+    comm = 2 * (workers - 1) / workers * payload / (gbps * 1e9 / 8) + 5e-6 * workers
+    encode = 0.0 if name == "fp32" else 0.004 + 1e-10 * ELEMENTS * bits
+    decode = 0.0 if name == "fp32" else 0.002 * workers / 4
+    hidden = min(comm, 0.6 * compute)
+    exposed = comm - hidden
+    it = compute + encode + exposed + decode + straggle_s
+    return Row(
+        scenario="synthetic", point=point,
+        point_id=f"workers={workers}, link_Gbps={gbps:g}, bucket_MB={bucket_mb}",
+        codec=codec, codec_name=name, model="mlp4096", batch_size=64, workers=workers,
+        topology="star", collective="ring", device="cpu", seed=0, overlap=True,
+        iteration_s=it, compute_s=compute, forward_s=0.04, backward_s=0.075, optimizer_s=0.005,
+        encode_s=encode, decode_s=decode, comm_s=comm, exposed_comm_s=exposed,
+        hidden_comm_s=hidden, bytes_per_rank=payload, bits_per_element=bits,
+        compression_ratio=32.0 / bits, estimate=estimate,
+        params={"workers": workers, "cluster.link_Gbps": gbps, "bucket_MB": bucket_mb},
+    )
+
+
+def sweep_rows(workers=(2, 4, 8, 16), gbps=(1.0, 10.0, 100.0), buckets=(25,)) -> list[Row]:
+    rows = []
+    point = 0
+    for b in buckets:
+        for g in gbps:
+            for w in workers:
+                for codec, name, bits in CODECS:
+                    rows.append(make_row(point, codec, name, bits, w, g, bucket_mb=b))
+                point += 1
+    return add_speedups(rows)
+
+
+def make_trace(point: int, codec: str, ranks: int = 4) -> Trace:
+    segs = []
+    for r in range(ranks):
+        t = 0.001 * r  # staggered ranks so that every rank's bars differ
+        for kind, dur in (("forward", 0.04), ("backward", 0.075), ("encode", 0.004),
+                          ("comm", 0.03), ("decode", 0.002), ("optimizer", 0.005)):
+            segs.append(Segment(rank=r, kind=kind, start_s=t, end_s=t + dur, label=f"{kind} b0"))
+            t += dur
+    positions = {"sw0": (0.0, 0.0)}
+    kinds = {"sw0": "switch"}
+    links = []
+    for r in range(ranks):
+        ang = 2 * math.pi * r / ranks
+        positions[f"gpu{r}"] = (math.cos(ang), math.sin(ang))
+        kinds[f"gpu{r}"] = "gpu"
+        up = 0.15 + 0.8 * r / max(ranks - 1, 1)
+        links.append(LinkUse(f"gpu{r}", "sw0", 1.25e9, up * 0.15, 1e6 * (r + 1), up))
+        links.append(LinkUse("sw0", f"gpu{r}", 1.25e9, 0.05 * 0.15, 1e5, 0.05))
+    return Trace(point=point, codec=codec, segments=segs, links=links,
+                 positions=positions, node_kinds=kinds)
+
+
+def _trace_data(fig, group: int = 0):
+    """The traces of one dropdown choice (the first is visible initially)."""
+    menus = fig.layout.updatemenus
+    if not menus:
+        return list(fig.data)
+    visible = menus[0].buttons[group].args[0]["visible"]
+    return [t for t, v in zip(fig.data, visible, strict=True) if v]
+
+
+# ------------------------------------------------------------------------------ axes
+
+
+def test_swept_axes_and_heatmap_pick_the_two_most_varied():
+    rows = sweep_rows(workers=(2, 4, 8, 16), gbps=(1.0, 10.0, 100.0), buckets=(25, 50))
+    axes = swept_axes(rows)
+    assert axes == {"workers": [2, 4, 8, 16], "cluster.link_Gbps": [1.0, 10.0, 100.0],
+                    "bucket_MB": [25, 50]}
+    assert heatmap_axes(rows) == ("workers", "cluster.link_Gbps")
+    # more bandwidth values than worker counts: bandwidth becomes x
+    rows2 = sweep_rows(workers=(4, 8), gbps=(1.0, 10.0, 25.0, 100.0))
+    assert heatmap_axes(rows2) == ("cluster.link_Gbps", "workers")
+    assert heatmap_axes(sweep_rows(workers=(4, 8), gbps=(10.0,))) is None
+
+
+def test_heatmap_cells_are_the_rows_speedups():
+    rows = sweep_rows(buckets=(25, 50))
+    panel = speedup_heatmap(rows)
+    fig = panel.figure
+    assert fig is not None
+    # one menu choice per (compressed codec, value of the third axis); fp32 is left out
+    labels = [b.label for b in fig.layout.updatemenus[0].buttons]
+    assert len(labels) == 3 * 2 and not any(lab.startswith("fp32") for lab in labels)
+    for gi, label in enumerate(labels):
+        (hm,) = _trace_data(fig, gi)
+        codec, bucket = label.rsplit(", bucket_MB=", 1)
+        for yi, g in enumerate(hm.y):
+            for xi, w in enumerate(hm.x):
+                (row,) = [r for r in rows if r.codec == codec and r.workers == int(w)
+                          and r.params["cluster.link_Gbps"] == float(g)
+                          and r.params["bucket_MB"] == int(bucket)]
+                assert hm.z[yi][xi] == pytest.approx(row.speedup_vs_fp32, rel=1e-12)
+    assert fig.layout.xaxis.title.text == "workers"
+    assert fig.layout.yaxis.title.text == "cluster.link_Gbps"
+
+
+def test_heatmap_skips_with_reason_for_one_axis():
+    panel = speedup_heatmap(sweep_rows(gbps=(10.0,)))
+    assert panel.figure is None and "two swept axes" in panel.note and "workers" in panel.note
+
+
+# ------------------------------------------------------------------------------ speedups
+
+
+def test_speedup_vs_workers_follows_rows():
+    rows = sweep_rows(gbps=(1.0, 100.0))
+    fig = speedup_vs_workers(rows).figure
+    assert fig is not None
+    buttons = fig.layout.updatemenus[0].buttons
+    assert [b.label for b in buttons] == ["cluster.link_Gbps=1", "cluster.link_Gbps=100"]
+    for gi, g in enumerate((1.0, 100.0)):
+        for tr in _trace_data(fig, gi):
+            codec = tr.legendgroup
+            attr = "speedup_vs_fp32" if tr.xaxis in (None, "x") else "speedup_vs_onebit"
+            want = sorted((r for r in rows if r.codec == codec
+                           and r.params["cluster.link_Gbps"] == g), key=lambda r: r.workers)
+            assert list(tr.x) == [r.workers for r in want]
+            assert list(tr.y) == pytest.approx([getattr(r, attr) for r in want])
+    # fp32 is 1x against itself at every point, onebit 1x against itself
+    fp = [t for t in _trace_data(fig) if t.legendgroup == "fp32" and t.xaxis in (None, "x")]
+    assert all(v == pytest.approx(1.0) for v in fp[0].y)
+
+
+def test_speedup_vs_workers_skips_single_worker_count():
+    panel = speedup_vs_workers(sweep_rows(workers=(8,)))
+    assert panel.figure is None
+    assert "only one worker count (8)" in panel.note
+
+
+# ------------------------------------------------------------------------------ breakdown
+
+
+def test_breakdown_stacks_add_up_to_iteration_time():
+    rows = sweep_rows(workers=(4, 8), gbps=(1.0, 10.0))
+    rows[5] = replace(rows[5], iteration_s=rows[5].iteration_s + 0.05)  # a straggler wait
+    fig = iteration_breakdown(rows).figure
+    assert fig is not None
+    points = list(dict.fromkeys(r.point for r in rows))
+    assert len(fig.layout.updatemenus[0].buttons) == len(points)
+    for gi, p in enumerate(points):
+        data = _trace_data(fig, gi)
+        stack = [t for t in data if t.offsetgroup == "stack"]
+        hidden = [t for t in data if t.offsetgroup == "hidden"]
+        prow = [r for r in rows if r.point == p]
+        for ci, r in enumerate(prow):
+            top = max(t.base[ci] + t.y[ci] for t in stack)
+            assert top == pytest.approx(r.iteration_s * 1e3, rel=1e-9)
+            for lower, upper in zip(stack, stack[1:], strict=False):
+                assert upper.base[ci] == pytest.approx(lower.base[ci] + lower.y[ci])
+            assert hidden[0].y[ci] == pytest.approx(r.hidden_comm_s * 1e3)
+    assert breakdown_parts(rows[5])["other"] == pytest.approx(0.05)
+    assert breakdown_parts(rows[4])["other"] == 0.0
+
+
+# ------------------------------------------------------------------------------ timeline
+
+
+def test_timeline_bars_are_the_segments():
+    rows = sweep_rows(workers=(4,), gbps=(10.0,))
+    trace = make_trace(0, "qsgd(bits=4, bucket=512)")
+    fig = iteration_timeline([trace], rows).figure
+    assert fig is not None and fig.layout.barmode == "overlay"
+    bars = {t.name: t for t in fig.data}
+    assert set(bars) == {"forward", "backward", "encode", "comm", "decode", "optimizer"}
+    for kind, bar in bars.items():
+        segs = [s for s in trace.segments if s.kind == kind]
+        assert list(bar.base) == pytest.approx([s.start_s * 1e3 for s in segs])
+        assert list(bar.x) == pytest.approx([(s.end_s - s.start_s) * 1e3 for s in segs])
+        assert list(bar.y) == [f"rank {s.rank}" for s in segs]
+
+
+def test_timeline_caps_ranks_and_says_so():
+    trace = make_trace(0, "fp32", ranks=MAX_TIMELINE_RANKS + 4)
+    panel = iteration_timeline([trace])
+    assert panel.figure is not None
+    ranks = {y for t in panel.figure.data for y in t.y}
+    assert ranks == {f"rank {r}" for r in range(MAX_TIMELINE_RANKS)}
+    assert f"of {MAX_TIMELINE_RANKS + 4} drawn" in panel.note
+
+
+def test_timeline_and_topology_skip_without_traces():
+    for panel in (iteration_timeline([]), topology_drawing([])):
+        assert panel.figure is None and panel.note.startswith("Skipped")
+
+
+# ------------------------------------------------------------------------------ topology
+
+
+def test_topology_merges_directions_and_colours_by_busier_one():
+    trace = make_trace(0, "fp32", ranks=5)
+    fig = topology_drawing([trace]).figure
+    assert fig is not None
+    mids = [t for t in fig.data if t.name == "links"][0]
+    # 10 directed links -> 5 drawn cables, each coloured by the busier (upward) direction
+    assert len(mids.x) == 5
+    ups = sorted(lu.utilization for lu in trace.links if lu.dst == "sw0")
+    assert sorted(mids.marker.color) == pytest.approx(ups)
+    lines = [t for t in fig.data if t.mode == "lines"]
+    drawn = sum(len(t.x) // 3 for t in lines)
+    assert drawn == 5
+    expected_bins = sorted({util_bin(u) for u in ups})
+    widths = sorted(t.line.width for t in lines)
+    assert len(lines) == len(expected_bins)
+    assert widths == pytest.approx([1.0 + 7.0 * (b + 0.5) / UTIL_BINS for b in expected_bins])
+    gpus = [t for t in fig.data if t.name == "gpu"][0]
+    assert sorted(gpus.text) == [f"gpu{r}" for r in range(5)]
+
+
+@pytest.mark.parametrize(("u", "b"), [(0.0, 0), (0.099, 0), (0.1, 1), (0.55, 5), (1.0, 9),
+                                      (1.7, 9), (-0.2, 0), (math.nan, 0)])
+def test_util_bin(u, b):
+    assert util_bin(u) == b
+
+
+def test_topology_lays_out_nodes_without_positions():
+    trace = make_trace(0, "fp32", ranks=3)
+    bare = Trace(point=0, codec="fp32", links=trace.links)
+    fig = topology_drawing([bare]).figure
+    assert fig is not None
+    nodes = [t for t in fig.data if t.mode == "markers" and t.name != "links"]
+    assert sorted(n for t in nodes for n in t.text) == ["gpu0", "gpu1", "gpu2", "sw0"]
+    assert all(math.isfinite(v) for t in nodes for v in (*t.x, *t.y))
+
+
+# ------------------------------------------------------------------------------ records
+
+
+def test_bits_panel_means_and_ranges():
+    rows = sweep_rows(workers=(4, 8), gbps=(10.0,))
+    rows[2] = replace(rows[2], bits_per_element=6.0)  # one qsgd point with another size
+    fig = bits_and_compression(rows).figure
+    assert fig is not None
+    bars = [t for t in fig.data if t.xaxis in (None, "x")]
+    q = [t for t in bars if t.name == "qsgd(bits=4, bucket=512)"][0]
+    vals = [6.0, 5.0 + 32 / 512]
+    assert q.y[0] == pytest.approx(sum(vals) / 2)
+    assert q.error_y.array[0] == pytest.approx(max(vals) - sum(vals) / 2)
+    assert fig.layout.yaxis.title.text == "bits / element"
+
+
+def test_records_panels_and_missing_keys():
+    pub = [{"figure": "Fig. 3", "quantity": "epoch time speedup", "published": 1.8,
+            "predicted": 1.62, "unit": "×"}]
+    p = published_comparison(pub)
+    assert p.figure is not None
+    (bar,) = [t for t in p.figure.data if t.type == "bar"]
+    assert bar.x[0] == pytest.approx(1.62 / 1.8)
+    with pytest.raises(ConfigError, match=r"published\[0\]: missing predicted"):
+        published_comparison([{"figure": "F", "quantity": "q", "published": 1}])
+    conv = [{"codec": c, "step": s, "time_s": s * t, "test_acc": 0.5 + 0.01 * s}
+            for c, t in (("fp32", 0.2), ("qsgd", 0.1)) for s in (3, 1, 2)]
+    cf = accuracy_vs_time(conv).figure
+    assert cf is not None and [t.name for t in cf.data] == ["fp32", "qsgd"]
+    assert list(cf.data[1].x) == pytest.approx([0.1, 0.2, 0.3])  # sorted by time
+    with pytest.raises(ConfigError, match="convergence"):
+        accuracy_vs_time([{"codec": "fp32"}])
+    val = [{"case": "2x1G", "codec": "fp32", "workers": 2, "rate": "1gbit",
+            "measured_s": 0.2, "predicted_s": 0.22, "error": 0.1},
+           {"case": "2x1G", "codec": "qsgd", "workers": 2, "rate": "1gbit",
+            "measured_s": 0.1, "predicted_s": 0.095, "error": -0.05}]
+    vf = predicted_vs_measured(val).figure
+    assert vf is not None
+    assert "median |error| 10.0%" in vf.layout.title.text
+    for panel in (published_comparison(None), accuracy_vs_time([]), predicted_vs_measured(None)):
+        assert panel.figure is None and panel.note.startswith("Skipped")
+
+
+# ------------------------------------------------------------------------------ HTML
+
+
+EXTERNAL = re.compile(r"<(script|link|img|iframe)\b[^>]*\b(src|href)\s*=", re.IGNORECASE)
+
+
+def test_html_is_self_contained_and_escaped(tmp_path):
+    rows = sweep_rows()
+    evil = "<script>alert(1)</script>"
+    rows = [replace(rows[1], codec=evil), *rows[2:]]
+    doc = build_dashboard(rows, [make_trace(0, "fp32")], title="T & <b>", notes=[evil])
+    assert EXTERNAL.search(doc) is None  # nothing loaded from anywhere: opens offline
+    assert "plotly.js v" in doc[:200_000]
+    assert doc.count("<script>alert(1)") == 0
+    assert "T &amp; &lt;b&gt;" in doc
+    ids = re.findall(r"data-gw-figure='(gw-fig-\d+)'", doc)
+    assert ids and all(f"id='{i}'" in doc for i in ids)
+    out = write_dashboard(tmp_path / "sub" / "dash.html", rows)
+    assert out.exists() and out.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+
+
+def test_skipped_panels_show_their_reason_in_the_page():
+    rows = sweep_rows(workers=(8,), gbps=(10.0,))
+    doc = build_dashboard(rows)
+    assert "only one worker count (8)" in doc
+    assert "no iteration trace with segments" in doc
+    assert "no published records" in doc
+    n_fig = len(re.findall(r"data-gw-figure=", doc))
+    assert n_fig == sum(p.figure is not None for p in all_panels(rows)) == 2
+
+
+def test_estimates_are_labelled():
+    rows = [replace(r, estimate=True) for r in sweep_rows(workers=(2, 4), gbps=(10.0,))]
+    doc = build_dashboard(rows)
+    assert ESTIMATE_NOTE.split(" ")[0] in doc and "rescaled" in doc
+    fig = speedup_vs_workers(rows).figure
+    assert fig is not None
+    assert all(t.name.endswith("(estimate)") for t in fig.data if t.showlegend)
+    plain = build_dashboard(sweep_rows(workers=(2, 4), gbps=(10.0,)))
+    assert "(estimate)" not in plain and "rescaled" not in plain
+
+
+# ------------------------------------------------------------------------------ browser
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROME_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--hide-scrollbars", "--enable-logging=stderr", "--v=0",
+]
+
+
+def _chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CHROMIUM or "chromium", *CHROME_FLAGS, f"--user-data-dir={profile}", *args],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, "HOME": str(profile)},
+    )
+
+
+def render_check(page: Path, screenshot: Path, workdir: Path, height: int = 4200) -> str:
+    """Load ``page`` in headless chromium, return its DOM after rendering, save a PNG."""
+    dom = _chromium(["--virtual-time-budget=30000", "--dump-dom", page.as_uri()],
+                    workdir / "profile-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    console = [ln for ln in dom.stderr.splitlines() if ":CONSOLE" in ln]
+    assert not any("Uncaught" in ln or "Error" in ln for ln in console), console
+    shot = _chromium([f"--screenshot={screenshot}", f"--window-size=1400,{height}",
+                      "--virtual-time-budget=30000", page.as_uri()], workdir / "profile-shot")
+    assert shot.returncode == 0, shot.stderr[-2000:]
+    return dom.stdout
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium)")
+def test_dashboard_renders_in_headless_chromium(tmp_path):
+    rows = sweep_rows(buckets=(25, 50))
+    traces = [make_trace(0, "qsgd(bits=4, bucket=512)", ranks=4), make_trace(1, "fp32", ranks=8)]
+    pub = [{"figure": "Fig. 3", "quantity": "epoch time speedup", "published": 1.8,
+            "predicted": 1.62}]
+    conv = [{"codec": c, "step": s, "time_s": s * t, "test_acc": 0.5 + 0.04 * s}
+            for c, t in (("fp32", 0.2), ("qsgd", 0.1)) for s in range(1, 6)]
+    val = [{"case": "2x1G", "codec": "fp32", "workers": 2, "rate": "1gbit",
+            "measured_s": 0.2, "predicted_s": 0.22, "error": 0.1}]
+    page = write_dashboard(tmp_path / "dashboard.html", rows, traces, published=pub,
+                           convergence=conv, validation=val, notes=["synthetic rows"])
+    expected = len(re.findall(r"data-gw-figure=", page.read_text(encoding="utf-8")))
+    assert expected == 9
+    png = tmp_path / "dashboard.png"
+    dom = render_check(page, png, tmp_path)
+    status = re.search(r"<div id=\"gw-status\"([^>]*)>", dom)
+    assert status is not None, "status marker missing from the rendered page"
+    assert 'data-state="ok"' in status.group(1), dom[dom.find("gw-errors") - 20:][:2000]
+    assert f'data-rendered="{expected}"' in status.group(1)
+    errors = re.search(r"<pre id=\"gw-errors\"[^>]*>(.*?)</pre>", dom, re.S)
+    assert errors is not None and errors.group(1).strip() == ""
+    # every figure holds a drawn plotly SVG
+    assert dom.count("js-plotly-plot") >= expected
+    assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert png.stat().st_size > 50_000  # a blank page compresses far smaller
