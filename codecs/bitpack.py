@@ -46,11 +46,25 @@ def unpack_torch(data: torch.Tensor, n: int, width: int) -> torch.Tensor:
 
 @numba.njit(cache=True)
 def pack_numba(codes: np.ndarray, width: int, out: np.ndarray) -> None:
-    """Numba twin of :func:`pack_torch`, writing into ``out`` (length >= packed_nbytes)."""
+    """Numba twin of :func:`pack_torch`, writing into ``out`` (length >= packed_nbytes).
+
+    Groups of 8 codes fill exactly ``width`` bytes, so the main loop has fixed trip
+    counts (fast); the ragged end goes through a bit accumulator.
+    """
+    n = codes.shape[0]
+    ngroups = n // 8 if width <= 8 else 0
+    for g in range(ngroups):
+        acc = 0
+        base = g * 8
+        for j in range(8):
+            acc = (acc << width) | codes[base + j]
+        ob = g * width
+        for k in range(width):
+            out[ob + k] = (acc >> (8 * (width - 1 - k))) & 0xFF
     acc = 0
     nacc = 0
-    pos = 0
-    for i in range(codes.shape[0]):
+    pos = ngroups * width
+    for i in range(ngroups * 8, n):
         acc = ((acc << width) | codes[i]) & 0xFFFFFFFFFF
         nacc += width
         while nacc >= 8:
@@ -64,11 +78,20 @@ def pack_numba(codes: np.ndarray, width: int, out: np.ndarray) -> None:
 @numba.njit(cache=True)
 def unpack_numba(data: np.ndarray, n: int, width: int, out: np.ndarray) -> None:
     """Numba twin of :func:`unpack_torch`, writing ``n`` codes into ``out``."""
+    mask = (1 << width) - 1
+    ngroups = n // 8 if width <= 8 else 0
+    for g in range(ngroups):
+        acc = 0
+        ib = g * width
+        for k in range(width):
+            acc = (acc << 8) | data[ib + k]
+        base = g * 8
+        for j in range(8):
+            out[base + j] = (acc >> (width * (7 - j))) & mask
     acc = 0
     nacc = 0
-    pos = 0
-    mask = (1 << width) - 1
-    for i in range(n):
+    pos = ngroups * width
+    for i in range(ngroups * 8, n):
         while nacc < width:
             acc = ((acc << 8) | data[pos]) & 0xFFFFFFFFFF
             pos += 1

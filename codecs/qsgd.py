@@ -40,7 +40,13 @@ from gradwire.codecs.base import (
     raw_payload,
     state_for,
 )
-from gradwire.codecs.bitpack import packed_nbytes, unpack_torch
+from gradwire.codecs.bitpack import (
+    pack_numba,
+    pack_torch,
+    packed_nbytes,
+    unpack_numba,
+    unpack_torch,
+)
 from gradwire.codecs.rng import draw_key, key_parts, uniform24
 
 from gradwire.errors import ConfigError
@@ -191,28 +197,28 @@ class QSGD(Codec):
         if self.encoding == "fixed" and x.device.type != "cpu":
             lev, neg = levels_torch(x, scales, s, d, key)
             codes = (lev | (neg.to(torch.int32) << self.mbits)).reshape(-1)[:n]
-            from gradwire.codecs.bitpack import pack_torch
-
             data = torch.cat([scales.reshape(-1).view(torch.uint8),
                               pack_torch(codes, self.mbits + 1)])
             return Payload(data, 32 * nb + (self.mbits + 1) * n, shape, dtype, self.name)
         k1, k2 = key_parts(int(key.item()))
         xn = x.reshape(-1).cpu().numpy()
         sn = scales.reshape(-1).cpu().numpy()
+        width = self.mbits + 1
+        codes = np.empty(n, dtype=np.uint8 if width <= 8 else np.int32)
+        K.codes_kernel(xn, sn, s, d, self.mbits, k1, k2, codes)
         if self.encoding == "fixed":
-            out = np.empty(4 * nb + packed_nbytes(n, self.mbits + 1), dtype=np.uint8)
+            out = np.empty(4 * nb + packed_nbytes(n, width), dtype=np.uint8)
             out[: 4 * nb] = sn.view(np.uint8)
-            K.fixed_encode(xn, sn, s, d, self.mbits, k1, k2, out[4 * nb :])
-            return Payload(torch.from_numpy(out), 32 * nb + (self.mbits + 1) * n, shape, dtype,
-                           self.name)
+            pack_numba(codes, width, out[4 * nb :])
+            return Payload(torch.from_numpy(out), 32 * nb + width * n, shape, dtype, self.name)
         if self.encoding == "elias":
             cap = K.elias_bound_bits(n, nb, d, s)
             buf = np.zeros((cap + 7) // 8, dtype=np.uint8)
-            nbits = K.elias_encode(xn, sn.view(np.uint32), sn, s, d, k1, k2, buf)
+            nbits = K.elias_encode(codes, sn.view(np.uint32), self.mbits, d, buf)
         else:
             cap = K.dense_bound_bits(n, nb, s)
             buf = np.zeros((cap + 7) // 8, dtype=np.uint8)
-            nbits = K.dense_encode(xn, sn.view(np.uint32), sn, s, d, k1, k2, buf)
+            nbits = K.dense_encode(codes, sn.view(np.uint32), self.mbits, d, buf)
         data = torch.from_numpy(buf[: (nbits + 7) // 8].copy()).to(x.device)
         return Payload(data, int(nbits), shape, dtype, self.name)
 
@@ -232,9 +238,11 @@ class QSGD(Codec):
             return out_t.to(payload.dtype).reshape(payload.shape)
         raw = data.cpu().numpy()
         if self.encoding == "fixed":
+            width = self.mbits + 1
+            codes = np.empty(n, dtype=np.uint8 if width <= 8 else np.int32)
+            unpack_numba(raw[4 * nb :], n, width, codes)
             out = np.empty(n, dtype=np.float32)
-            K.fixed_decode(raw[4 * nb :], raw[: 4 * nb].view(np.float32), s, d, self.mbits, n,
-                           out)
+            K.dequant_kernel(codes, raw[: 4 * nb].view(np.float32), s, d, self.mbits, out)
         elif self.encoding == "elias":
             out = np.zeros(n, dtype=np.float32)
             K.elias_decode(raw, nb, s, d, n, out)

@@ -1,15 +1,16 @@
 """Hot loops of the QSGD family: stochastic levels, fixed-width, Elias and dense streams.
 
-Every kernel walks the flat fp32 gradient once, bucket by bucket, computing each
-element's level inline (``l = floor(|v_i|/scale * s)``, rounded up with probability
-``|v_i|/scale * s - l`` using :func:`gradwire.codecs.rng.u24`), so no level array is
-materialised. The same float32 operations, in the same order, appear in the torch
+:func:`codes_kernel` and :func:`quantize_kernel` walk the flat fp32 gradient once, bucket
+by bucket, computing each element's level (``l = floor(|v_i|/scale * s)``, rounded up
+with probability ``|v_i|/scale * s - l`` using :func:`gradwire.codecs.rng.u24`); the
+stream writers then code those small integers. The same float32 operations, in the same order, appear in the torch
 reference path of :mod:`gradwire.codecs.qsgd`; tests check the two bit-exactly.
 
 Bucket scales (L2 or max norm) are computed by torch before the kernel runs, so the
 numba and torch paths share them exactly. Stream layouts (per bucket of ``m`` elements):
 
-- fixed: codes ``(neg << mbits) | level`` of ``1 + mbits`` bits after all bucket scales;
+- fixed: codes ``(neg << mbits) | level`` of ``1 + mbits`` bits (packed by
+  :mod:`gradwire.codecs.bitpack`) after all bucket scales;
 - elias: 32-bit scale; for each nonzero, omega(gap) (the first gap is the 1-based
   position), a sign bit (1 = negative), omega(level); then omega(m + 1 - last) ends the
   bucket (the decoder stops at a position past ``m``);
@@ -61,53 +62,35 @@ def quantize_kernel(x, scales, s, d, k1, k2, out):  # type: ignore[no-untyped-de
 
 
 @numba.njit(cache=True)
-def fixed_encode(x, scales, s, d, mbits, k1, k2, out):  # type: ignore[no-untyped-def]
-    """Pack ``(neg << mbits) | level`` codes of ``mbits + 1`` bits into ``out`` (MSB first)."""
+def codes_kernel(x, scales, s, d, mbits, k1, k2, out):  # type: ignore[no-untyped-def]
+    """``out[i] = (neg_i << mbits) | level_i``: the fixed-width code of every element.
+
+    Kept apart from the bit packing: this loop vectorizes, a fused one does not.
+    """
     n = x.shape[0]
-    width = mbits + 1
     sf = numba.float32(s)
-    acc = 0
-    nacc = 0
-    pos = 0
+    sign = 1 << mbits
     for b in range(scales.shape[0]):
         sc = _safe(scales[b])
         end = min(n, (b + 1) * d)
         for i in range(b * d, end):
             v = x[i]
-            code = _level(v, sc, sf, s, i, k1, k2)
-            if v < 0:
-                code |= 1 << mbits
-            acc = ((acc << width) | code) & 0xFFFFFFFFFF
-            nacc += width
-            while nacc >= 8:
-                nacc -= 8
-                out[pos] = (acc >> nacc) & 0xFF
-                pos += 1
-    if nacc > 0:
-        out[pos] = (acc << (8 - nacc)) & 0xFF
+            lev = _level(v, sc, sf, s, i, k1, k2)
+            out[i] = lev | sign if v < 0 else lev
 
 
 @numba.njit(cache=True)
-def fixed_decode(data, scales, s, d, mbits, n, out):  # type: ignore[no-untyped-def]
-    """Inverse of :func:`fixed_encode`, writing float32 values into ``out``."""
-    width = mbits + 1
+def dequant_kernel(codes, scales, s, d, mbits, out):  # type: ignore[no-untyped-def]
+    """Codes back to float32 values: ``+-level * (scale_b / s)``."""
+    n = codes.shape[0]
     mask = (1 << mbits) - 1
     sf = numba.float32(s)
-    acc = 0
-    nacc = 0
-    pos = 0
     for b in range(scales.shape[0]):
         unit = scales[b] / sf
-        end = min(n, (b + 1) * d)
-        for i in range(b * d, end):
-            while nacc < width:
-                acc = ((acc << 8) | data[pos]) & 0xFFFFFFFFFF
-                pos += 1
-                nacc += 8
-            nacc -= width
-            code = (acc >> nacc) & ((1 << width) - 1)
-            q = numba.float32(code & mask) * unit
-            out[i] = -q if ((code >> mbits) and q > 0) else q
+        for i in range(b * d, min(n, (b + 1) * d)):
+            c = codes[i]
+            q = numba.float32(c & mask) * unit
+            out[i] = -q if ((c >> mbits) and q > 0) else q
 
 
 @numba.njit(cache=True)
@@ -118,24 +101,23 @@ def elias_bound_bits(n, nb, d, s):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True)
-def elias_encode(x, scale_bits, scales, s, d, k1, k2, out):  # type: ignore[no-untyped-def]
-    """Write the elias stream (see module docstring); returns its length in bits."""
-    n = x.shape[0]
-    sf = numba.float32(s)
+def elias_encode(codes, scale_bits, mbits, d, out):  # type: ignore[no-untyped-def]
+    """Write the elias stream of ``codes`` (from :func:`codes_kernel`); returns its bits."""
+    n = codes.shape[0]
+    mask = (1 << mbits) - 1
     pos = 0
-    for b in range(scales.shape[0]):
+    for b in range(scale_bits.shape[0]):
         pos = put_bits(out, pos, scale_bits[b], 32)
-        sc = _safe(scales[b])
         start = b * d
         end = min(n, start + d)
         last = 0
         for i in range(start, end):
-            v = x[i]
-            lev = _level(v, sc, sf, s, i, k1, k2)
+            c = codes[i]
+            lev = c & mask
             if lev != 0:
                 here = i - start + 1
                 pos = put_omega(out, pos, here - last)
-                pos = put_bits(out, pos, 1 if v < 0 else 0, 1)
+                pos = put_bits(out, pos, c >> mbits, 1)
                 pos = put_omega(out, pos, lev)
                 last = here
         pos = put_omega(out, pos, end - start + 1 - last)
@@ -175,20 +157,19 @@ def dense_bound_bits(n, nb, s):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True)
-def dense_encode(x, scale_bits, scales, s, d, k1, k2, out):  # type: ignore[no-untyped-def]
-    """Write the dense stream; returns its length in bits."""
-    n = x.shape[0]
-    sf = numba.float32(s)
+def dense_encode(codes, scale_bits, mbits, d, out):  # type: ignore[no-untyped-def]
+    """Write the dense stream of ``codes``; returns its length in bits."""
+    n = codes.shape[0]
+    mask = (1 << mbits) - 1
     pos = 0
-    for b in range(scales.shape[0]):
+    for b in range(scale_bits.shape[0]):
         pos = put_bits(out, pos, scale_bits[b], 32)
-        sc = _safe(scales[b])
         for i in range(b * d, min(n, (b + 1) * d)):
-            v = x[i]
-            lev = _level(v, sc, sf, s, i, k1, k2)
+            c = codes[i]
+            lev = c & mask
             pos = put_omega(out, pos, lev + 1)
             if lev != 0:
-                pos = put_bits(out, pos, 1 if v < 0 else 0, 1)
+                pos = put_bits(out, pos, c >> mbits, 1)
     return pos
 
 
