@@ -4,6 +4,7 @@ headless browser with no console errors."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import re
@@ -45,8 +46,18 @@ CODECS = (
 ELEMENTS = 25_000_000
 
 
-def make_row(point: int, codec: str, name: str, bits: float, workers: int, gbps: float,
-             *, bucket_mb: int = 25, estimate: bool = False, straggle_s: float = 0.0) -> Row:
+def make_row(
+    point: int,
+    codec: str,
+    name: str,
+    bits: float,
+    workers: int,
+    gbps: float,
+    *,
+    bucket_mb: int = 25,
+    estimate: bool = False,
+    straggle_s: float = 0.0,
+) -> Row:
     """A row with an alpha-beta style iteration time (test input, varied per point/codec)."""
     compute = 0.120
     payload = ELEMENTS * bits / 8
@@ -57,14 +68,33 @@ def make_row(point: int, codec: str, name: str, bits: float, workers: int, gbps:
     exposed = comm - hidden
     it = compute + encode + exposed + decode + straggle_s
     return Row(
-        scenario="synthetic", point=point,
+        scenario="synthetic",
+        point=point,
         point_id=f"workers={workers}, link_Gbps={gbps:g}, bucket_MB={bucket_mb}",
-        codec=codec, codec_name=name, model="mlp4096", batch_size=64, workers=workers,
-        topology="star", collective="ring", device="cpu", seed=0, overlap=True,
-        iteration_s=it, compute_s=compute, forward_s=0.04, backward_s=0.075, optimizer_s=0.005,
-        encode_s=encode, decode_s=decode, comm_s=comm, exposed_comm_s=exposed,
-        hidden_comm_s=hidden, bytes_per_rank=payload, bits_per_element=bits,
-        compression_ratio=32.0 / bits, estimate=estimate,
+        codec=codec,
+        codec_name=name,
+        model="mlp4096",
+        batch_size=64,
+        workers=workers,
+        topology="star",
+        collective="ring",
+        device="cpu",
+        seed=0,
+        overlap=True,
+        iteration_s=it,
+        compute_s=compute,
+        forward_s=0.04,
+        backward_s=0.075,
+        optimizer_s=0.005,
+        encode_s=encode,
+        decode_s=decode,
+        comm_s=comm,
+        exposed_comm_s=exposed,
+        hidden_comm_s=hidden,
+        bytes_per_rank=payload,
+        bits_per_element=bits,
+        compression_ratio=32.0 / bits,
+        estimate=estimate,
         params={"workers": workers, "cluster.link_Gbps": gbps, "bucket_MB": bucket_mb},
     )
 
@@ -85,8 +115,14 @@ def make_trace(point: int, codec: str, ranks: int = 4) -> Trace:
     segs = []
     for r in range(ranks):
         t = 0.001 * r  # staggered ranks so that every rank's bars differ
-        for kind, dur in (("forward", 0.04), ("backward", 0.075), ("encode", 0.004),
-                          ("comm", 0.03), ("decode", 0.002), ("optimizer", 0.005)):
+        for kind, dur in (
+            ("forward", 0.04),
+            ("backward", 0.075),
+            ("encode", 0.004),
+            ("comm", 0.03),
+            ("decode", 0.002),
+            ("optimizer", 0.005),
+        ):
             segs.append(Segment(rank=r, kind=kind, start_s=t, end_s=t + dur, label=f"{kind} b0"))
             t += dur
     positions = {"sw0": (0.0, 0.0)}
@@ -99,8 +135,9 @@ def make_trace(point: int, codec: str, ranks: int = 4) -> Trace:
         up = 0.15 + 0.8 * r / max(ranks - 1, 1)
         links.append(LinkUse(f"gpu{r}", "sw0", 1.25e9, up * 0.15, 1e6 * (r + 1), up))
         links.append(LinkUse("sw0", f"gpu{r}", 1.25e9, 0.05 * 0.15, 1e5, 0.05))
-    return Trace(point=point, codec=codec, segments=segs, links=links,
-                 positions=positions, node_kinds=kinds)
+    return Trace(
+        point=point, codec=codec, segments=segs, links=links, positions=positions, node_kinds=kinds
+    )
 
 
 def _trace_data(fig, group: int = 0):
@@ -118,8 +155,11 @@ def _trace_data(fig, group: int = 0):
 def test_swept_axes_and_heatmap_pick_the_two_most_varied():
     rows = sweep_rows(workers=(2, 4, 8, 16), gbps=(1.0, 10.0, 100.0), buckets=(25, 50))
     axes = swept_axes(rows)
-    assert axes == {"workers": [2, 4, 8, 16], "cluster.link_Gbps": [1.0, 10.0, 100.0],
-                    "bucket_MB": [25, 50]}
+    assert axes == {
+        "workers": [2, 4, 8, 16],
+        "cluster.link_Gbps": [1.0, 10.0, 100.0],
+        "bucket_MB": [25, 50],
+    }
     assert heatmap_axes(rows) == ("workers", "cluster.link_Gbps")
     # more bandwidth values than worker counts: bandwidth becomes x
     rows2 = sweep_rows(workers=(4, 8), gbps=(1.0, 10.0, 25.0, 100.0))
@@ -140,10 +180,16 @@ def test_heatmap_cells_are_the_rows_speedups():
         codec, bucket = label.rsplit(", bucket_MB=", 1)
         for yi, g in enumerate(hm.y):
             for xi, w in enumerate(hm.x):
-                (row,) = [r for r in rows if r.codec == codec and r.workers == int(w)
-                          and r.params["cluster.link_Gbps"] == float(g)
-                          and r.params["bucket_MB"] == int(bucket)]
-                assert hm.z[yi][xi] == pytest.approx(row.speedup_vs_fp32, rel=1e-12)
+                (row,) = [
+                    r
+                    for r in rows
+                    if r.codec == codec
+                    and r.workers == int(w)
+                    and r.params["cluster.link_Gbps"] == float(g)
+                    and r.params["bucket_MB"] == int(bucket)
+                ]
+                assert 10 ** hm.z[yi][xi] == pytest.approx(row.speedup_vs_fp32, rel=1e-12)
+                assert hm.text[yi][xi] == f"{row.speedup_vs_fp32:.2f}×"
     assert fig.layout.xaxis.title.text == "workers"
     assert fig.layout.yaxis.title.text == "cluster.link_Gbps"
 
@@ -166,8 +212,10 @@ def test_speedup_vs_workers_follows_rows():
         for tr in _trace_data(fig, gi):
             codec = tr.legendgroup
             attr = "speedup_vs_fp32" if tr.xaxis in (None, "x") else "speedup_vs_onebit"
-            want = sorted((r for r in rows if r.codec == codec
-                           and r.params["cluster.link_Gbps"] == g), key=lambda r: r.workers)
+            want = sorted(
+                (r for r in rows if r.codec == codec and r.params["cluster.link_Gbps"] == g),
+                key=lambda r: r.workers,
+            )
             assert list(tr.x) == [r.workers for r in want]
             assert list(tr.y) == pytest.approx([getattr(r, attr) for r in want])
     # fp32 is 1x against itself at every point, onebit 1x against itself
@@ -199,7 +247,7 @@ def test_breakdown_stacks_add_up_to_iteration_time():
         for ci, r in enumerate(prow):
             top = max(t.base[ci] + t.y[ci] for t in stack)
             assert top == pytest.approx(r.iteration_s * 1e3, rel=1e-9)
-            for lower, upper in zip(stack, stack[1:], strict=False):
+            for lower, upper in itertools.pairwise(stack):
                 assert upper.base[ci] == pytest.approx(lower.base[ci] + lower.y[ci])
             assert hidden[0].y[ci] == pytest.approx(r.hidden_comm_s * 1e3)
     assert breakdown_parts(rows[5])["other"] == pytest.approx(0.05)
@@ -244,7 +292,7 @@ def test_topology_merges_directions_and_colours_by_busier_one():
     trace = make_trace(0, "fp32", ranks=5)
     fig = topology_drawing([trace]).figure
     assert fig is not None
-    mids = [t for t in fig.data if t.name == "links"][0]
+    mids = next(t for t in fig.data if t.name == "links")
     # 10 directed links -> 5 drawn cables, each coloured by the busier (upward) direction
     assert len(mids.x) == 5
     ups = sorted(lu.utilization for lu in trace.links if lu.dst == "sw0")
@@ -256,12 +304,14 @@ def test_topology_merges_directions_and_colours_by_busier_one():
     widths = sorted(t.line.width for t in lines)
     assert len(lines) == len(expected_bins)
     assert widths == pytest.approx([1.0 + 7.0 * (b + 0.5) / UTIL_BINS for b in expected_bins])
-    gpus = [t for t in fig.data if t.name == "gpu"][0]
+    gpus = next(t for t in fig.data if t.name == "gpu")
     assert sorted(gpus.text) == [f"gpu{r}" for r in range(5)]
 
 
-@pytest.mark.parametrize(("u", "b"), [(0.0, 0), (0.099, 0), (0.1, 1), (0.55, 5), (1.0, 9),
-                                      (1.7, 9), (-0.2, 0), (math.nan, 0)])
+@pytest.mark.parametrize(
+    ("u", "b"),
+    [(0.0, 0), (0.099, 0), (0.1, 1), (0.55, 5), (1.0, 9), (1.7, 9), (-0.2, 0), (math.nan, 0)],
+)
 def test_util_bin(u, b):
     assert util_bin(u) == b
 
@@ -285,7 +335,7 @@ def test_bits_panel_means_and_ranges():
     fig = bits_and_compression(rows).figure
     assert fig is not None
     bars = [t for t in fig.data if t.xaxis in (None, "x")]
-    q = [t for t in bars if t.name == "qsgd(bits=4, bucket=512)"][0]
+    q = next(t for t in bars if t.name == "qsgd(bits=4, bucket=512)")
     vals = [6.0, 5.0 + 32 / 512]
     assert q.y[0] == pytest.approx(sum(vals) / 2)
     assert q.error_y.array[0] == pytest.approx(max(vals) - sum(vals) / 2)
@@ -293,25 +343,51 @@ def test_bits_panel_means_and_ranges():
 
 
 def test_records_panels_and_missing_keys():
-    pub = [{"figure": "Fig. 3", "quantity": "epoch time speedup", "published": 1.8,
-            "predicted": 1.62, "unit": "×"}]
+    pub = [
+        {
+            "figure": "Fig. 3",
+            "quantity": "epoch time speedup",
+            "published": 1.8,
+            "predicted": 1.62,
+            "unit": "×",
+        }
+    ]
     p = published_comparison(pub)
     assert p.figure is not None
     (bar,) = [t for t in p.figure.data if t.type == "bar"]
     assert bar.x[0] == pytest.approx(1.62 / 1.8)
     with pytest.raises(ConfigError, match=r"published\[0\]: missing predicted"):
         published_comparison([{"figure": "F", "quantity": "q", "published": 1}])
-    conv = [{"codec": c, "step": s, "time_s": s * t, "test_acc": 0.5 + 0.01 * s}
-            for c, t in (("fp32", 0.2), ("qsgd", 0.1)) for s in (3, 1, 2)]
+    conv = [
+        {"codec": c, "step": s, "time_s": s * t, "test_acc": 0.5 + 0.01 * s}
+        for c, t in (("fp32", 0.2), ("qsgd", 0.1))
+        for s in (3, 1, 2)
+    ]
     cf = accuracy_vs_time(conv).figure
     assert cf is not None and [t.name for t in cf.data] == ["fp32", "qsgd"]
     assert list(cf.data[1].x) == pytest.approx([0.1, 0.2, 0.3])  # sorted by time
     with pytest.raises(ConfigError, match="convergence"):
         accuracy_vs_time([{"codec": "fp32"}])
-    val = [{"case": "2x1G", "codec": "fp32", "workers": 2, "rate": "1gbit",
-            "measured_s": 0.2, "predicted_s": 0.22, "error": 0.1},
-           {"case": "2x1G", "codec": "qsgd", "workers": 2, "rate": "1gbit",
-            "measured_s": 0.1, "predicted_s": 0.095, "error": -0.05}]
+    val = [
+        {
+            "case": "2x1G",
+            "codec": "fp32",
+            "workers": 2,
+            "rate": "1gbit",
+            "measured_s": 0.2,
+            "predicted_s": 0.22,
+            "error": 0.1,
+        },
+        {
+            "case": "2x1G",
+            "codec": "qsgd",
+            "workers": 2,
+            "rate": "1gbit",
+            "measured_s": 0.1,
+            "predicted_s": 0.095,
+            "error": -0.05,
+        },
+    ]
     vf = predicted_vs_measured(val).figure
     assert vf is not None
     assert "median |error| 10.0%" in vf.layout.title.text
@@ -365,29 +441,48 @@ def test_estimates_are_labelled():
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROME_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--hide-scrollbars", "--enable-logging=stderr", "--v=0",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    "--enable-logging=stderr",
+    "--v=0",
 ]
 
 
 def _chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [CHROMIUM or "chromium", *CHROME_FLAGS, f"--user-data-dir={profile}", *args],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
         env={**os.environ, "HOME": str(profile)},
     )
 
 
 def render_check(page: Path, screenshot: Path, workdir: Path, height: int = 4200) -> str:
     """Load ``page`` in headless chromium, return its DOM after rendering, save a PNG."""
-    dom = _chromium(["--virtual-time-budget=30000", "--dump-dom", page.as_uri()],
-                    workdir / "profile-dom")
+    dom = _chromium(
+        ["--virtual-time-budget=30000", "--dump-dom", page.as_uri()], workdir / "profile-dom"
+    )
     assert dom.returncode == 0, dom.stderr[-2000:]
     console = [ln for ln in dom.stderr.splitlines() if ":CONSOLE" in ln]
     assert not any("Uncaught" in ln or "Error" in ln for ln in console), console
-    shot = _chromium([f"--screenshot={screenshot}", f"--window-size=1400,{height}",
-                      "--virtual-time-budget=30000", page.as_uri()], workdir / "profile-shot")
+    shot = _chromium(
+        [
+            f"--screenshot={screenshot}",
+            f"--window-size=1400,{height}",
+            "--virtual-time-budget=30000",
+            page.as_uri(),
+        ],
+        workdir / "profile-shot",
+    )
     assert shot.returncode == 0, shot.stderr[-2000:]
     return dom.stdout
 
@@ -398,21 +493,41 @@ def render_check(page: Path, screenshot: Path, workdir: Path, height: int = 4200
 def test_dashboard_renders_in_headless_chromium(tmp_path):
     rows = sweep_rows(buckets=(25, 50))
     traces = [make_trace(0, "qsgd(bits=4, bucket=512)", ranks=4), make_trace(1, "fp32", ranks=8)]
-    pub = [{"figure": "Fig. 3", "quantity": "epoch time speedup", "published": 1.8,
-            "predicted": 1.62}]
-    conv = [{"codec": c, "step": s, "time_s": s * t, "test_acc": 0.5 + 0.04 * s}
-            for c, t in (("fp32", 0.2), ("qsgd", 0.1)) for s in range(1, 6)]
-    val = [{"case": "2x1G", "codec": "fp32", "workers": 2, "rate": "1gbit",
-            "measured_s": 0.2, "predicted_s": 0.22, "error": 0.1}]
-    page = write_dashboard(tmp_path / "dashboard.html", rows, traces, published=pub,
-                           convergence=conv, validation=val, notes=["synthetic rows"])
+    pub = [
+        {"figure": "Fig. 3", "quantity": "epoch time speedup", "published": 1.8, "predicted": 1.62}
+    ]
+    conv = [
+        {"codec": c, "step": s, "time_s": s * t, "test_acc": 0.5 + 0.04 * s}
+        for c, t in (("fp32", 0.2), ("qsgd", 0.1))
+        for s in range(1, 6)
+    ]
+    val = [
+        {
+            "case": "2x1G",
+            "codec": "fp32",
+            "workers": 2,
+            "rate": "1gbit",
+            "measured_s": 0.2,
+            "predicted_s": 0.22,
+            "error": 0.1,
+        }
+    ]
+    page = write_dashboard(
+        tmp_path / "dashboard.html",
+        rows,
+        traces,
+        published=pub,
+        convergence=conv,
+        validation=val,
+        notes=["synthetic rows"],
+    )
     expected = len(re.findall(r"data-gw-figure=", page.read_text(encoding="utf-8")))
     assert expected == 9
     png = tmp_path / "dashboard.png"
     dom = render_check(page, png, tmp_path)
     status = re.search(r"<div id=\"gw-status\"([^>]*)>", dom)
     assert status is not None, "status marker missing from the rendered page"
-    assert 'data-state="ok"' in status.group(1), dom[dom.find("gw-errors") - 20:][:2000]
+    assert 'data-state="ok"' in status.group(1), dom[dom.find("gw-errors") - 20 :][:2000]
     assert f'data-rendered="{expected}"' in status.group(1)
     errors = re.search(r"<pre id=\"gw-errors\"[^>]*>(.*?)</pre>", dom, re.S)
     assert errors is not None and errors.group(1).strip() == ""

@@ -58,6 +58,9 @@ UTIL_COLOURSCALE = "YlOrRd"
 UTIL_BINS = 10  # edges are drawn in this many utilization bins: one line trace per bin
 MAX_TIMELINE_RANKS = 16
 MAX_MENU_OPTIONS = 60
+# red below break-even, white at 1x, blue above; applied to log10(speedup)
+SPEEDUP_COLOURSCALE = [[0.0, "#b2182b"], [0.5, "#f7f7f7"], [1.0, "#2166ac"]]
+SPEEDUP_TICKS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100)
 
 
 @dataclass(frozen=True)
@@ -186,7 +189,7 @@ def _with_selector(
                     "xanchor": "left",
                     "y": 1.0,
                     "yanchor": "bottom",
-                    "pad": {"b": 6},
+                    "pad": {"b": 28},  # clears subplot titles
                     "showactive": True,
                 }
             ],
@@ -231,13 +234,23 @@ def _cap(items: list[Any], limit: int) -> tuple[list[Any], str]:
     return kept, f"showing {limit} of {len(items)} choices in the menu"
 
 
-def _base_layout(title: str, **kw: Any) -> dict[str, Any]:
+def _base_layout(subtitle: str, **kw: Any) -> dict[str, Any]:
+    """Common layout; the card above the figure carries the panel's title, so the figure
+    only shows a right-aligned subtitle (what the menu currently selects, or a caveat)."""
     layout: dict[str, Any] = {
-        "title": {"text": title},
+        "title": {"text": subtitle, "x": 1.0, "xanchor": "right", "font": {"size": 13}},
         "template": "plotly_white",
-        "margin": {"l": 70, "r": 30, "t": 90, "b": 60},
-        "legend": {"orientation": "h", "y": -0.2},
-        "height": 460,
+        "margin": {"l": 70, "r": 30, "t": 96, "b": 120},
+        # legend pinned to the bottom edge so it never covers axis titles or tick labels
+        "legend": {
+            "orientation": "h",
+            "x": 0.0,
+            "y": 0.0,
+            "xref": "container",
+            "yref": "container",
+            "yanchor": "bottom",
+        },
+        "height": 480,
     }
     layout.update(kw)
     return layout
@@ -302,11 +315,15 @@ def speedup_vs_workers(rows: Sequence[Row]) -> Panel:
         groups.append((name, traces))
     fig = _with_selector(groups, fig, label="other axes: " if other_axes else "")
     log_x = workers[-1] / max(workers[0], 1) >= 8
-    fig.update_xaxes(title_text="workers", type="log" if log_x else "linear")
+    fig.update_xaxes(
+        title_text="workers",
+        type="log" if log_x else "linear",
+        tickvals=workers if log_x else None,
+    )
     fig.update_yaxes(title_text="speedup (×)", row=1, col=1)
     for col in (1, 2):
         fig.add_hline(y=1.0, line_dash="dot", line_color="#888", row=1, col=col)  # type: ignore[arg-type]
-    fig.update_layout(**_base_layout(title + _estimate_suffix(rows)))
+    fig.update_layout(**_base_layout("dotted: break-even (1×)" + _estimate_suffix(rows)))
     return Panel(key, title, desc, fig, cap_note)
 
 
@@ -349,45 +366,52 @@ def speedup_heatmap(rows: Sequence[Row]) -> Panel:
     for codec, ok in options:
         grid = cells[(codec, ok)]
         z: list[list[float | None]] = []
+        text: list[list[str]] = []
         hover: list[list[str]] = []
         for y in ys:
             zr: list[float | None] = []
+            tr: list[str] = []
             hr: list[str] = []
             for x in xs:
                 cell = grid.get((_hashable(x), _hashable(y)))
-                s = (
-                    None
-                    if cell is None or math.isnan(cell.speedup_vs_fp32)
-                    else cell.speedup_vs_fp32
-                )
-                zr.append(s)
+                sp = math.nan if cell is None else cell.speedup_vs_fp32
+                ok_cell = math.isfinite(sp) and sp > 0
+                # colour on log10(speedup): 0.5x and 2x are equally far from break-even
+                zr.append(math.log10(sp) if ok_cell else None)
+                tr.append(f"{sp:.2f}×" if ok_cell else "")
                 hr.append(
-                    "no row"
+                    "no row at this point"
                     if cell is None
-                    else f"{cell.point_id}<br>iteration {cell.iteration_s * MS_PER_S:.3g} ms"
+                    else f"speedup {sp:.3f}×<br>{cell.point_id}<br>"
+                    f"iteration {cell.iteration_s * MS_PER_S:.3g} ms"
                     + (" (estimate)" if cell.estimate else "")
                 )
             z.append(zr)
+            text.append(tr)
             hover.append(hr)
         name = codec + "".join(f", {k}={_fmt_value(v)}" for k, v in zip(others, ok, strict=True))
         trace = go.Heatmap(
             x=x_text,
             y=y_text,
             z=z,
-            text=hover,
-            colorscale="RdBu",
-            zmid=1.0,
-            texttemplate="%{z:.2f}×",
-            hovertemplate=f"{ax_x}=%{{x}}<br>{ax_y}=%{{y}}<br>speedup %{{z:.3f}}×<br>%{{text}}"
-            f"<extra>{codec}</extra>",
-            colorbar={"title": {"text": "speedup vs fp32 (×)"}},
+            text=text,
+            hovertext=hover,
+            colorscale=SPEEDUP_COLOURSCALE,
+            zmid=0.0,
+            texttemplate="%{text}",
+            hovertemplate=f"{ax_x}=%{{x}}<br>{ax_y}=%{{y}}<br>%{{hovertext}}<extra>{codec}</extra>",
+            colorbar={
+                "title": {"text": "speedup vs fp32 (×)"},
+                "tickvals": [math.log10(v) for v in SPEEDUP_TICKS],
+                "ticktext": [f"{v:g}×" for v in SPEEDUP_TICKS],
+            },
             name=name,
         )
         groups.append((name, [trace]))
     fig = _with_selector(groups, label="codec: ")
     fig.update_xaxes(title_text=ax_x, type="category")
     fig.update_yaxes(title_text=ax_y, type="category")
-    fig.update_layout(**_base_layout(f"{title}: {ax_x} × {ax_y}" + _estimate_suffix(rows)))
+    fig.update_layout(**_base_layout(f"{ax_x} × {ax_y}" + _estimate_suffix(rows)))
     return Panel(key, title, desc, fig, cap_note)
 
 
@@ -459,7 +483,7 @@ def iteration_breakdown(rows: Sequence[Row]) -> Panel:
         )
         groups.append((labels[p], traces))
     fig = _with_selector(groups, label="point: ")
-    fig.update_layout(**_base_layout(title + _estimate_suffix(rows), barmode="group"))
+    fig.update_layout(**_base_layout(_estimate_suffix(rows).strip(), barmode="group"))
     fig.update_yaxes(title_text="time per iteration (ms)")
     fig.update_xaxes(title_text="codec")
     return Panel(key, title, desc, fig, cap_note)
@@ -527,13 +551,13 @@ def iteration_timeline(traces: Sequence[Trace], rows: Sequence[Row] = ()) -> Pan
         groups.append((_trace_name(t, labels), traces_g))
         layouts.append(
             {
-                "title.text": f"{title}: {_trace_name(t, labels)}{est}",
+                "title.text": f"{_trace_name(t, labels)}{est}",
                 "yaxis.categoryarray": [f"rank {r}" for r in reversed(shown)],
                 "height": max(320, 110 + 26 * len(shown)),
             }
         )
     fig = _with_selector(groups, group_layouts=layouts, label="trace: ")
-    fig.update_layout(**{**_base_layout(title), "barmode": "overlay"})
+    fig.update_layout(**{**_base_layout(""), "barmode": "overlay"})
     fig.update_layout(**layouts[0])
     fig.update_xaxes(title_text="time since iteration start (ms)")
     fig.update_yaxes(title_text="rank", type="category", categoryorder="array")
@@ -658,7 +682,7 @@ def topology_drawing(traces: Sequence[Trace], rows: Sequence[Row] = ()) -> Panel
             )
         groups.append((_trace_name(t, labels), tr))
     fig = _with_selector(groups, label="trace: ")
-    fig.update_layout(**_base_layout(title, height=560))
+    fig.update_layout(**_base_layout("", height=580))
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False, scaleanchor="x", scaleratio=1)
     return Panel(key, title, desc, fig, cap_note, wide=True)
@@ -721,7 +745,7 @@ def bits_and_compression(rows: Sequence[Row]) -> Panel:
     fig.update_yaxes(title_text="bits / element", row=1, col=1)
     fig.update_yaxes(title_text="compression ratio (×)", row=1, col=2)
     fig.update_xaxes(showticklabels=False)
-    fig.update_layout(**_base_layout(title))
+    fig.update_layout(**_base_layout(""))
     return Panel(key, title, desc, fig)
 
 
@@ -802,7 +826,7 @@ def published_comparison(records: Sequence[Mapping[str, Any]] | None) -> Panel:
     )
     fig.update_xaxes(title_text="predicted / published (×)", row=1, col=2)
     fig.update_yaxes(autorange="reversed", automargin=True, row=1, col=2)
-    fig.update_layout(**_base_layout(title, height=max(380, 140 + 30 * len(records))))
+    fig.update_layout(**_base_layout("", height=max(400, 200 + 30 * len(records))))
     return Panel(key, title, desc, fig, wide=True)
 
 
@@ -849,7 +873,7 @@ def accuracy_vs_time(records: Sequence[Mapping[str, Any]] | None) -> Panel:
                 f"<extra>{codec}</extra>",
             )
         )
-    fig.update_layout(**_base_layout(title))
+    fig.update_layout(**_base_layout(""))
     fig.update_xaxes(title_text="predicted wall-clock time (s)")
     fig.update_yaxes(title_text="test accuracy")
     return Panel(key, title, desc, fig)
@@ -900,7 +924,7 @@ def predicted_vs_measured(records: Sequence[Mapping[str, Any]] | None) -> Panel:
         )
     errs = sorted(abs(float(r["error"])) for r in records if math.isfinite(float(r["error"])))
     median = errs[len(errs) // 2] if errs else math.nan
-    fig.update_layout(**_base_layout(f"{title} (median |error| {median:.1%})"))
+    fig.update_layout(**_base_layout(f"median |error| {median:.1%}"))
     fig.update_xaxes(title_text="measured iteration time (ms)", type="log")
     fig.update_yaxes(title_text="predicted iteration time (ms)", type="log")
     return Panel(key, title, desc, fig)
