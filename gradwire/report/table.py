@@ -36,6 +36,10 @@ COLUMNS = (
     "vs fp32",
     "vs 1-bit",
 )
+# the breakdown columns are left out when the terminal is narrower than WIDE_COLUMNS
+BREAKDOWN_COLUMNS = ("compute", "encode", "exposed comm", "hidden comm", "decode", "sent/rank")
+COMPACT_COLUMNS = tuple(c for c in COLUMNS if c not in BREAKDOWN_COLUMNS)
+WIDE_COLUMNS = 150
 ESTIMATE_MARK = "*"
 ESTIMATE_CAPTION = (
     f"{ESTIMATE_MARK} estimate: compute times rescaled to the target device by a device profile"
@@ -49,12 +53,14 @@ def _speedup_cell(x: float) -> Text:
     return Text(fmt_speedup(x), style=style)
 
 
-def summary_table(rows: Sequence[Row]) -> Table:
+def summary_table(rows: Sequence[Row], *, compact: bool = False) -> Table:
     """A rich table of ``rows`` grouped by scenario point (a rule between points).
 
     Times are per iteration (unit chosen per cell); speedups compare with the fp32 and
     1-bit SGD rows of the same point (a dash when that point has no such row).
+    ``compact`` leaves out the breakdown columns (for narrow terminals).
     """
+    columns = COMPACT_COLUMNS if compact else COLUMNS
     scenarios = list(dict.fromkeys(r.scenario for r in rows))
     estimates = any(r.estimate for r in rows)
     table = Table(
@@ -63,7 +69,7 @@ def summary_table(rows: Sequence[Row]) -> Table:
         header_style="bold",
         show_lines=False,
     )
-    for name in COLUMNS:
+    for name in columns:
         justify = "left" if name in ("point", "codec") else "right"
         table.add_column(name, justify=justify, no_wrap=name != "point")  # type: ignore[arg-type]
     order = list(dict.fromkeys(r.point for r in rows))
@@ -74,29 +80,41 @@ def summary_table(rows: Sequence[Row]) -> Table:
         prow = by_point[p]
         for i, r in enumerate(prow):
             mark = ESTIMATE_MARK if r.estimate else ""
+            cells: dict[str, str | Text] = {
+                "point": (r.point_id or str(r.point)) if i == 0 else "",
+                "codec": r.codec,
+                "workers": str(r.workers),
+                "iteration": fmt_time(r.iteration_s) + mark,
+                "compute": fmt_time(r.compute_s) + mark,
+                "encode": fmt_time(r.encode_s),
+                "exposed comm": fmt_time(r.exposed_comm_s),
+                "hidden comm": fmt_time(r.hidden_comm_s),
+                "decode": fmt_time(r.decode_s),
+                "sent/rank": fmt_bytes(r.bytes_per_rank),
+                "bits/elem": fmt_bits(r.bits_per_element),
+                "compression": fmt_ratio(r.compression_ratio),
+                "vs fp32": _speedup_cell(r.speedup_vs_fp32),
+                "vs 1-bit": _speedup_cell(r.speedup_vs_onebit),
+            }
             table.add_row(
-                (r.point_id or str(r.point)) if i == 0 else "",
-                r.codec,
-                str(r.workers),
-                fmt_time(r.iteration_s) + mark,
-                fmt_time(r.compute_s) + mark,
-                fmt_time(r.encode_s),
-                fmt_time(r.exposed_comm_s),
-                fmt_time(r.hidden_comm_s),
-                fmt_time(r.decode_s),
-                fmt_bytes(r.bytes_per_rank),
-                fmt_bits(r.bits_per_element),
-                fmt_ratio(r.compression_ratio),
-                _speedup_cell(r.speedup_vs_fp32),
-                _speedup_cell(r.speedup_vs_onebit),
+                *(cells[c] for c in columns),
                 end_section=i == len(prow) - 1 and pi < len(order) - 1,
             )
     return table
 
 
 def print_summary(rows: Sequence[Row], console: Console | None = None) -> None:
-    """Print :func:`summary_table` of ``rows`` to ``console`` (stdout by default)."""
-    (console or Console()).print(summary_table(rows))
+    """Print :func:`summary_table` of ``rows`` to ``console`` (stdout by default); a
+    terminal narrower than 150 columns gets the compact table without the breakdown."""
+    console = console or Console()
+    compact = console.width < WIDE_COLUMNS
+    console.print(summary_table(rows, compact=compact))
+    if compact:
+        console.print(
+            f"(breakdown columns left out: terminal narrower than {WIDE_COLUMNS} columns; "
+            "they are in the CSV and the dashboard)",
+            style="dim",
+        )
 
 
-__all__ = ["print_summary", "summary_table"]
+__all__ = ["COLUMNS", "COMPACT_COLUMNS", "print_summary", "summary_table"]
