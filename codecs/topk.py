@@ -1,0 +1,95 @@
+"""Top-k sparsification with error feedback (Stich et al. 2018; Lin et al., DGC 2018).
+
+``val = g + e``; the ``k = ceil(ratio * n)`` entries of largest magnitude are sent as
+int32 indices (ascending) followed by their fp32 values, ``64 k`` bits; ``e`` keeps
+every entry that was not sent. Ties in magnitude are broken by ``torch.topk``
+(deterministic for a given device). Tensors under ``min_numel`` elements are sent
+unquantized.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from gradwire.codecs.base import (
+    CODECS,
+    Codec,
+    CodecState,
+    Payload,
+    check_finite,
+    ef_input,
+    ef_update,
+    raw_decode,
+    raw_payload,
+    state_for,
+)
+from gradwire.codecs.qsgd import DEFAULT_MIN_NUMEL, check_int
+
+from gradwire.errors import ConfigError
+
+
+@CODECS.register("topk")
+class TopK(Codec):
+    """Keep the ``ratio`` fraction of largest-magnitude entries; error feedback keeps the rest."""
+
+    name = "topk"
+    stateful = True
+
+    def __init__(self, *, ratio: float = 0.01, min_numel: int = DEFAULT_MIN_NUMEL,
+                 seed: int = 0) -> None:
+        super().__init__(seed=seed)
+        if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0 < ratio <= 1:
+            raise ConfigError(f"codec 'topk': ratio={ratio!r} is impossible; it must be in (0, 1]")
+        self.ratio = float(ratio)
+        self.min_numel = check_int("min_numel", self.name, min_numel, 0)
+
+    def params(self) -> dict[str, Any]:
+        return {"ratio": self.ratio, "min_numel": self.min_numel}
+
+    def k_for(self, n: int) -> int:
+        """Entries sent for a tensor of ``n`` elements."""
+        return min(n, max(1, math.ceil(self.ratio * n)))
+
+    def _select(self, val: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        flat = val.reshape(-1)
+        idx = torch.topk(flat.abs(), self.k_for(flat.numel()), sorted=False).indices
+        idx = idx.sort().values
+        values = flat[idx]
+        decoded = torch.zeros_like(flat).index_put_((idx,), values)
+        return idx, values, decoded.reshape(val.shape)
+
+    def encode(self, tensor: torch.Tensor, state: CodecState | None = None) -> Payload:
+        check_finite(tensor, self.name)
+        n = tensor.numel()
+        if n < self.min_numel or n == 0:
+            return raw_payload(tensor, self.name)
+        st = state_for(self, tensor, state)
+        val = ef_input(tensor, st)
+        idx, values, decoded = self._select(val)
+        ef_update(st, val, decoded)
+        data = torch.cat([idx.to(torch.int32).view(torch.uint8), values.view(torch.uint8)])
+        return Payload(data, 64 * idx.numel(), tuple(tensor.shape), tensor.dtype, self.name)
+
+    def decode(self, payload: Payload) -> torch.Tensor:
+        n = payload.numel
+        if n < self.min_numel or n == 0:
+            return raw_decode(payload)
+        k = self.k_for(n)
+        idx = payload.data[: 4 * k].view(torch.int32).to(torch.int64)
+        values = payload.data[4 * k : 8 * k].view(torch.float32)
+        out = torch.zeros(n, dtype=torch.float32, device=payload.data.device)
+        out.index_put_((idx,), values)
+        return out.to(payload.dtype).reshape(payload.shape)
+
+    def quantize(self, tensor: torch.Tensor, state: CodecState | None = None) -> torch.Tensor:
+        check_finite(tensor, self.name)
+        if tensor.numel() < self.min_numel or tensor.numel() == 0:
+            return tensor.detach().clone()
+        st = state_for(self, tensor, state)
+        val = ef_input(tensor, st)
+        _, _, decoded = self._select(val)
+        ef_update(st, val, decoded)
+        return decoded.to(tensor.dtype)
+
