@@ -130,7 +130,7 @@ class Workload:
 
     def describe(self) -> str:
         """A one-line summary; rescaled profiles are labelled as estimates."""
-        where = self.target_device if self.estimate and self.target_device else self.device
+        where = self.target_device or self.device
         tag = " (estimate)" if self.estimate else ""
         return (
             f"{self.model} batch {self.batch_size} {self.dtype} on {where}{tag}: "
@@ -530,7 +530,10 @@ def _save(path: Path, workload: Workload) -> None:
     if workload.gradients is not None:
         tmp_npz = path / "gradients.tmp.npz"
         # npz keys cannot hold every character of a parameter name: store them by index.
-        np.savez(tmp_npz, **{f"g{i}": g.numpy() for i, g in enumerate(workload.gradients.values())})
+        arrays: dict[str, Any] = {
+            f"g{i}": g.numpy() for i, g in enumerate(workload.gradients.values())
+        }
+        np.savez(tmp_npz, **arrays)
         os.replace(tmp_npz, path / "gradients.npz")
     doc = workload.to_json()
     doc["gradient_names"] = list(workload.gradients) if workload.gradients is not None else None

@@ -11,9 +11,13 @@ from gradwire.models.zoo.common import synthetic_images
 from torch import nn
 
 # Configuration E: channel counts, "M" a 2x2 max-pool.
-CONFIG_E: list[int | str] = (
-    [64, 64, "M", 128, 128, "M"] + [256] * 4 + ["M"] + [512] * 4 + ["M"] + [512] * 4 + ["M"]
-)
+CONFIG_E: list[int | str] = [
+    *(64, 64, "M"),
+    *(128, 128, "M"),
+    *(256, 256, 256, 256, "M"),
+    *(512, 512, 512, 512, "M"),
+    *(512, 512, 512, 512, "M"),
+]
 
 
 def build(num_classes: int = 1000) -> nn.Module:
