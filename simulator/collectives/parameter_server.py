@@ -36,8 +36,8 @@ def parameter_server(net: Network, ranks: Sequence[int], sizes: Sequence[float],
         if len(srv) == 0 or srv.min() < 0 or srv.max() >= net.topology.num_ranks:
             raise ConfigError(f"parameter_server servers must be ranks of the topology, got {list(servers)}")
     n_srv = len(srv)
-    w_idx, s_idx = np.meshgrid(np.arange(len(r)), np.arange(n_srv), indexing="ij")
-    w_idx, s_idx = w_idx.ravel(), s_idx.ravel()
+    w_idx = np.repeat(np.arange(len(r)), n_srv)
+    s_idx = np.tile(np.arange(n_srv), len(r))
     keep = r[w_idx] != srv[s_idx]
     w_idx, s_idx = w_idx[keep], s_idx[keep]
     push = s[w_idx] / n_srv
