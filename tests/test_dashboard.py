@@ -6,18 +6,19 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 import re
-import shutil
-import subprocess
 from dataclasses import replace
-from pathlib import Path
 
+import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gradwire.errors import ConfigError
+from gradwire.report.browser import check_page, find_chromium, screenshot
 from gradwire.report.dashboard import ESTIMATE_NOTE, build_dashboard, write_dashboard
 from gradwire.report.panels import (
+    MAX_LAYOUT_NODES,
     MAX_TIMELINE_RANKS,
     UTIL_BINS,
     accuracy_vs_time,
@@ -27,6 +28,7 @@ from gradwire.report.panels import (
     heatmap_axes,
     iteration_breakdown,
     iteration_timeline,
+    merge_segments,
     predicted_vs_measured,
     published_comparison,
     speedup_heatmap,
@@ -271,6 +273,47 @@ def test_timeline_bars_are_the_segments():
         assert list(bar.y) == [f"rank {s.rank}" for s in segs]
 
 
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 2),
+            st.sampled_from(["comm", "encode"]),
+            st.integers(0, 40),
+            st.integers(1, 8),
+        ),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_merged_bars_cover_exactly_the_union_of_segments(specs):
+    segs = [
+        Segment(rank=r, kind=k, start_s=float(a), end_s=float(a + d), label=f"s{i}")
+        for i, (r, k, a, d) in enumerate(specs)
+    ]
+    bars = merge_segments(segs)
+    for rank in range(3):
+        for kind in ("comm", "encode"):
+            # oracle: unit cells covered by some segment, as maximal runs
+            cells = np.zeros(50, dtype=bool)
+            for s in segs:
+                if s.rank == rank and s.kind == kind:
+                    cells[int(s.start_s) : int(s.end_s)] = True
+            edges = np.flatnonzero(np.diff(np.concatenate([[0], cells.astype(int), [0]])))
+            runs = list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
+            got = sorted((b.start_s, b.end_s) for b in bars if b.rank == rank and b.kind == kind)
+            assert got == [(float(a), float(b)) for a, b in runs]
+    assert sum(b.count for b in bars) == len(segs)
+
+
+def test_timeline_draws_a_ring_of_steps_as_one_bar():
+    steps = [Segment(0, "comm", 0.01 * i, 0.01 * (i + 1), f"step {i}") for i in range(30)]
+    fig = iteration_timeline([Trace(point=0, codec="fp32", segments=steps)]).figure
+    assert fig is not None
+    (bar,) = fig.data
+    assert list(bar.base) == [0.0] and list(bar.x) == pytest.approx([300.0])
+    assert bar.customdata[0][0] == "step 0 … step 29 (30 segments)"
+
+
 def test_timeline_caps_ranks_and_says_so():
     trace = make_trace(0, "fp32", ranks=MAX_TIMELINE_RANKS + 4)
     panel = iteration_timeline([trace])
@@ -314,6 +357,13 @@ def test_topology_merges_directions_and_colours_by_busier_one():
 )
 def test_util_bin(u, b):
     assert util_bin(u) == b
+
+
+def test_topology_too_large_to_lay_out_is_skipped_with_reason():
+    n = MAX_LAYOUT_NODES + 10
+    links = [LinkUse(f"gpu{i}", "sw", 1e9, 0.1, 1e6, 0.5) for i in range(n)]
+    panel = topology_drawing([Trace(point=0, codec="fp32", links=links)])
+    assert panel.figure is None and f"({n + 1} nodes) is too large" in panel.note
 
 
 def test_topology_lays_out_nodes_without_positions():
@@ -435,56 +485,14 @@ def test_estimates_are_labelled():
     assert all(t.name.endswith("(estimate)") for t in fig.data if t.showlegend)
     plain = build_dashboard(sweep_rows(workers=(2, 4), gbps=(10.0,)))
     assert "(estimate)" not in plain and "rescaled" not in plain
+    # a caller's own estimate caveat is not repeated
+    own = build_dashboard(rows, notes=["Times marked estimate were rescaled.", "x", "x"])
+    assert ESTIMATE_NOTE not in own and own.count("<li>x</li>") == 1
 
 
 # ------------------------------------------------------------------------------ browser
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROME_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--hide-scrollbars",
-    "--enable-logging=stderr",
-    "--v=0",
-]
-
-
-def _chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [CHROMIUM or "chromium", *CHROME_FLAGS, f"--user-data-dir={profile}", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={**os.environ, "HOME": str(profile)},
-    )
-
-
-def render_check(page: Path, screenshot: Path, workdir: Path, height: int = 4200) -> str:
-    """Load ``page`` in headless chromium, return its DOM after rendering, save a PNG."""
-    dom = _chromium(
-        ["--virtual-time-budget=30000", "--dump-dom", page.as_uri()], workdir / "profile-dom"
-    )
-    assert dom.returncode == 0, dom.stderr[-2000:]
-    console = [ln for ln in dom.stderr.splitlines() if ":CONSOLE" in ln]
-    assert not any("Uncaught" in ln or "Error" in ln for ln in console), console
-    shot = _chromium(
-        [
-            f"--screenshot={screenshot}",
-            f"--window-size=1400,{height}",
-            "--virtual-time-budget=30000",
-            page.as_uri(),
-        ],
-        workdir / "profile-shot",
-    )
-    assert shot.returncode == 0, shot.stderr[-2000:]
-    return dom.stdout
+CHROMIUM = find_chromium()
 
 
 @pytest.mark.browser
@@ -524,14 +532,25 @@ def test_dashboard_renders_in_headless_chromium(tmp_path):
     expected = len(re.findall(r"data-gw-figure=", page.read_text(encoding="utf-8")))
     assert expected == 9
     png = tmp_path / "dashboard.png"
-    dom = render_check(page, png, tmp_path)
-    status = re.search(r"<div id=\"gw-status\"([^>]*)>", dom)
-    assert status is not None, "status marker missing from the rendered page"
-    assert 'data-state="ok"' in status.group(1), dom[dom.find("gw-errors") - 20 :][:2000]
-    assert f'data-rendered="{expected}"' in status.group(1)
-    errors = re.search(r"<pre id=\"gw-errors\"[^>]*>(.*?)</pre>", dom, re.S)
-    assert errors is not None and errors.group(1).strip() == ""
-    # every figure holds a drawn plotly SVG
-    assert dom.count("js-plotly-plot") >= expected
-    assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    check = check_page(page)
+    assert check.state == "ok", check.errors
+    assert check.expected == expected
+    assert check.rendered == expected  # every container holds a drawn plotly SVG
+    assert check.errors == []
+    assert not [c for c in check.console if "Uncaught" in c or "Error" in c]
+    assert check.ok
+    screenshot(page, png, width=1400, height=2400)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert png.stat().st_size > 50_000  # a blank page compresses far smaller
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium)")
+def test_headless_check_catches_a_broken_page(tmp_path):
+    rows = sweep_rows(workers=(2, 4), gbps=(10.0,))
+    doc = build_dashboard(rows).replace("</head>", "<script>console.error('boom')</script></head>")
+    page = tmp_path / "broken.html"
+    page.write_text(doc, encoding="utf-8")
+    check = check_page(page)
+    assert not check.ok
+    assert any("boom" in e for e in check.errors)

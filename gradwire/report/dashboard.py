@@ -68,6 +68,10 @@ _ERROR_CAPTURE_JS = """
     var el = document.getElementById('gw-errors');
     if (el) { el.textContent = errs.join('\\n'); el.hidden = false; }
   }
+  // errors raised before <body> is parsed are written out once it is
+  document.addEventListener('DOMContentLoaded', function(){
+    if (errs.length) { show(errs.pop()); }
+  });
   window.__gwErrors = errs;
   window.__gwShowError = show;
   window.addEventListener('error', function(ev){ show('error: ' + ev.message); });
@@ -211,8 +215,9 @@ def build_dashboard(
         f"Scenario {', '.join(scenarios) or '—'} · {n_points} point(s) · "
         f"{len(codecs)} codec(s): {', '.join(codecs) or '—'}"
     )
-    all_notes = list(notes)
-    if any(r.estimate for r in rows):
+    all_notes = list(dict.fromkeys(notes))
+    # the caveat is added once: not again when a caller's note already explains estimates
+    if any(r.estimate for r in rows) and not any("estimate" in n.lower() for n in all_notes):
         all_notes.append(ESTIMATE_NOTE)
     models = sorted({r.model for r in rows})
     devices = sorted({r.device for r in rows})

@@ -21,7 +21,7 @@ from plotly.basedatatypes import BaseTraceType
 from plotly.subplots import make_subplots
 
 from gradwire.errors import ConfigError
-from gradwire.results import LinkUse, Row, Trace
+from gradwire.results import LinkUse, Row, Segment, Trace
 
 MS_PER_S = 1e3
 
@@ -58,6 +58,7 @@ UTIL_COLOURSCALE = "YlOrRd"
 UTIL_BINS = 10  # edges are drawn in this many utilization bins: one line trace per bin
 MAX_TIMELINE_RANKS = 16
 MAX_MENU_OPTIONS = 60
+MAX_LAYOUT_NODES = 300  # larger unplaced graphs are not drawn
 # red below break-even, white at 1x, blue above; applied to log10(speedup)
 SPEEDUP_COLOURSCALE = [[0.0, "#b2182b"], [0.5, "#f7f7f7"], [1.0, "#2166ac"]]
 SPEEDUP_TICKS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100)
@@ -493,10 +494,67 @@ def _trace_name(trace: Trace, labels: Mapping[int, str]) -> str:
     return f"{labels.get(trace.point, f'point {trace.point}')} · {trace.codec}"
 
 
+@dataclass(frozen=True)
+class Bar:
+    """A drawn timeline interval: the union of touching or overlapping same-kind segments
+    of one rank (a ring collective's many steps become one bar), in seconds."""
+
+    rank: int
+    kind: str
+    start_s: float
+    end_s: float
+    label: str
+    count: int
+
+
+def merge_segments(segments: Sequence[Segment], *, rel_gap: float = 1e-6) -> list[Bar]:
+    """Merge each rank's same-kind segments that overlap or touch into one bar.
+
+    Two segments touch when the gap between them is at most ``rel_gap`` times the span
+    of the whole trace (floating-point noise between back-to-back collective steps). The
+    bars cover exactly the union of the segments' intervals, so a drawn timeline shows
+    the same busy time per rank and kind as the trace.
+    """
+    if not segments:
+        return []
+    span = max(s.end_s for s in segments) - min(s.start_s for s in segments)
+    eps = rel_gap * span
+    bars: list[Bar] = []
+    for (rank, kind), group in _group_by(segments, lambda s: (s.rank, s.kind)).items():
+        group = sorted(group, key=lambda s: (s.start_s, s.end_s))
+        cur = group[0]
+        start, end, first, last, n = cur.start_s, cur.end_s, cur.label, cur.label, 1
+        for sg in group[1:]:
+            if sg.start_s <= end + eps:
+                end = max(end, sg.end_s)
+                last = sg.label
+                n += 1
+                continue
+            bars.append(Bar(rank, kind, start, end, _bar_label(first, last, n), n))
+            start, end, first, last, n = sg.start_s, sg.end_s, sg.label, sg.label, 1
+        bars.append(Bar(rank, kind, start, end, _bar_label(first, last, n), n))
+    bars.sort(key=lambda b: (b.rank, b.start_s, b.kind))
+    return bars
+
+
+def _bar_label(first: str, last: str, n: int) -> str:
+    if n == 1:
+        return first
+    return f"{first} … {last} ({n} segments)"
+
+
+def _group_by(items: Iterable[Any], key: Any) -> dict[Any, list[Any]]:
+    out: dict[Any, list[Any]] = {}
+    for it in items:
+        out.setdefault(key(it), []).append(it)
+    return out
+
+
 def iteration_timeline(traces: Sequence[Trace], rows: Sequence[Row] = ()) -> Panel:
     """Gantt-like timeline of one iteration: a row per rank, a bar per segment coloured
     by kind (forward, backward, encode, comm, decode, optimizer). One menu choice per
-    trace; at most the first 16 ranks are drawn."""
+    trace; at most the first 16 ranks are drawn, and touching same-kind segments of a rank
+    are drawn as one bar (:func:`merge_segments`)."""
     key, title = "timeline", "Timeline of one iteration"
     desc = (
         "Each rank's forward, backward, encode, communication, decode and optimizer "
@@ -526,11 +584,12 @@ def iteration_timeline(traces: Sequence[Trace], rows: Sequence[Row] = ()) -> Pan
                 f"{_trace_name(t, labels)}: ranks {shown[0]}–{shown[-1]} of {len(ranks)} drawn"
             )
         keep = set(shown)
-        kinds = [k for k in KIND_ORDER if any(s.kind == k for s in t.segments)]
-        kinds += sorted({s.kind for s in t.segments} - set(kinds))
+        bars = merge_segments([s for s in t.segments if s.rank in keep])
+        kinds = [k for k in KIND_ORDER if any(b.kind == k for b in bars)]
+        kinds += sorted({b.kind for b in bars} - set(kinds))
         traces_g: list[BaseTraceType] = []
         for kind in kinds:
-            segs = [s for s in t.segments if s.kind == kind and s.rank in keep]
+            segs = [b for b in bars if b.kind == kind]
             if not segs:
                 continue
             traces_g.append(
@@ -580,10 +639,16 @@ def util_bin(utilization: float) -> int:
     return min(int(u * UTIL_BINS), UTIL_BINS - 1)
 
 
-def _layout_positions(trace: Trace) -> dict[str, tuple[float, float]]:
+def _trace_nodes(trace: Trace) -> set[str]:
     nodes = set(trace.positions) | set(trace.node_kinds)
     for lu in trace.links:
         nodes.update((lu.src, lu.dst))
+    return nodes
+
+
+def _layout_positions(trace: Trace) -> dict[str, tuple[float, float]]:
+    """The trace's own positions, or a seeded spring layout for nodes it does not place."""
+    nodes = _trace_nodes(trace)
     if nodes <= set(trace.positions):
         return dict(trace.positions)
     import networkx as nx
@@ -606,15 +671,37 @@ def topology_drawing(traces: Sequence[Trace], rows: Sequence[Row] = ()) -> Panel
         "Nodes are GPUs, NICs and switches; each cable is coloured and thickened by the "
         "fraction of the iteration its busier direction carried traffic."
     )
-    usable = [t for t in traces if t.links or t.positions]
-    if not usable:
+    with_topo = [t for t in traces if t.links or t.positions]
+    if not with_topo:
         return Panel(key, title, desc, None, "Skipped: no trace carries a topology.", wide=True)
+    # a graph the producer did not place and that is too big for a readable drawing is
+    # left out rather than laid out here (a spring layout of thousands of nodes is slow
+    # and unreadable)
+    usable = [t for t in with_topo if t.positions or len(_trace_nodes(t)) <= MAX_LAYOUT_NODES]
+    if not usable:
+        n = max(len(_trace_nodes(t)) for t in with_topo)
+        return Panel(
+            key,
+            title,
+            desc,
+            None,
+            f"Skipped: the topology ({n} nodes) is too large to draw; its link loads are "
+            "in the traces.",
+            wide=True,
+        )
     labels = _point_labels(rows)
     usable, cap_note = _cap(usable, MAX_MENU_OPTIONS)
     colours = _sample_colourscale(UTIL_COLOURSCALE, UTIL_BINS)
     groups = []
+    layouts: dict[frozenset[tuple[str, str]], dict[str, tuple[float, float]]] = {}
     for t in usable:
-        pos = _layout_positions(t)
+        # codecs at one point share a topology: lay it out once
+        topo_key = frozenset((lu.src, lu.dst) for lu in t.links) | frozenset(
+            (n, "") for n in t.positions
+        )
+        if topo_key not in layouts:
+            layouts[topo_key] = _layout_positions(t)
+        pos = layouts[topo_key]
         merged = _merged_links(t.links)
         by_bin: dict[int, list[tuple[str, str, list[LinkUse]]]] = {}
         for (a, b), uses in merged.items():
