@@ -175,12 +175,12 @@ def main(argv: list[str] | None = None) -> int:
         result = check_page(args.page)
         if args.screenshot:
             screenshot(args.page, args.screenshot, width=args.width, height=args.height)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"{result.rendered} of {result.expected} plots rendered; state {result.state}")
-    for e in result.errors:
-        print(f"page error: {e}")
+    for msg in result.errors:
+        print(f"page error: {msg}")
     return 0 if result.ok else 1
 
 
