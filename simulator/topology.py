@@ -522,7 +522,7 @@ def servers(
         per_leaf = _pos_int(servers_per_leaf, "servers_per_leaf")
         n_leaves = -(-s_ // per_leaf)
         spines = nics * per_leaf if num_spines is None else _pos_int(num_spines, "num_spines")
-        up_bw = per_leaf * nics * nbw / (spines * over)
+        up_bw = per_leaf * nics * fbw / (spines * over)
         for j in range(spines):
             g.add_node(f"spine{j}", kind="switch", pos=(j - (spines - 1) / 2, 4.0))
         attach = []
@@ -552,7 +552,7 @@ def servers(
             nic = f"nic{s}.{j}"
             g.add_node(nic, kind="nic", pos=(x + (j - (nics - 1) / 2) * 0.3, 2.0))
             _link(g, f"nvs{s}", nic, nbw, nlat)
-            _link(g, nic, attach[s * nics + j], fbw if fabric != "leaf_spine" else nbw, flat)
+            _link(g, nic, attach[s * nics + j], fbw, flat)
     name = f"servers({s_}x{gps}, {fabric})"
     return Topology(g, ranks, name, groups)
 
