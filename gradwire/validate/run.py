@@ -72,6 +72,7 @@ class Case:
 class ValidationResult:
     cases: list[Case] = field(default_factory=list)
     calibrations: list[dict[str, Any]] = field(default_factory=list)
+    raw: list[dict[str, Any]] = field(default_factory=list)  # every rank's measurements
 
     def of_kind(self, kind: str) -> list[Case]:
         return [c for c in self.cases if c.kind == kind]
@@ -153,6 +154,7 @@ def run_validation(
                 t0 = time.monotonic()
                 res = run_workers(net, {"tasks": tasks}, timeout_s=590.0)
                 log(f"[validate]   measured in {time.monotonic() - t0:.0f} s")
+                result.raw.append({"workers": k, "rate_bps": rate, "ranks": res})
                 cal = calibration_from(res[0]["calibrate"], rate)
                 result.calibrations.append({"workers": k, "rate": rate_label(rate), **cal.as_dict()})
                 if do_coll:
@@ -225,6 +227,9 @@ def write_outputs(result: ValidationResult, out_dir: str | Path) -> list[Path]:
         "summary": {k: result.summary(k) for k in ("collective", "iteration")},
         "records": [c.record() for c in result.cases],
     }, indent=2))
+    written.append(path)
+    path = out / "validation_raw.json"
+    path.write_text(json.dumps(result.raw))
     written.append(path)
     try:
         from gradwire.report.dashboard import build_dashboard

@@ -11,9 +11,9 @@ file (JSON):
   of uint8 payloads, per size, a warm-up and timed repetitions (per repetition the slowest
   rank's time).
 * ``train``: per codec, the QSGD paper's MLP: a local compute profile (forward, backward
-  with every gradient's ready time, optimizer step, no communication), the codec's
-  encode/decode cost and payload size on the real gradient of every DDP bucket, then real
-  DDP training with the codec's communication hook: warm-up and timed iterations.
+  with every gradient's ready time, optimizer step, no communication); real DDP training
+  with the codec's communication hook (warm-up and timed iterations); then the codec's
+  encode/decode cost and payload size on the real gradient of every bucket DDP used.
 
 Each rank writes its results as JSON to ``<out>/rank<r>.json``. Every loop is bounded in
 count, and the process group has a timeout, so a lost peer ends the run with an error.
@@ -32,11 +32,6 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-
-# DDP's default bucket caps (first bucket 1 MiB, then 25 MiB): the harness rebuilds the
-# same bucketing to predict the iteration.
-FIRST_BUCKET_BYTES = 1024 * 1024
-BUCKET_CAP_BYTES = 25 * 1024 * 1024
 
 
 def _max_over_ranks(x: float) -> float:
@@ -130,6 +125,7 @@ def _profile(model: torch.nn.Module, batches: list[tuple[torch.Tensor, torch.Ten
 
     handles = [p.register_post_accumulate_grad_hook(mark(n)) for n, p in model.named_parameters()]
     fw, bw, op = [], [], []
+    last: list[torch.Tensor] = []
     ready_runs: list[dict[str, float]] = []
     for i in range(reps + 1):
         x, y = batches[i % len(batches)]
@@ -183,21 +179,25 @@ def _codec_costs(spec: str, grads: list[torch.Tensor], reps: int) -> dict[str, A
     return {"buckets": out}
 
 
-def _buckets_from_ready(params: list[dict[str, Any]]) -> list[list[int]]:
-    """DDP's rebuilt buckets: parameters in gradient-ready order, filled up to 1 MiB for the
-    first bucket and 25 MiB after (fp32)."""
+def _groups_from_numels(params: list[dict[str, Any]], numels: list[int]) -> list[list[int]]:
+    """Parameter indices of each DDP bucket: parameters in gradient-ready order cut into
+    consecutive groups of the bucket sizes DDP reported (element counts, in hook order)."""
     order = sorted(range(len(params)), key=lambda i: params[i]["ready_s"])
-    buckets: list[list[int]] = [[]]
-    size = 0
-    for i in order:
-        cap = FIRST_BUCKET_BYTES if len(buckets) == 1 else BUCKET_CAP_BYTES
-        nbytes = 4 * params[i]["numel"]
-        if buckets[-1] and size + nbytes > cap:
-            buckets.append([])
-            size = 0
-        buckets[-1].append(i)
-        size += nbytes
-    return buckets
+    groups: list[list[int]] = []
+    pos = 0
+    for n in numels:
+        g: list[int] = []
+        total = 0
+        while pos < len(order) and total < n:
+            g.append(order[pos])
+            total += int(params[order[pos]]["numel"])
+            pos += 1
+        if total != n:
+            raise RuntimeError(f"DDP bucket of {n} elements does not match the gradient-ready order")
+        groups.append(g)
+    if pos != len(order):
+        raise RuntimeError("DDP buckets do not cover every parameter")
+    return groups
 
 
 def train(job: dict[str, Any]) -> dict[str, Any]:
@@ -224,10 +224,6 @@ def train(job: dict[str, Any]) -> dict[str, Any]:
         opt_l = torch.optim.SGD(local.parameters(), lr=0.01)
         dist.barrier()
         prof, last = _profile(local, batches, opt_l, reps=int(job.get("profile_reps", 5)))
-        groups = _buckets_from_ready(prof["params"])
-        grads = [torch.cat([last[i].reshape(-1) for i in g]) for g in groups]
-        dist.barrier()
-        costs = _codec_costs(spec, grads, reps=int(job.get("codec_reps", 3)))
         torch.manual_seed(0)
         model = DDP(build_model("mlp"))
         state, hook = make_ddp_hook(spec)
@@ -235,19 +231,27 @@ def train(job: dict[str, Any]) -> dict[str, Any]:
         opt = torch.optim.SGD(model.parameters(), lr=0.01)
         dist.barrier()
         ends = []
+        n_log = 0
         t_start = time.perf_counter()
         for i in range(warmup + iters):
             x, y = batches[i % n_batches]
+            n_log = len(state.log)
             loss = torch.nn.functional.cross_entropy(model(x), y)
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=False)
             ends.append(time.perf_counter())
         periods = [b - a for a, b in zip([t_start, *ends[:-1]], ends, strict=True)][warmup:]
+        # The buckets DDP really used, in the order their hooks ran (last iteration).
+        last_calls = state.log[n_log:]
+        groups = _groups_from_numels(prof["params"], [c.numel for c in last_calls])
+        grads = [torch.cat([last[i].reshape(-1) for i in g]) for g in groups]
+        dist.barrier()
+        costs = _codec_costs(spec, grads, reps=int(job.get("codec_reps", 3)))
         calls = [
             {"index": c.index, "numel": c.numel, "encode_s": c.encode_s, "decode_s": c.decode_s,
              "payload_bytes": c.payload_bytes, "wire_bytes": c.wire_bytes}
-            for c in state.log[-2 * len(groups):]
+            for c in last_calls
         ]
         results.append({
             "codec": spec, "profile": prof, "buckets": [[prof["params"][i]["name"] for i in g] for g in groups],
