@@ -73,7 +73,9 @@ def _message(err: Mapping[str, Any]) -> str:
     }
     if kind in ops:
         op, key = ops[kind]
-        return f"must be {op} {ctx.get(key)}{unit} (got {err.get('input')!r})"
+        bound = ctx.get(key)
+        shown = f"{bound:g}" if isinstance(bound, int | float) else str(bound)
+        return f"must be {op} {shown}{unit} (got {err.get('input')!r})"
     if kind == "extra_forbidden":
         return "unknown key (check the spelling; see the scenario reference in docs/scenarios.md)"
     if kind == "missing":
