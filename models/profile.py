@@ -420,10 +420,14 @@ def _measure(
     warmup: int,
     iters: int,
     seed: int,
-    keep_gradients: bool,
     progress: bool,
+    time_budget_s: float | None,
 ) -> dict[str, Any]:
-    """Run ``warmup + iters`` training steps and time them (the one place that profiles)."""
+    """Run ``warmup + iters`` training steps and time them (the one place that profiles).
+
+    Timed steps stop early, after at least one, when another step would end past
+    ``time_budget_s`` seconds from the first step's start.
+    """
     clock = _Clock(dev)
     cuda_devices = [dev.index] if dev.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda_devices):
@@ -454,8 +458,10 @@ def _measure(
         grads: dict[str, Tensor] = {}
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
+        start = time.perf_counter()
         try:
             for it in range(warmup + iters):
+                step_start = time.perf_counter()
                 opt.zero_grad(set_to_none=True)
                 records.clear()
                 clock.sync()
@@ -493,6 +499,13 @@ def _measure(
                         f"bwd {clock.seconds(t1, t2) * 1e3:.1f} ms",
                         file=sys.stderr,
                     )
+                now = time.perf_counter()
+                if (
+                    time_budget_s is not None
+                    and it >= warmup
+                    and (now - start) + (now - step_start) > time_budget_s
+                ):
+                    break
         finally:
             for h in handles:
                 h.remove()
@@ -514,6 +527,7 @@ def _measure(
         "gradients": grads,
         "peak_memory_bytes": peak,
         "loss": loss_value,
+        "iters": len(fwd),
     }
 
 
@@ -579,6 +593,7 @@ def profile_model(
     cache: bool = True,
     keep_gradients: bool = True,
     progress: bool = False,
+    time_budget_s: float | None = 30.0,
 ) -> Workload:
     """Profile one training step of zoo model ``name`` at ``batch_size`` on ``device``.
 
@@ -586,7 +601,9 @@ def profile_model(
     ``float16`` or ``bfloat16`` (parameters and inputs; the loss is computed in float32).
     Times are medians over ``iters`` steps after ``warmup`` steps; the gradients are those
     of the first step, computed from weights built with ``seed`` on a batch drawn with
-    ``seed``. ``cache_dir`` defaults to :func:`default_cache_dir`; ``cache=False`` neither
+    ``seed``. Large models on slow devices stop timing early: after at least one timed
+    step, no step starts that would end past ``time_budget_s`` seconds (``None``: no
+    limit); ``Workload.iters`` is the number of steps timed. ``cache_dir`` defaults to :func:`default_cache_dir`; ``cache=False`` neither
     reads nor writes it. A batch that cannot fit in the device's available memory (bytes
     saved for backward + parameters, gradients, momentum and inputs) or that runs out of
     memory raises :class:`WorkloadError`.
@@ -599,6 +616,8 @@ def profile_model(
         raise ConfigError(f"warmup must be an integer >= 0 iterations, got {warmup!r}")
     if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
         raise ConfigError(f"iters must be an integer >= 1 iterations, got {iters!r}")
+    if time_budget_s is not None and not time_budget_s > 0:
+        raise ConfigError(f"time_budget_s must be > 0 seconds or None, got {time_budget_s!r}")
     spec = get_model(name)
     dev = _resolve_device(device)
     device_name = _device_name(dev)
@@ -613,6 +632,7 @@ def profile_model(
         "seed": seed,
         "warmup": warmup,
         "iters": iters,
+        "time_budget_s": time_budget_s,
         "keep_gradients": keep_gradients,
         "format": CACHE_FORMAT,
     }
@@ -651,8 +671,8 @@ def profile_model(
             warmup=warmup,
             iters=iters,
             seed=seed,
-            keep_gradients=keep_gradients,
             progress=progress,
+            time_budget_s=time_budget_s,
         )
     except Exception as exc:
         if _is_oom(exc):
@@ -688,7 +708,7 @@ def profile_model(
         layers=costs.layers,
         seed=seed,
         warmup=warmup,
-        iters=iters,
+        iters=measured["iters"],
         loss=measured["loss"],
     )
     if entry is not None:

@@ -171,3 +171,16 @@ def test_out_of_memory_while_running_is_a_workload_error(monkeypatch: pytest.Mon
     monkeypatch.setattr(prof, "_measure", oom)
     with pytest.raises(WorkloadError, match="ran out of memory"):
         profile_model("mlp", 8, device="cpu", cache=False)
+
+
+def test_time_budget_stops_timing_after_one_step() -> None:
+    w = profile_model(
+        "small_cnn", 4, device="cpu", warmup=0, iters=50, cache=False, time_budget_s=1e-9
+    )
+    assert w.iters == 1
+    full = profile_model(
+        "small_cnn", 4, device="cpu", warmup=0, iters=3, cache=False, time_budget_s=None
+    )
+    assert full.iters == 3
+    with pytest.raises(ConfigError, match="time_budget_s"):
+        profile_model("small_cnn", 4, cache=False, time_budget_s=0.0)
