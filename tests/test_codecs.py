@@ -7,9 +7,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from gradwire.codecs import CODECS, make_codec
 from gradwire.codecs.base import Codec
 from gradwire.codecs.bitpack import pack_numba, pack_torch, packed_nbytes, unpack, unpack_torch
@@ -18,6 +15,9 @@ from gradwire.codecs.measure import measure_codec
 from gradwire.codecs.nuqsgd import codes_torch
 from gradwire.codecs.qsgd import bucket_scales, dequant_torch, levels_torch
 from gradwire.codecs.rng import draw_key, uniform24
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from gradwire.errors import CodecError, ConfigError, NonFiniteGradientError, UnknownNameError
 
 # Every registered codec, in configurations that exercise the real (not raw) path.
@@ -218,13 +218,13 @@ def test_unknown_codec_lists_the_valid_ones() -> None:
     assert "qsdg" in str(info.value) and "qsgd" in str(info.value) and "powersgd" in str(info.value)
 
 
-@pytest.mark.parametrize("spec", SPECS + ["qsgd", "topk"])
+@pytest.mark.parametrize("spec", [*SPECS, "qsgd", "topk"])
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
 def test_non_finite_gradients_are_rejected(spec: str, bad: float) -> None:
     codec = make_codec(spec)
     x = grad((40, 30))
     x[3, 4] = bad
-    with pytest.raises(NonFiniteGradientError, match="NaN|Inf"):
+    with pytest.raises(NonFiniteGradientError, match=r"NaN|Inf"):
         codec.encode(x, codec.new_state())
     with pytest.raises(NonFiniteGradientError):
         codec.quantize(x, codec.new_state())
