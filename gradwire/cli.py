@@ -79,9 +79,12 @@ def _run(args: argparse.Namespace, console: Console) -> int:
                            log=lambda m: console.print(f"[dim]{m}[/dim]"))
     print_summary(outcome.rows, console)
     if outcome.time_to_target:
-        _print_records(console, "Time to target accuracy (real training x simulated clock)", outcome.time_to_target)
+        _print_records(console, "Time to target accuracy (real training x simulated clock)", outcome.time_to_target,
+                       ["codec", "target", "reached", "steps_to_target", "time_to_target_s",
+                        "speedup_to_target_vs_fp32", "speedup_to_target_vs_onebit"])
     if outcome.published:
-        _print_records(console, "Published figures beside GradWire's predictions", outcome.published)
+        _print_records(console, "Published figures beside GradWire's predictions", outcome.published,
+                       ["figure", "codec", "published", "predicted", "error"])
     if outcome.failed:
         console.print(f"[red]{len(outcome.failed)} point(s) failed:[/red]")
         for f in outcome.failed:
@@ -94,13 +97,12 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     return 1 if outcome.failed else 0
 
 
-def _print_records(console: Console, title: str, records: Sequence[dict]) -> None:
+def _print_records(console: Console, title: str, records: Sequence[dict], keys: Sequence[str]) -> None:
     from rich.table import Table
 
     t = Table(title=title)
-    keys = list(records[0])
     for k in keys:
-        t.add_column(k)
+        t.add_column(k.replace("_", " "), overflow="fold")
     for r in records:
         t.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in (r.get(k) for k in keys)])
     console.print(t)
