@@ -110,6 +110,7 @@ def run_scenario(
     out.mkdir(parents=True, exist_ok=True)
     points = expand(sc)
     store = ResultStore(out / "results.sqlite")
+    store.set_info("scenario", {"name": sc.name, "assumptions": list(sc.assumptions)})
     todo = [p for p in points if p.point_id not in store.done_ids()]
     prepared = prepare(sc, points=todo, progress=progress, log=say) if todo else None
     report = run_sweep(todo, evaluate_point, prepared, store, engine=engine, scheduler=scheduler,
