@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad_and_value, vmap
 
+from gradwire.codecs import Codec
 from gradwire.convergence.tasks import TASKS, Task
 from gradwire.errors import ConfigError, NonFiniteGradientError, WorkloadError
 from gradwire.registry import parse_spec
@@ -112,12 +113,23 @@ def _shards(n: int, workers: int, seed: int) -> tuple[Tensor, Tensor, Tensor]:
     return perm, starts, lengths
 
 
+def _build_codec(spec: str | Codec, seed: int) -> tuple[Codec, str]:
+    """The codec of ``spec`` and its label; the run's seed drives the codec's random
+    streams unless the spec fixes its own ``seed``. A ``Codec`` instance is used as is."""
+    from gradwire.codecs import make_codec
+
+    if isinstance(spec, Codec):
+        return spec, spec.spec()
+    _, params = parse_spec(spec)
+    return (make_codec(spec) if "seed" in params else make_codec(spec, seed=seed)), spec
+
+
 class _Exchange:
     """The codec and collective of one run: per-worker states and the combine step."""
 
     def __init__(
         self,
-        spec: str,
+        codec: Codec,
         names: Sequence[str],
         shapes: Sequence[torch.Size],
         workers: int,
@@ -125,11 +137,7 @@ class _Exchange:
         seed: int,
         device: torch.device,
     ) -> None:
-        from gradwire.codecs import Codec, make_codec
-
-        _, params = parse_spec(spec)
-        # The run's seed drives the codec's random streams unless the spec fixes its own.
-        self.codec = make_codec(spec) if "seed" in params else make_codec(spec, seed=seed)
+        self.codec = codec
         self.k = workers
         self.names = list(names)
         self.exchange = exchange
@@ -202,7 +210,7 @@ def _evaluate(
 
 
 def _train_one(
-    spec: str,
+    spec: str | Codec,
     *,
     model: str,
     task: Task,
@@ -233,7 +241,8 @@ def _train_one(
             f"run_convergence: model {model!r} has {net(x_train[:1].to(device)).shape[-1]} "
             f"outputs but task {task.name!r} has {task.classes} classes"
         )
-    ex = _Exchange(spec, names, [params[n].shape for n in names], workers, exchange, seed, device)
+    codec, label = _build_codec(spec, seed)
+    ex = _Exchange(codec, names, [params[n].shape for n in names], workers, exchange, seed, device)
 
     def loss_fn(p: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
         out = functional_call(net, (p, buffers), (x,))
@@ -248,7 +257,7 @@ def _train_one(
     sampler = torch.Generator(device="cpu").manual_seed(seed * 7919 + 17)
     velocity = {n: torch.zeros_like(p) for n, p in params.items()} if momentum else {}
 
-    curve = Curve(codec=spec, steps=[], train_loss=[], test_acc=[])
+    curve = Curve(codec=label, steps=[], train_loss=[], test_acc=[])
 
     def record(step: int) -> None:
         loss, _ = _evaluate(net, params, xtr, ytr)
@@ -267,7 +276,7 @@ def _train_one(
         mean_loss = float(losses.mean())
         if not math.isfinite(mean_loss):
             raise NonFiniteGradientError(
-                f"run_convergence: codec {spec!r} diverged at step {step} (loss {mean_loss}); "
+                f"run_convergence: codec {label!r} diverged at step {step} (loss {mean_loss}); "
                 f"lower lr (now {lr}) or use a codec with error feedback"
             )
         curve.step_loss.append(mean_loss)
@@ -290,7 +299,7 @@ def run_convergence(
     *,
     model: str = "mlp",
     task: str = "digits",
-    codecs: Sequence[str],
+    codecs: Sequence[str | Codec],
     workers: int = 16,
     steps: int = 200,
     batch_per_worker: int = 16,
@@ -310,7 +319,8 @@ def run_convergence(
     and ``momentum`` the heavy-ball coefficient (0: plain SGD). ``exchange`` is
     ``"allgather"`` or ``"compressed_allreduce"`` (see the module docstring). Returns
     one :class:`Curve` per codec, in the order given, with ``Curve.codec`` the spec
-    string exactly as passed (the key into the simulated iteration times).
+    string exactly as passed (the key into the simulated iteration times; a ``Codec``
+    instance is labelled by its ``spec()``).
     """
     from gradwire.models import MODELS
 
@@ -337,17 +347,15 @@ def run_convergence(
         )
     dev = _resolve_device(device)
     x_train, x_test = _fit_task(the_task, _input_shape(model), model)
-    from gradwire.codecs import make_codec
-
     for spec in codecs:
-        make_codec(spec)  # fail on a bad spec before any training starts
+        _build_codec(spec, seed)  # fail on a bad spec before any training starts
 
     bar, tick = _progress(progress, len(codecs) * steps)
     try:
         curves = []
         for spec in codecs:
             if bar is not None:
-                bar.update(bar.task_ids[0], description=f"convergence {spec}")
+                bar.update(bar.task_ids[0], description=f"convergence {spec!s}")
             curves.append(
                 _train_one(
                     spec, model=model, task=the_task, x_train=x_train, x_test=x_test,
