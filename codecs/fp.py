@@ -26,9 +26,12 @@ class CastCodec(Codec):
     summable = True
 
     def _wire(self, tensor: torch.Tensor) -> torch.Tensor:
-        check_finite(tensor, self.name)
+        if not tensor.is_floating_point():
+            check_finite(tensor, self.name)  # raises the dtype error
         wire = tensor.detach().reshape(-1).to(self.wire_dtype)
-        if not math.isfinite(float(wire.sum(dtype=torch.float64))):
+        # One pass over the wire values catches NaN/Inf inputs and cast overflow alike.
+        if wire.numel() and not math.isfinite(float(wire.sum(dtype=torch.float64))):
+            check_finite(tensor, self.name)
             raise CodecError(
                 f"codec {self.name!r}: gradient values up to {float(tensor.abs().max()):.3g} "
                 f"overflow {self.wire_dtype}; use bf16 or fp32, or scale the loss down"

@@ -37,8 +37,8 @@ from gradwire.codecs.base import (
 from gradwire.codecs.bitpack import pack, unpack
 from gradwire.codecs.qsgd import (
     DEFAULT_MIN_NUMEL,
-    bucket_scales,
     check_int,
+    finite_scales,
     levels_from_bits,
 )
 from gradwire.codecs.rng import draw_key, key_parts, u24, uniform24
@@ -71,6 +71,18 @@ def _codes_kernel(x, scales, table, d, mbits, k1, k2, out):  # type: ignore[no-u
             if idx > top:
                 idx = top
             out[i] = idx | sign if v < 0 else idx
+
+
+@numba.njit(cache=True)
+def _dequant_kernel(codes, scales, table, d, mbits, out):  # type: ignore[no-untyped-def]
+    n = codes.shape[0]
+    mask = (1 << mbits) - 1
+    for b in range(scales.shape[0]):
+        sc = scales[b]
+        for i in range(b * d, min(n, (b + 1) * d)):
+            c = codes[i]
+            q = table[c & mask] * sc
+            out[i] = -q if ((c >> mbits) and q > 0) else q
 
 
 @CODECS.register("nuqsgd")
@@ -151,6 +163,17 @@ class NUQSGD(Codec):
 
     def _dequant(self, codes: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
         kk, n = codes.shape
+        if codes.device.type == "cpu":
+            out = np.empty((kk, n), dtype=np.float32)
+            cn, sn = codes.contiguous().numpy(), scales.contiguous().numpy()
+            for k in range(kk):
+                _dequant_kernel(cn[k], sn[k], self.table, self.bucket, self.mbits, out[k])
+            return torch.from_numpy(out)
+        return self._dequant_torch(codes, scales)
+
+    def _dequant_torch(self, codes: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+        """Torch twin of the numba dequantizer (CUDA path and test oracle)."""
+        kk, n = codes.shape
         nb = scales.shape[1]
         table = torch.from_numpy(self.table).to(codes.device)
         c = F.pad(codes, (0, nb * self.bucket - n)).reshape(kk, nb, self.bucket)
@@ -159,13 +182,13 @@ class NUQSGD(Codec):
         return q.reshape(kk, -1)[:, :n]
 
     def encode(self, tensor: torch.Tensor, state: CodecState | None = None) -> Payload:
-        check_finite(tensor, self.name)
         n = tensor.numel()
-        if n < self.min_numel or n == 0:
+        if n < self.min_numel or n == 0 or not tensor.is_floating_point():
+            check_finite(tensor, self.name)
             return raw_payload(tensor, self.name)
         st = state_for(self, tensor, state)
         x = tensor.detach().reshape(1, n).to(torch.float32).contiguous()
-        scales = bucket_scales(x, self.bucket, "l2")
+        scales = finite_scales(x, self.bucket, "l2", tensor, self.name)
         codes = self._codes(x, scales, draw_key(st.generator).to(x.device)).reshape(-1)
         width = self.mbits + 1
         data = torch.cat([scales.reshape(-1).view(torch.uint8), pack(codes, width)])
@@ -188,14 +211,16 @@ class NUQSGD(Codec):
     def quantize_many(self, stacked: torch.Tensor, states: Sequence[CodecState]) -> torch.Tensor:
         if stacked.dim() < 1 or stacked.shape[0] != len(states):
             raise ConfigError("quantize_many: pass one state per row of the stacked tensor")
-        check_finite(stacked, self.name)
         kk = stacked.shape[0]
         n = math.prod(stacked.shape[1:])
         if n < self.min_numel or n == 0:
+            check_finite(stacked, self.name)
             return stacked.detach().clone()
+        if not stacked.is_floating_point():
+            check_finite(stacked, self.name)
         x = stacked.detach().reshape(kk, n).to(torch.float32).contiguous()
         keys = torch.cat([draw_key(st.generator).to(x.device) for st in states])
-        scales = bucket_scales(x, self.bucket, "l2")
+        scales = finite_scales(x, self.bucket, "l2", stacked, self.name)
         out = self._dequant(self._codes(x, scales, keys), scales)
         return out.to(stacked.dtype).reshape(stacked.shape)
 

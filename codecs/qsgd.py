@@ -49,7 +49,7 @@ from gradwire.codecs.bitpack import (
 )
 from gradwire.codecs.rng import draw_key, key_parts, uniform24
 
-from gradwire.errors import ConfigError
+from gradwire.errors import CodecError, ConfigError
 
 ENCODINGS = ("fixed", "elias", "dense")
 NORMS = ("l2", "max")
@@ -88,6 +88,24 @@ def bucket_scales(x: torch.Tensor, d: int, norm: str) -> torch.Tensor:
         parts.append((torch.linalg.vector_norm(tail, dim=1) if norm == "l2"
                       else tail.abs().amax(1)).unsqueeze(1))
     return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+
+
+def finite_scales(x: torch.Tensor, d: int, norm: str, source: torch.Tensor,
+                  codec: str) -> torch.Tensor:
+    """Bucket scales, which double as the NaN/Inf check of the whole gradient.
+
+    A NaN or Inf anywhere makes its bucket's norm NaN or Inf, so a finite set of scales
+    proves a finite gradient without another pass over it. A non-finite scale is either a
+    NaN/Inf input (reported by :func:`check_finite`) or an L2 norm beyond fp32's range.
+    """
+    scales = bucket_scales(x, d, norm)
+    if not bool(torch.isfinite(scales).all()):
+        check_finite(source, codec)
+        raise CodecError(
+            f"codec {codec!r}: a bucket's {norm} norm overflows float32 (gradient values up "
+            f"to {float(source.abs().max()):.3g}); scale the loss down or use norm='max'"
+        )
+    return scales
 
 
 def levels_torch(
@@ -176,7 +194,8 @@ class QSGD(Codec):
 
     # --- helpers ---------------------------------------------------------------------
     def _flat(self, tensor: torch.Tensor) -> torch.Tensor:
-        check_finite(tensor, self.name)
+        if not tensor.is_floating_point():
+            check_finite(tensor, self.name)  # raises the dtype error
         return tensor.detach().reshape(1, -1).to(torch.float32).contiguous()
 
     def _nb(self, n: int) -> int:
@@ -187,10 +206,11 @@ class QSGD(Codec):
         x = self._flat(tensor)
         n = x.shape[1]
         if n < self.min_numel or n == 0:
+            check_finite(tensor, self.name)
             return raw_payload(tensor, self.name)
         st = state_for(self, tensor, state)
         key = draw_key(st.generator)
-        scales = bucket_scales(x, self.bucket, self.norm)
+        scales = finite_scales(x, self.bucket, self.norm, tensor, self.name)
         nb = scales.shape[1]
         shape, dtype = tuple(tensor.shape), tensor.dtype
         s, d = self.levels, self.bucket
@@ -259,15 +279,15 @@ class QSGD(Codec):
     def quantize_many(self, stacked: torch.Tensor, states: Sequence[CodecState]) -> torch.Tensor:
         if stacked.dim() < 1 or stacked.shape[0] != len(states):
             raise ConfigError("quantize_many: pass one state per row of the stacked tensor")
-        check_finite(stacked, self.name)
         kk = stacked.shape[0]
         shape = stacked.shape[1:]
         n = math.prod(shape)
         if n < self.min_numel or n == 0:
+            check_finite(stacked, self.name)
             return stacked.detach().clone()
-        x = stacked.detach().reshape(kk, n).to(torch.float32).contiguous()
+        x = self._flat(stacked).reshape(kk, n)
         keys = torch.cat([draw_key(st.generator).to(x.device) for st in states])
-        scales = bucket_scales(x, self.bucket, self.norm)
+        scales = finite_scales(x, self.bucket, self.norm, stacked, self.name)
         if x.device.type != "cpu":
             lev, neg = levels_torch(x, scales, self.levels, self.bucket, keys)
             out_t = dequant_torch(lev, neg, scales, self.levels, n)

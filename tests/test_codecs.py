@@ -289,6 +289,21 @@ def test_nuqsgd_numba_path_matches_torch_path() -> None:
     keys = draw_key(codec.new_state().generator)
     expected = codes_torch(x, scales, codec.table, 100, codec.mbits, keys)
     assert torch.equal(codec._codes(x, scales, keys), expected)
+    assert torch.equal(codec._dequant(expected, scales), codec._dequant_torch(expected, scales))
+
+
+@pytest.mark.parametrize("spec", ["qsgd(min_numel=0)", "nuqsgd(min_numel=0)", "fp16", "onebit"])
+def test_integer_tensors_are_rejected(spec: str) -> None:
+    with pytest.raises(ConfigError, match="floating-point"):
+        make_codec(spec).encode(torch.arange(20))
+
+
+def test_l2_norm_overflow_is_reported() -> None:
+    x = torch.full((600,), 3e37)
+    with pytest.raises(CodecError, match="overflows float32"):
+        make_codec("qsgd(min_numel=0)").encode(x)
+    # the max norm does not overflow
+    assert torch.isfinite(make_codec("qsgdinf(min_numel=0)").quantize(x)).all()
 
 
 def test_uniforms_are_uniform_and_device_independent_formula() -> None:
