@@ -181,6 +181,9 @@ class QSGD(Codec):
         self.norm = norm
         self.min_numel = check_int("min_numel", self.name, min_numel, 0)
         self.mbits = s.bit_length()  # ceil(log2(s + 1)) magnitude bits
+        # True runs the pure-torch path (the one CUDA tensors take) on CPU tensors too;
+        # it produces the same bytes as the numba path, which the tests check.
+        self.force_torch = False
 
     def params(self) -> dict[str, Any]:
         p: dict[str, Any] = {}
@@ -214,7 +217,7 @@ class QSGD(Codec):
         nb = scales.shape[1]
         shape, dtype = tuple(tensor.shape), tensor.dtype
         s, d = self.levels, self.bucket
-        if self.encoding == "fixed" and x.device.type != "cpu":
+        if self.encoding == "fixed" and (x.device.type != "cpu" or self.force_torch):
             lev, neg = levels_torch(x, scales, s, d, key)
             codes = (lev | (neg.to(torch.int32) << self.mbits)).reshape(-1)[:n]
             data = torch.cat([scales.reshape(-1).view(torch.uint8),
@@ -249,7 +252,7 @@ class QSGD(Codec):
         nb = self._nb(n)
         s, d = self.levels, self.bucket
         data = payload.data
-        if self.encoding == "fixed" and data.device.type != "cpu":
+        if self.encoding == "fixed" and (data.device.type != "cpu" or self.force_torch):
             scales = data[: 4 * nb].view(torch.float32).reshape(1, nb)
             codes = F.pad(unpack_torch(data[4 * nb :], n, self.mbits + 1), (0, nb * d - n))
             lev = (codes & ((1 << self.mbits) - 1)).reshape(1, nb, d)
@@ -288,7 +291,7 @@ class QSGD(Codec):
         x = self._flat(stacked).reshape(kk, n)
         keys = torch.cat([draw_key(st.generator).to(x.device) for st in states])
         scales = finite_scales(x, self.bucket, self.norm, stacked, self.name)
-        if x.device.type != "cpu":
+        if x.device.type != "cpu" or self.force_torch:
             lev, neg = levels_torch(x, scales, self.levels, self.bucket, keys)
             out_t = dequant_torch(lev, neg, scales, self.levels, n)
         else:
