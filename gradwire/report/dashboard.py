@@ -25,6 +25,7 @@ from plotly.offline import get_plotlyjs
 
 from gradwire.report.fmt import fmt_bits, fmt_ratio, fmt_speedup, fmt_time
 from gradwire.report.panels import Panel, all_panels
+from gradwire.report.points import point_labels
 from gradwire.results import Row, Trace
 
 MAX_SUMMARY_ROWS = 300
@@ -125,6 +126,7 @@ def _summary_html(rows: Sequence[Row]) -> str:
     if not rows:
         return "<p class='note'>No result rows.</p>"
     shown = list(rows[:MAX_SUMMARY_ROWS])
+    labels = point_labels(rows)
     head = (
         "<tr><th>point</th><th>codec</th><th>workers</th><th>iteration</th><th>compute</th>"
         "<th>encode</th><th>exposed comm</th><th>hidden comm</th><th>decode</th>"
@@ -147,7 +149,7 @@ def _summary_html(rows: Sequence[Row]) -> str:
             return f"<td{c}>{fmt_speedup(x)}</td>"
 
         cells = [
-            html.escape(r.point_id or str(r.point)),
+            html.escape(labels[r.point]),
             html.escape(r.codec),
             str(r.workers),
             fmt_time(r.iteration_s) + est,

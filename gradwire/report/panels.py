@@ -21,6 +21,14 @@ from plotly.basedatatypes import BaseTraceType
 from plotly.subplots import make_subplots
 
 from gradwire.errors import ConfigError
+from gradwire.report.points import (
+    fmt_value,
+    hashable,
+    point_labels,
+    point_values,
+    sort_key,
+    swept_axes,
+)
 from gradwire.results import LinkUse, Row, Segment, Trace
 
 MS_PER_S = 1e3
@@ -58,6 +66,7 @@ UTIL_COLOURSCALE = "YlOrRd"
 UTIL_BINS = 10  # edges are drawn in this many utilization bins: one line trace per bin
 MAX_TIMELINE_RANKS = 16
 MAX_MENU_OPTIONS = 60
+BEST_CODEC = "best compressed codec"
 MAX_LAYOUT_NODES = 300  # larger unplaced graphs are not drawn
 # red below break-even, white at 1x, blue above; applied to log10(speedup)
 SPEEDUP_COLOURSCALE = [[0.0, "#b2182b"], [0.5, "#f7f7f7"], [1.0, "#2166ac"]]
@@ -79,30 +88,6 @@ class Panel:
 # ----------------------------------------------------------------------------- helpers
 
 
-def _hashable(v: Any) -> Hashable:
-    """Scenario values may be lists or dicts; they are compared by their text then."""
-    try:
-        hash(v)
-    except TypeError:
-        return repr(v)
-    return v  # type: ignore[no-any-return]
-
-
-def _sort_key(v: Any) -> tuple[int, float, str]:
-    """Numbers in numeric order before everything else in text order (mixed types allowed)."""
-    if isinstance(v, bool):
-        return (1, 0.0, str(v))
-    if isinstance(v, int | float) and not (isinstance(v, float) and math.isnan(v)):
-        return (0, float(v), "")
-    return (1, 0.0, str(v))
-
-
-def _fmt_value(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:g}"
-    return str(v)
-
-
 def codec_order(rows: Sequence[Row]) -> list[str]:
     """Codec specs in order of first appearance."""
     return list(dict.fromkeys(r.codec for r in rows))
@@ -121,26 +106,6 @@ def _estimate_suffix(rows: Iterable[Row]) -> str:
     return ""
 
 
-def point_values(row: Row) -> dict[str, Any]:
-    """A row's scenario values by path, with ``workers`` always present."""
-    values = dict(row.params)
-    values.setdefault("workers", row.workers)
-    return values
-
-
-def swept_axes(rows: Sequence[Row]) -> dict[str, list[Any]]:
-    """Scenario paths taking more than one value across ``rows``, with their sorted values.
-
-    Paths come from each row's ``params`` (plus ``workers``); the order is that of first
-    appearance so that ties between axes are broken the same way every time.
-    """
-    seen: dict[str, dict[Hashable, Any]] = {}
-    for r in rows:
-        for k, v in point_values(r).items():
-            seen.setdefault(k, {}).setdefault(_hashable(v), v)
-    return {k: sorted(vals.values(), key=_sort_key) for k, vals in seen.items() if len(vals) > 1}
-
-
 def heatmap_axes(rows: Sequence[Row]) -> tuple[str, str] | None:
     """The two swept axes with the most distinct values: ``(x_axis, y_axis)``, or None.
 
@@ -151,13 +116,6 @@ def heatmap_axes(rows: Sequence[Row]) -> tuple[str, str] | None:
         return None
     ranked = sorted(axes, key=lambda k: -len(axes[k]))  # sorted() is stable
     return ranked[0], ranked[1]
-
-
-def _point_labels(rows: Sequence[Row]) -> dict[int, str]:
-    labels: dict[int, str] = {}
-    for r in rows:
-        labels.setdefault(r.point, r.point_id or f"point {r.point}")
-    return labels
 
 
 def _with_selector(
@@ -280,9 +238,9 @@ def speedup_vs_workers(rows: Sequence[Row]) -> Panel:
     combos: dict[tuple[Hashable, ...], list[Row]] = {}
     for r in rows:
         vals = point_values(r)
-        combos.setdefault(tuple(_hashable(vals.get(k)) for k in other_axes), []).append(r)
+        combos.setdefault(tuple(hashable(vals.get(k)) for k in other_axes), []).append(r)
     combo_keys, cap_note = _cap(
-        sorted(combos, key=lambda t: [_sort_key(v) for v in t]), MAX_MENU_OPTIONS
+        sorted(combos, key=lambda t: [sort_key(v) for v in t]), MAX_MENU_OPTIONS
     )
     colours = codec_colours(rows)
     fig = make_subplots(rows=1, cols=2, subplot_titles=("vs fp32", "vs 1-bit SGD"))
@@ -311,7 +269,7 @@ def speedup_vs_workers(rows: Sequence[Row]) -> Panel:
                     )
                 )
         name = (
-            ", ".join(f"{k}={_fmt_value(v)}" for k, v in zip(other_axes, ck, strict=True)) or "all"
+            ", ".join(f"{k}={fmt_value(v)}" for k, v in zip(other_axes, ck, strict=True)) or "all"
         )
         groups.append((name, traces))
     fig = _with_selector(groups, fig, label="other axes: " if other_axes else "")
@@ -319,7 +277,7 @@ def speedup_vs_workers(rows: Sequence[Row]) -> Panel:
     fig.update_xaxes(
         title_text="workers",
         type="log" if log_x else "linear",
-        tickvals=workers if log_x else None,
+        tickvals=workers,
     )
     fig.update_yaxes(title_text="speedup (×)", row=1, col=1)
     for col in (1, 2):
@@ -351,18 +309,27 @@ def speedup_heatmap(rows: Sequence[Row]) -> Panel:
         if r.codec_name == "fp32":
             continue
         v = point_values(r)
-        ok = (r.codec, tuple(_hashable(v.get(k)) for k in others))
-        cells.setdefault(ok, {}).setdefault((_hashable(v.get(ax_x)), _hashable(v.get(ax_y))), r)
+        ok = (r.codec, tuple(hashable(v.get(k)) for k in others))
+        cells.setdefault(ok, {}).setdefault((hashable(v.get(ax_x)), hashable(v.get(ax_y))), r)
     if not cells:
         return Panel(
             key, title, desc, None, "Skipped: no compressed codec rows to compare with fp32."
         )
-    order = {c: i for i, c in enumerate(codec_order(rows))}
+    if len({c for c, _ in cells}) > 1:
+        # first menu choice: at every cell the compressed codec with the largest speedup
+        for (_, rest), grid in list(cells.items()):
+            best = cells.setdefault((BEST_CODEC, rest), {})
+            for xy, r in grid.items():
+                if math.isfinite(r.speedup_vs_fp32) and (
+                    xy not in best or r.speedup_vs_fp32 > best[xy].speedup_vs_fp32
+                ):
+                    best[xy] = r
+    order = {c: i for i, c in enumerate([BEST_CODEC, *codec_order(rows)])}
     options, cap_note = _cap(
-        sorted(cells, key=lambda o: (order[o[0]], [_sort_key(v) for v in o[1]])), MAX_MENU_OPTIONS
+        sorted(cells, key=lambda o: (order[o[0]], [sort_key(v) for v in o[1]])), MAX_MENU_OPTIONS
     )
-    x_text = [_fmt_value(x) for x in xs]
-    y_text = [_fmt_value(y) for y in ys]
+    x_text = [fmt_value(x) for x in xs]
+    y_text = [fmt_value(y) for y in ys]
     groups = []
     for codec, ok in options:
         grid = cells[(codec, ok)]
@@ -374,23 +341,26 @@ def speedup_heatmap(rows: Sequence[Row]) -> Panel:
             tr: list[str] = []
             hr: list[str] = []
             for x in xs:
-                cell = grid.get((_hashable(x), _hashable(y)))
+                cell = grid.get((hashable(x), hashable(y)))
                 sp = math.nan if cell is None else cell.speedup_vs_fp32
                 ok_cell = math.isfinite(sp) and sp > 0
                 # colour on log10(speedup): 0.5x and 2x are equally far from break-even
                 zr.append(math.log10(sp) if ok_cell else None)
-                tr.append(f"{sp:.2f}×" if ok_cell else "")
+                shown = f"{sp:.2f}×" if ok_cell else ""
+                if ok_cell and cell is not None and codec == BEST_CODEC:
+                    shown += f"<br>{cell.codec}"
+                tr.append(shown)
                 hr.append(
                     "no row at this point"
                     if cell is None
-                    else f"speedup {sp:.3f}×<br>{cell.point_id}<br>"
+                    else f"{cell.codec}: speedup {sp:.3f}×<br>"
                     f"iteration {cell.iteration_s * MS_PER_S:.3g} ms"
                     + (" (estimate)" if cell.estimate else "")
                 )
             z.append(zr)
             text.append(tr)
             hover.append(hr)
-        name = codec + "".join(f", {k}={_fmt_value(v)}" for k, v in zip(others, ok, strict=True))
+        name = codec + "".join(f", {k}={fmt_value(v)}" for k, v in zip(others, ok, strict=True))
         trace = go.Heatmap(
             x=x_text,
             y=y_text,
@@ -444,7 +414,7 @@ def iteration_breakdown(rows: Sequence[Row]) -> Panel:
     )
     if not rows:
         return Panel(key, title, desc, None, "Skipped: no rows.")
-    labels = _point_labels(rows)
+    labels = point_labels(rows)
     points, cap_note = _cap(list(labels), MAX_MENU_OPTIONS)
     groups = []
     for p in points:
@@ -570,7 +540,7 @@ def iteration_timeline(traces: Sequence[Trace], rows: Sequence[Row] = ()) -> Pan
             "Skipped: no iteration trace with segments was given.",
             wide=True,
         )
-    labels = _point_labels(rows)
+    labels = point_labels(rows)
     estimates = {(r.point, r.codec) for r in rows if r.estimate}
     usable, cap_note = _cap(usable, MAX_MENU_OPTIONS)
     groups = []
@@ -689,7 +659,7 @@ def topology_drawing(traces: Sequence[Trace], rows: Sequence[Row] = ()) -> Panel
             "in the traces.",
             wide=True,
         )
-    labels = _point_labels(rows)
+    labels = point_labels(rows)
     usable, cap_note = _cap(usable, MAX_MENU_OPTIONS)
     colours = _sample_colourscale(UTIL_COLOURSCALE, UTIL_BINS)
     groups = []

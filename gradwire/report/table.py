@@ -13,11 +13,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from gradwire.report.fmt import fmt_bits, fmt_bytes, fmt_ratio, fmt_speedup, fmt_time
+from gradwire.report.points import point_labels
 from gradwire.results import Row
 
 COLUMNS = (
@@ -38,8 +40,10 @@ COLUMNS = (
 )
 # the breakdown columns are left out when the terminal is narrower than WIDE_COLUMNS
 BREAKDOWN_COLUMNS = ("compute", "encode", "exposed comm", "hidden comm", "decode", "sent/rank")
-COMPACT_COLUMNS = tuple(c for c in COLUMNS if c not in BREAKDOWN_COLUMNS)
+COMPACT_COLUMNS = tuple(c for c in COLUMNS if c not in (*BREAKDOWN_COLUMNS, "point", "workers"))
 WIDE_COLUMNS = 150
+# shorter headers so that the compact table fits 80 columns
+COMPACT_HEADERS = {"bits/elem": "bits", "compression": "compr."}
 ESTIMATE_MARK = "*"
 ESTIMATE_CAPTION = (
     f"{ESTIMATE_MARK} estimate: compute times rescaled to the target device by a device profile"
@@ -54,35 +58,48 @@ def _speedup_cell(x: float) -> Text:
 
 
 def summary_table(rows: Sequence[Row], *, compact: bool = False) -> Table:
-    """A rich table of ``rows`` grouped by scenario point (a rule between points).
+    """A rich table of ``rows`` grouped by scenario point.
 
     Times are per iteration (unit chosen per cell); speedups compare with the fp32 and
-    1-bit SGD rows of the same point (a dash when that point has no such row).
-    ``compact`` leaves out the breakdown columns (for narrow terminals).
+    1-bit SGD rows of the same point (a dash when that point has no such row). A point
+    is labelled by its values on the swept axes. ``compact`` (for terminals narrower
+    than 150 columns) leaves out the breakdown, puts each point's label on a line of its
+    own above its codecs and drops the vertical rules.
     """
     columns = COMPACT_COLUMNS if compact else COLUMNS
     scenarios = list(dict.fromkeys(r.scenario for r in rows))
     estimates = any(r.estimate for r in rows)
+    labels = point_labels(rows)
     table = Table(
         title=f"GradWire · {', '.join(scenarios)}" if scenarios else "GradWire",
         caption=ESTIMATE_CAPTION if estimates else None,
         header_style="bold",
-        show_lines=False,
+        box=box.SIMPLE_HEAD if compact else box.HEAVY_HEAD,
+        pad_edge=not compact,
+        collapse_padding=compact,
     )
     for name in columns:
-        justify = "left" if name in ("point", "codec") else "right"
-        table.add_column(name, justify=justify, no_wrap=name != "point")  # type: ignore[arg-type]
+        header = COMPACT_HEADERS.get(name, name) if compact else name
+        if name == "point":
+            table.add_column(name, justify="left", min_width=12, overflow="fold")
+        elif name == "codec":
+            # in the compact form this column also holds the (wrapping) point labels
+            table.add_column(header, justify="left", no_wrap=True)
+        else:
+            table.add_column(header, justify="right", no_wrap=True, min_width=5)
     order = list(dict.fromkeys(r.point for r in rows))
     by_point: dict[int, list[Row]] = {p: [] for p in order}
     for r in rows:
         by_point[r.point].append(r)
     for pi, p in enumerate(order):
         prow = by_point[p]
+        if compact:
+            table.add_row(Text(labels[p], style="bold"), *([""] * (len(columns) - 1)))
         for i, r in enumerate(prow):
             mark = ESTIMATE_MARK if r.estimate else ""
             cells: dict[str, str | Text] = {
-                "point": (r.point_id or str(r.point)) if i == 0 else "",
-                "codec": r.codec,
+                "point": labels[p] if i == 0 else "",
+                "codec": ("  " if compact else "") + r.codec,
                 "workers": str(r.workers),
                 "iteration": fmt_time(r.iteration_s) + mark,
                 "compute": fmt_time(r.compute_s) + mark,
@@ -98,7 +115,7 @@ def summary_table(rows: Sequence[Row], *, compact: bool = False) -> Table:
             }
             table.add_row(
                 *(cells[c] for c in columns),
-                end_section=i == len(prow) - 1 and pi < len(order) - 1,
+                end_section=not compact and i == len(prow) - 1 and pi < len(order) - 1,
             )
     return table
 
