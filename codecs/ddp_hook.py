@@ -247,6 +247,11 @@ def _powersgd_hook(state: DDPHookState, bucket: dist.GradBucket) -> torch.future
     rows = math.ceil(math.sqrt(n))
     cols = math.ceil(n / rows)
     r = max(1, min(rank_r, rows, cols))
+    min_compression = float(codec.params().get("min_compression", 2.0))
+    if (rows + cols) * r * min_compression > n:
+        # The factors would not save min_compression x: the bucket goes in fp32, as the
+        # codec sends such tensors raw.
+        return _allreduce_hook(state, bucket)
     cst = state.state_for(bucket.index(), flat)
     val = flat.detach().to(torch.float32)
     if cst.residual is not None:
@@ -315,6 +320,8 @@ def make_ddp_hook(
         hook = _quantized_hook
     elif c.name == "fp32":
         hook = _allreduce_hook
+    elif c.name == "powersgd":
+        hook = _powersgd_hook
     elif c.summable:
         if not hasattr(c, "wire_dtype"):
             raise ConfigError(
@@ -322,8 +329,6 @@ def make_ddp_hook(
                 "for DDP must be a cast (fp16, bf16)"
             )
         hook = _cast_hook
-    elif c.name == "powersgd":
-        hook = _powersgd_hook
     else:
         hook = _quantized_hook
     return state, hook

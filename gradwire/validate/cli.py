@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--collective-workers", type=int, default=4, help="K for the collectives (default 4)")
     ap.add_argument("--reps", type=int, default=3, help="timed repetitions per collective")
     ap.add_argument("--iterations", type=int, default=5, help="timed training iterations per codec")
-    ap.add_argument("--warmup", type=int, default=2, help="warm-up training iterations per codec")
+    ap.add_argument("--warmup", type=int, default=3, help="warm-up training iterations per codec")
     ap.add_argument("--batch", type=int, default=64, help="per-worker batch size")
     ap.add_argument("--out", default="validation_out", help="output directory")
     ap.add_argument("--collectives-only", action="store_true", help="skip DDP training")
@@ -91,7 +91,7 @@ def cli_main(argv: list[str]) -> int:
         s = result.summary(kind)
         print(f"\n{title}\n{format_table(cases)}")
         print(f"median |error| {s['median_abs_error']:.1%}, max |error| {s['max_abs_error']:.1%} "
-              f"over {s['n']} cases")
+              f"over {s['n']} network-bound cases")
     for p in write_outputs(result, a.out):
         print(f"wrote {p}")
     return 0

@@ -71,7 +71,7 @@ def run_workers(net: ShapedNetwork, job: dict[str, Any], *, timeout_s: float,
                         "--world", str(k), "--master", net.hosts[0].addr, "--port", str(port),
                         "--job", str(job_path), "--out", tmp, "--timeout-s", str(timeout_s)]
                 env = {"GLOO_SOCKET_IFNAME": h.ifname, "OMP_NUM_THREADS": "1",
-                       "MKL_NUM_THREADS": "1"}
+                       "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
                 procs.append(subprocess.Popen(net.exec_argv(h.index, argv, env), stdout=log,
                                               stderr=subprocess.STDOUT, start_new_session=True))
             deadline = time.monotonic() + timeout_s

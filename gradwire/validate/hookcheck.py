@@ -42,7 +42,10 @@ def free_port() -> int:
 
 def _small_model(seed: int) -> torch.nn.Module:
     gen = torch.Generator().manual_seed(seed)
-    model = torch.nn.Sequential(torch.nn.Linear(64, 96), torch.nn.ReLU(), torch.nn.Linear(96, 10))
+    # Weight matrices of 16384 elements: above every codec's small-tensor threshold, so
+    # each bucket really goes through the codec rather than its raw fallback.
+    model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 64),
+                                torch.nn.ReLU(), torch.nn.Linear(64, 10))
     with torch.no_grad():
         for p in model.parameters():
             p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
@@ -54,7 +57,7 @@ def _train(codec: str | None, rank: int, steps: int, seed: int) -> tuple[list[to
 
     from gradwire.codecs.ddp_hook import make_ddp_hook
 
-    model = DDP(_small_model(seed), bucket_cap_mb=0.01)  # several buckets on purpose
+    model = DDP(_small_model(seed), bucket_cap_mb=0.05)  # several buckets on purpose
     if codec is not None:
         # "name@allgather" sends the codec through the payload allgather path.
         spec, _, exchange = codec.partition("@")

@@ -66,11 +66,22 @@ class Calibration:
         ack_share = ACK_FRAME_BYTES / ACK_EVERY / MTU_FRAME_BYTES
         return self.efficiency / (1.0 + ack_share)
 
+    @property
+    def network_bound(self) -> bool:
+        """Whether one bulk flow came within 10% of the framing limit (1448/1514).
+
+        Below it the emulating machine's CPUs, not the shaped links, set the pace (a
+        shared host cannot push K flows through veths, bridge and tbf at a high rate);
+        the simulator models networks, so such cases are reported but not judged.
+        """
+        return self.efficiency >= 0.9 * MSS_BYTES / MTU_FRAME_BYTES
+
     def as_dict(self) -> dict[str, float]:
         return {
             "rate_bps": self.rate_bps, "one_way_s": self.one_way_s, "bulk_bytes": self.bulk_bytes,
             "bulk_s": self.bulk_s, "efficiency": self.efficiency,
             "efficiency_ring": self.efficiency_for(True),
+            "network_bound": float(self.network_bound),
         }
 
 
@@ -117,7 +128,11 @@ def predict_collective(op: str, size_bytes: float, k: int, cal: Calibration) -> 
     return run.time_s
 
 
-def iteration_spec(train: Mapping[str, Any], ranks: Sequence[Mapping[str, Any]], k: int) -> Any:
+COST_SOURCES = ("in_situ", "standalone")
+
+
+def iteration_spec(train: Mapping[str, Any], ranks: Sequence[Mapping[str, Any]], k: int,
+                   costs: str = "in_situ") -> Any:
     """The :class:`IterationSpec` of one measured DDP configuration.
 
     ``train`` is rank 0's ``train`` entry for one codec; ``ranks`` the same entry of every
@@ -125,7 +140,14 @@ def iteration_spec(train: Mapping[str, Any], ranks: Sequence[Mapping[str, Any]],
     slowest rank's medians; encode/decode the slowest rank's; a quantized bucket's
     collective is the allgather of payloads padded to the longest (as the DDP hook sends
     them), preceded by the allgather of the 8-byte lengths.
+
+    ``costs="in_situ"`` takes encode and decode times from the DDP hook's own timers in the
+    measured run (what the codec really cost there, with the other ranks competing for the
+    same cores); ``"standalone"`` from timing the codec on the same gradients outside DDP.
+    Either way the network side comes from the calibration alone.
     """
+    if costs not in COST_SOURCES:
+        raise ConfigError(f"costs must be one of {COST_SOURCES}, got {costs!r}")
     from gradwire.codecs.base import make_codec
     from gradwire.simulator.timeline import BucketCost, IterationSpec
 
@@ -136,20 +158,31 @@ def iteration_spec(train: Mapping[str, Any], ranks: Sequence[Mapping[str, Any]],
     buckets: list[BucketCost] = []
     summable = codec.summable
     for b, names in enumerate(train["buckets"]):
-        costs = [r["costs"][b] for r in ranks]
+        cost = [r["costs"][b] for r in ranks]
         ready_s = max(ready[n] for n in names)
-        enc = max(c["encode_s"] for c in costs)
-        dec = max(c["decode_s"] for c in costs)
-        numel = int(costs[0]["numel"])
+        numel = int(cost[0]["numel"])
+        if costs == "in_situ":
+            calls = [r["hook_calls"][b] for r in ranks]
+            enc = max(c["encode_s"] for c in calls)
+            dec_all = max(c["decode_s"] for c in calls)  # all k payloads decoded and averaged
+        else:
+            enc = max(c["encode_s"] for c in cost)
+            dec_all = k * max(c["decode_s"] for c in cost)
+        costs_b = cost
         if codec.name == "fp32":
             buckets.append(BucketCost(numel, ready_s, (4.0 * numel,), 0.0, 0.0))
         elif summable:
-            buckets.append(BucketCost(numel, ready_s, (float(costs[0]["nbytes"]),), enc, 0.0))
+            buckets.append(BucketCost(numel, ready_s, (float(costs_b[0]["nbytes"]),), enc, 0.0))
         else:
-            padded = float(max(c["nbytes"] for c in costs))
+            padded = float(max(c["nbytes"] for c in costs_b))
             buckets.append(BucketCost(1, ready_s, (LENGTH_MESSAGE_BYTES,), enc, 0.0))
-            buckets.append(BucketCost(numel, ready_s, (padded,), 0.0, dec))
-    collective = "gloo_ring_allreduce" if summable else "gloo_ring_allgather"
+            # The hook decodes all k payloads (its own too) before averaging; the timeline
+            # decodes once per bucket for a collective it does not know as an allgather, so
+            # the bucket carries the decode time of all k.
+            buckets.append(BucketCost(numel, ready_s, (padded,), 0.0, dec_all))
+    # Two ranks exchange quantized payloads as one message each way (see the DDP hook).
+    collective = ("gloo_ring_allreduce" if summable
+                  else "ring_allgather" if k == 2 else "gloo_ring_allgather")
     collective_for("allreduce")  # registers the gloo collectives
     return IterationSpec(
         forward_s=max(p["forward_s"] for p in prof),
@@ -160,10 +193,10 @@ def iteration_spec(train: Mapping[str, Any], ranks: Sequence[Mapping[str, Any]],
 
 
 def predict_iteration(train: Mapping[str, Any], ranks: Sequence[Mapping[str, Any]], k: int,
-                      cal: Calibration) -> Any:
+                      cal: Calibration, costs: str = "in_situ") -> Any:
     """Simulated :class:`IterationResult` of one measured DDP configuration."""
     from gradwire.simulator.timeline import simulate_iteration
 
-    spec = iteration_spec(train, ranks, k)
+    spec = iteration_spec(train, ranks, k, costs)
     return simulate_iteration(spec, _topology(k, cal), per_message_overhead_s=cal.one_way_s,
                               efficiency=cal.efficiency_for(bidirectional=True))

@@ -231,11 +231,13 @@ def train(job: dict[str, Any]) -> dict[str, Any]:
         opt = torch.optim.SGD(model.parameters(), lr=0.01)
         dist.barrier()
         ends = []
-        n_log = 0
+        n_log = n_timed = 0
         t_start = time.perf_counter()
         for i in range(warmup + iters):
             x, y = batches[i % n_batches]
             n_log = len(state.log)
+            if i == warmup:
+                n_timed = n_log
             loss = torch.nn.functional.cross_entropy(model(x), y)
             loss.backward()
             opt.step()
@@ -248,10 +250,15 @@ def train(job: dict[str, Any]) -> dict[str, Any]:
         grads = [torch.cat([last[i].reshape(-1) for i in g]) for g in groups]
         dist.barrier()
         costs = _codec_costs(spec, grads, reps=int(job.get("codec_reps", 3)))
+        # Per bucket, the hook's own encode/decode timers: medians over the timed iterations.
+        timed = state.log[n_timed:]
+        nb = len(last_calls)
         calls = [
-            {"index": c.index, "numel": c.numel, "encode_s": c.encode_s, "decode_s": c.decode_s,
+            {"index": c.index, "numel": c.numel,
+             "encode_s": statistics.median(x.encode_s for x in timed[b::nb]),
+             "decode_s": statistics.median(x.decode_s for x in timed[b::nb]),
              "payload_bytes": c.payload_bytes, "wire_bytes": c.wire_bytes}
-            for c in last_calls
+            for b, c in enumerate(last_calls)
         ]
         results.append({
             "codec": spec, "profile": prof, "buckets": [[prof["params"][i]["name"] for i in g] for g in groups],
