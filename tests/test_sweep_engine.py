@@ -224,3 +224,14 @@ def test_bad_arguments_are_config_errors(tmp_path: Path, monkeypatch: pytest.Mon
             run_sweep(POINTS, evaluate_synthetic, shared(tmp_path), store, engine="dask",
                       scheduler="tcp://127.0.0.1:9", progress=False)
         assert len(store) == 0
+
+
+def test_costliest_points_start_first(tmp_path: Path) -> None:
+    with ResultStore(tmp_path) as store:
+        run_sweep(POINTS[:12], evaluate_synthetic, shared(tmp_path), store, progress=False,
+                  cost=lambda p: p.values["workers"] * 100 + p.values["bits"])
+        assert [r.point for r in store.rows()] == list(range(12))  # stored order is irrelevant
+    order = counted_evaluations(tmp_path / "evals.log")
+    by_id = {p.point_id: p.values["workers"] * 100 + p.values["bits"] for p in POINTS[:12]}
+    costs = [by_id[i] for i in order]
+    assert costs == sorted(costs, reverse=True) and len(costs) == 12

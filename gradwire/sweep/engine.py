@@ -165,6 +165,7 @@ def run_sweep(
     workers: int | None = None,
     progress: bool = True,
     point_id: Callable[[P], str] = _default_point_id,
+    cost: Callable[[P], float] | None = None,
     label: str = "sweep",
 ) -> SweepReport[P]:
     """Evaluate every point not yet in ``store`` and store each one as it finishes.
@@ -172,8 +173,11 @@ def run_sweep(
     ``evaluate(point, shared)`` returns the point's rows and traces; on the ``dask`` engine
     it and the points must be picklable (module-level functions, dataclasses). ``workers``
     is the number of local worker processes (default: the available cores; ignored with a
-    ``scheduler`` address). ``KeyboardInterrupt`` stops the sweep after closing the
-    engine; everything stored so far stays.
+    ``scheduler`` address). ``cost`` estimates a point's relative cost (e.g. its number
+    of simulated ranks): the most expensive points then start first, so that a long point
+    does not run alone at the end while the other workers idle (longest-processing-time
+    first). ``KeyboardInterrupt`` stops the sweep after closing the engine; everything
+    stored so far stays.
     """
     if engine not in ENGINES:
         raise ConfigError(f"engine must be one of {', '.join(ENGINES)}; got {engine!r}")
@@ -189,6 +193,8 @@ def run_sweep(
             continue
         seen.add(pid)
         pending.append((pid, p))
+    if cost is not None:
+        pending.sort(key=lambda item: -cost(item[1]))  # stable: equal costs keep their order
     report: SweepReport[P] = SweepReport(total=len(points), done=0, skipped=len(points) - len(pending),
                                          engine=engine)
     bar = _Progress(progress and bool(pending), len(pending),

@@ -68,7 +68,7 @@ class SyntheticShared:
 def synthetic_points(workers: list[int], bandwidths_Gbps: list[float], bits: list[int],
                      scenario: str = "synthetic") -> list[SyntheticPoint]:
     """The cartesian product of the axes, with ids hashed from the resolved values."""
-    points = []
+    points: list[SyntheticPoint] = []
     for w in workers:
         for bw in bandwidths_Gbps:
             for b in bits:
