@@ -227,21 +227,21 @@ class QSGD(Codec):
         xn = x.reshape(-1).cpu().numpy()
         sn = scales.reshape(-1).cpu().numpy()
         width = self.mbits + 1
-        codes = np.empty(n, dtype=np.uint8 if width <= 8 else np.int32)
-        K.codes_kernel(xn, sn, s, d, self.mbits, k1, k2, codes)
+        cn = np.empty(n, dtype=np.uint8 if width <= 8 else np.int32)
+        K.codes_kernel(xn, sn, s, d, self.mbits, k1, k2, cn)
         if self.encoding == "fixed":
             out = np.empty(4 * nb + packed_nbytes(n, width), dtype=np.uint8)
             out[: 4 * nb] = sn.view(np.uint8)
-            pack_numba(codes, width, out[4 * nb :])
+            pack_numba(cn, width, out[4 * nb :])
             return Payload(torch.from_numpy(out), 32 * nb + width * n, shape, dtype, self.name)
         if self.encoding == "elias":
             cap = K.elias_bound_bits(n, nb, d, s)
             buf = np.zeros((cap + 7) // 8, dtype=np.uint8)
-            nbits = K.elias_encode(codes, sn.view(np.uint32), self.mbits, d, buf)
+            nbits = K.elias_encode(cn, sn.view(np.uint32), self.mbits, d, buf)
         else:
             cap = K.dense_bound_bits(n, nb, s)
             buf = np.zeros((cap + 7) // 8, dtype=np.uint8)
-            nbits = K.dense_encode(codes, sn.view(np.uint32), self.mbits, d, buf)
+            nbits = K.dense_encode(cn, sn.view(np.uint32), self.mbits, d, buf)
         data = torch.from_numpy(buf[: (nbits + 7) // 8].copy()).to(x.device)
         return Payload(data, int(nbits), shape, dtype, self.name)
 
@@ -262,10 +262,10 @@ class QSGD(Codec):
         raw = data.cpu().numpy()
         if self.encoding == "fixed":
             width = self.mbits + 1
-            codes = np.empty(n, dtype=np.uint8 if width <= 8 else np.int32)
-            unpack_numba(raw[4 * nb :], n, width, codes)
+            cn = np.empty(n, dtype=np.uint8 if width <= 8 else np.int32)
+            unpack_numba(raw[4 * nb :], n, width, cn)
             out = np.empty(n, dtype=np.float32)
-            K.dequant_kernel(codes, raw[: 4 * nb].view(np.float32), s, d, self.mbits, out)
+            K.dequant_kernel(cn, raw[: 4 * nb].view(np.float32), s, d, self.mbits, out)
         elif self.encoding == "elias":
             out = np.zeros(n, dtype=np.float32)
             K.elias_decode(raw, nb, s, d, n, out)

@@ -27,6 +27,7 @@ and the value is nonzero (so no path produces ``-0.0``).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numba
 import numpy as np
@@ -46,7 +47,7 @@ def _level(v: float, scale: float, sf: float, s: int, i: int, k1: int, k2: int) 
 
 
 @numba.njit(cache=True, inline="always")
-def _safe(scale: float) -> float:
+def _safe(scale: Any) -> Any:
     return scale if scale > numba.float32(0.0) else numba.float32(1.0)
 
 

@@ -11,6 +11,8 @@ so a CUDA tensor and a CPU tensor quantized with the same key get the same level
 
 from __future__ import annotations
 
+from typing import Any
+
 import numba
 import torch
 
@@ -73,7 +75,7 @@ def _mix(x: int) -> int:
 
 
 @numba.njit(cache=True, inline="always")
-def u24(i: int, k1: int, k2: int) -> float:
+def u24(i: int, k1: int, k2: int) -> Any:
     """Scalar twin of :func:`uniform24` for numba kernels (returns a float32)."""
     h = _mix((_mul32(i & M32, GOLDEN) + k1) & M32)
     h = _mix(h ^ k2)

@@ -130,8 +130,8 @@ def test_powersgd_error_feedback_keeps_what_rank_r_misses() -> None:
     for t in range(steps):
         total += codec.aggregate([grads[w][t] for w in range(k)], states).double()
         norms.append(max(float(s.residual.norm()) for s in states if s.residual is not None))
-    exact = sum(torch.stack(grads[w]).double().sum(0) for w in range(k)) / k
-    mean_res = sum(s.residual.double() for s in states if s.residual is not None) / k
+    exact = torch.stack([torch.stack(grads[w]).double().sum(0) for w in range(k)]).mean(0)
+    mean_res = torch.stack([s.residual.double() for s in states if s.residual is not None]).mean(0)
     assert torch.allclose(total + mean_res, exact, atol=1e-3)
     assert max(norms[steps // 2 :]) <= 2 * max(norms[: steps // 2])
     assert float((total - exact).norm()) < 0.25 * float(exact.norm())
