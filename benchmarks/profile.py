@@ -8,8 +8,9 @@ Usage::
 
 Reports the wall time of ``profile_model`` from a cold, empty cache directory (meta pass
 for FLOPs and bytes, model build, warm-up and timed steps, gradient capture, writing the
-cache), then the wall time of the same call again (served from the cache), and the
-measured step times. Prints one JSON object on the last line.
+cache) with the process CPU time it used (the machine may be shared: CPU time divided by
+the thread count is the wall time on an idle machine), then the wall time of the same
+call again (served from the cache), and the measured step times. Prints one JSON object on the last line.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ sys.path[:] = [p for p in sys.path if str(Path(p or ".").resolve()) != _here]
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
@@ -42,7 +44,8 @@ def main() -> None:
     ap.add_argument("--device", default=None)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as cache:
-        t0 = time.perf_counter()
+        load0 = os.getloadavg()[0]
+        t0, c0 = time.perf_counter(), time.process_time()
         w = profile_model(
             args.model,
             args.batch,
@@ -53,6 +56,7 @@ def main() -> None:
             progress=True,
         )
         cold_s = time.perf_counter() - t0
+        cold_cpu_s = time.process_time() - c0
         t0 = time.perf_counter()
         again = profile_model(
             args.model,
@@ -65,7 +69,10 @@ def main() -> None:
         cached_s = time.perf_counter() - t0
     assert again.to_json() == w.to_json()
     print(w.describe())
-    print(f"cold profile: {cold_s:.2f} s; cached call: {cached_s * 1e3:.1f} ms")
+    print(
+        f"cold profile: {cold_s:.2f} s wall, {cold_cpu_s:.2f} s CPU over {torch.get_num_threads()} "
+        f"threads (load average {load0:.1f} at start); cached call: {cached_s * 1e3:.1f} ms"
+    )
     print(
         json.dumps(
             {
@@ -75,6 +82,9 @@ def main() -> None:
                 "device_name": w.device_name,
                 "threads": torch.get_num_threads(),
                 "cold_profile_s": round(cold_s, 3),
+                "cold_profile_cpu_s": round(cold_cpu_s, 3),
+                "load_average_at_start": round(load0, 2),
+                "timed_iters": w.iters,
                 "cached_call_s": round(cached_s, 4),
                 "forward_s": round(w.forward_s, 4),
                 "backward_s": round(w.backward_s, 4),

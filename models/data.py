@@ -9,7 +9,9 @@ stratified-free permutation that is the same on every machine.
 
 from __future__ import annotations
 
+import importlib.util
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,10 +24,20 @@ DATA_SOURCE = "scikit-learn load_digits (1,797 real 8x8 handwritten digits, bund
 
 @lru_cache(maxsize=1)
 def _raw_digits() -> tuple[np.ndarray, np.ndarray]:
+    """The bundled 1,797 digits as ``(images [N, 8, 8] in [0, 1], labels [N])``."""
+    # Read scikit-learn's bundled CSV (64 pixels then the label per row) directly:
+    # importing scikit-learn itself costs seconds, which the quickstart should not pay.
+    spec = importlib.util.find_spec("sklearn")
+    if spec is not None and spec.origin is not None:
+        path = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz"
+        if path.exists():
+            table = np.loadtxt(path, delimiter=",", dtype=np.float32)
+            images = table[:, :64].reshape(-1, 8, 8) / 16.0  # pixel values are 0..16
+            return images, table[:, 64].astype(np.int64)
     from sklearn.datasets import load_digits as sk_load_digits
 
     bunch = sk_load_digits()
-    images = np.asarray(bunch.images, dtype=np.float32) / 16.0  # pixel values are 0..16
+    images = np.asarray(bunch.images, dtype=np.float32) / 16.0
     return images, np.asarray(bunch.target, dtype=np.int64)
 
 

@@ -9,7 +9,7 @@ The gradients of the first step (seeded weights, seeded batch) are kept for the 
 A cheap pass on the ``meta`` device counts per-layer FLOPs and bytes (for rescaling to
 other GPUs, see :mod:`gradwire.models.devices`) and the bytes saved for backward, which
 bound the memory a batch needs; an impossible batch is refused before anything is
-allocated. Profiles are cached on disk (JSON + ``.npz``) keyed by model, batch, dtype,
+allocated. Profiles are cached on disk (JSON + one flat ``.npy``) keyed by model, batch, dtype,
 device, torch version and settings, so a repeated call does no profiling.
 """
 
@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from gradwire.errors import ConfigError, WorkloadError
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
     "float16": torch.float16,
@@ -541,16 +541,22 @@ def _cache_key(fields: dict[str, Any]) -> str:
 
 def _save(path: Path, workload: Workload) -> None:
     path.mkdir(parents=True, exist_ok=True)
+    index: list[list[Any]] | None = None
     if workload.gradients is not None:
-        tmp_npz = path / "gradients.tmp.npz"
-        # npz keys cannot hold every character of a parameter name: store them by index.
-        arrays: dict[str, Any] = {
-            f"g{i}": g.numpy() for i, g in enumerate(workload.gradients.values())
-        }
-        np.savez(tmp_npz, **arrays)
-        os.replace(tmp_npz, path / "gradients.npz")
+        # One flat float32 .npy file plus (name, offset, shape) rows in the JSON: loading
+        # maps the file instead of reading it, so a cached call costs no time per gradient.
+        index, offset = [], 0
+        for n, g in workload.gradients.items():
+            index.append([n, offset, list(g.shape)])
+            offset += g.numel()
+        flat = np.empty(offset, dtype=np.float32)
+        for (_, off, _), g in zip(index, workload.gradients.values(), strict=True):
+            flat[off : off + g.numel()] = g.detach().reshape(-1).numpy()
+        tmp_npy = path / "gradients.tmp.npy"
+        np.save(tmp_npy, flat)
+        os.replace(tmp_npy, path / "gradients.npy")
     doc = workload.to_json()
-    doc["gradient_names"] = list(workload.gradients) if workload.gradients is not None else None
+    doc["gradient_index"] = index
     doc["cache_format"] = CACHE_FORMAT
     tmp = path / "profile.tmp.json"
     tmp.write_text(json.dumps(doc))
@@ -567,13 +573,15 @@ def _load(path: Path, want_gradients: bool) -> Workload | None:
         return None
     if doc.pop("cache_format", None) != CACHE_FORMAT:
         return None
-    names = doc.pop("gradient_names", None)
+    index = doc.pop("gradient_index", None)
     gradients = None
     if want_gradients:
-        if names is None or not (path / "gradients.npz").exists():
+        if index is None or not (path / "gradients.npy").exists():
             return None
-        with np.load(path / "gradients.npz") as z:
-            gradients = {n: torch.from_numpy(z[f"g{i}"].copy()) for i, n in enumerate(names)}
+        # Copy-on-write map: pages are read when a gradient is first touched, and the
+        # tensors are writable without changing the file.
+        flat = torch.from_numpy(np.load(path / "gradients.npy", mmap_mode="c"))
+        gradients = {n: flat[off : off + math.prod(shape)].view(shape) for n, off, shape in index}
     return Workload.from_json(doc, gradients)
 
 

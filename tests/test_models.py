@@ -115,7 +115,11 @@ def test_mlp_batches_are_real_digits() -> None:
     assert torch.equal(y_train[idx], y)
 
 
-@pytest.mark.parametrize("name", ["mlp", "small_cnn", "resnet110", "lstm"])
+@pytest.mark.parametrize(
+    "name",
+    ["mlp", "small_cnn", pytest.param("resnet110", marks=pytest.mark.slow),
+     pytest.param("lstm", marks=pytest.mark.slow)],
+)  # fmt: skip
 def test_forward_and_loss_on_a_real_batch(name: str) -> None:
     spec = get_model(name)
     model = build_model(name)
