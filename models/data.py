@@ -56,8 +56,14 @@ def load_digits(
         raise ConfigError(
             f"load_digits: test_fraction must lie strictly between 0 and 1, got {test_fraction!r}"
         )
+    # Copies: callers may modify what they get without touching the cached split.
+    return tuple(t.clone() for t in _split(size, seed, float(test_fraction)))  # type: ignore[return-value]
+
+
+@lru_cache(maxsize=8)
+def _split(size: int, seed: int, test_fraction: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     images, labels = _raw_digits()
-    x = torch.from_numpy(images).unsqueeze(1)
+    x = torch.from_numpy(images.copy()).unsqueeze(1)
     if size != 8:
         # Bilinear with align_corners=False keeps the value range inside [0, 1].
         x = torch.nn.functional.interpolate(
@@ -80,7 +86,7 @@ def digits_batch(
     batch_size: int, generator: torch.Generator, device: torch.device, *, size: int, flatten: bool
 ) -> tuple[Tensor, Tensor]:
     """A batch of real training digits drawn with replacement using ``generator``."""
-    x_train, y_train, _, _ = load_digits(size=size)
+    x_train, y_train, _, _ = _split(size, 0, 0.2)  # indexing below copies
     idx = torch.randint(0, x_train.shape[0], (batch_size,), generator=generator)
     x = x_train[idx]
     if flatten:

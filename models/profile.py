@@ -656,10 +656,11 @@ def profile_model(
     costs = _meta_costs(spec, batch_size, tdtype)
     elem = torch.empty((), dtype=tdtype).element_size()
     n_params = costs.param_bytes // elem
-    # Parameters, gradients (float32 copies kept too), momentum, inputs, saved activations.
+    # Parameters, gradients, momentum, inputs, saved activations (and on the CPU the
+    # float32 copies of the first step's gradients).
     needed = (
         costs.param_bytes * (2 + OPTIMIZER_STATE_COPIES)
-        + (4 * n_params if keep_gradients else 0)
+        + (4 * n_params if dev.type == "cpu" else 0)  # the float32 gradient copies
         + costs.input_bytes
         + costs.saved_activation_bytes
     )
