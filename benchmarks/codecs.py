@@ -107,7 +107,7 @@ def table(title: str, tensors: list[torch.Tensor], specs: list[str], repeats: in
         enc = sum(c.encode_s for c in costs)
         dec = sum(c.decode_s for c in costs)
         bits = sum(c.nbits for c in costs)
-        print(f"{codec.spec():46s} {gbytes / enc:9.3f} {gbytes / dec:9.3f} "
+        print(f"{spec:46s} {gbytes / enc:9.3f} {gbytes / dec:9.3f} "
               f"{32 * n / bits:7.2f} {bits / n:8.3f} {(enc + dec) / (enc16 + dec16):11.2f}")
 
 
@@ -124,6 +124,8 @@ def main() -> None:
     device = torch.device(args.device)
     specs = args.codecs or CODECS
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}")
+    print("qsgd/nuqsgd bits=b means s = 2^(b-1) - 1 levels (sign + b-1 magnitude bits); "
+          "tensors under min_numel=10,000 elements are sent raw")
     table("synthetic heavy-tailed gradient", [synthetic(numel, device)], specs, repeats)
     table("MLP 784-4096-10 gradient (per tensor, small ones raw)", mlp_gradients(device), specs,
           repeats)

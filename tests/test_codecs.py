@@ -230,6 +230,12 @@ def test_non_finite_gradients_are_rejected(spec: str, bad: float) -> None:
         codec.quantize(x, codec.new_state())
 
 
+def test_huge_finite_values_are_not_mistaken_for_inf() -> None:
+    x = torch.full((100,), 3e38)  # finite, but their float32 sum overflows
+    assert torch.equal(make_codec("fp32").decode(make_codec("fp32").encode(x)), x)
+    check_round_trip(make_codec("bf16"), x)
+
+
 def test_fp16_overflow_is_an_error_not_inf() -> None:
     with pytest.raises(CodecError, match="overflow"):
         make_codec("fp16").encode(torch.tensor([1e6, 1.0]))
