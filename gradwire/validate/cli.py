@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--warmup", type=int, default=3, help="warm-up training iterations per codec")
     ap.add_argument("--batch", type=int, default=64, help="per-worker batch size")
     ap.add_argument("--out", default="validation_out", help="output directory")
+    ap.add_argument("--nice", type=int, default=0,
+                    help="CPU priority of the workers (negative = higher; keeps a shared "
+                    "machine's other load from stretching the measurements)")
     ap.add_argument("--collectives-only", action="store_true", help="skip DDP training")
     ap.add_argument("--training-only", action="store_true", help="skip the collectives")
     ap.add_argument("--quick", action="store_true",
@@ -76,6 +79,7 @@ def cli_main(argv: list[str]) -> int:
             workers=workers, rates_bps=rates, codecs=codecs, sizes_mb=sizes,
             collective_workers=a.collective_workers, reps=a.reps, iterations=iterations,
             warmup=warmup, batch=a.batch, collectives=collectives, training=training,
+            nice=a.nice,
         )
     except KeyboardInterrupt:
         print("validate: interrupted; namespaces removed", file=sys.stderr)

@@ -128,6 +128,7 @@ def run_validation(
     batch: int = 64,
     collectives: bool = True,
     training: bool = True,
+    nice: int = 0,
     log: Callable[[str], None] = print,
 ) -> ValidationResult:
     """Measure and predict every case; see the module docstring."""
@@ -153,7 +154,7 @@ def run_validation(
                     continue
                 log(f"[validate] K={k} at {rate_label(rate)}: {', '.join(t['task'] for t in tasks)}")
                 t0 = time.monotonic()
-                res = run_workers(net, {"tasks": tasks}, timeout_s=590.0)
+                res = run_workers(net, {"tasks": tasks}, timeout_s=590.0, nice=nice)
                 log(f"[validate]   measured in {time.monotonic() - t0:.0f} s")
                 result.raw.append({"workers": k, "rate_bps": rate, "ranks": res})
     return evaluate(result.raw)

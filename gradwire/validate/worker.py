@@ -28,6 +28,7 @@ import statistics
 import sys
 import time
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import torch
@@ -88,16 +89,12 @@ def collectives(job: dict[str, Any]) -> dict[str, Any]:
             size = int(size)
             if op == "allreduce":
                 buf = torch.ones(size // 4, dtype=torch.float32)
-
-                def run(buf: torch.Tensor = buf) -> None:
-                    dist.all_reduce(buf)
+                run = partial(dist.all_reduce, buf)
             else:
                 per = size // world
                 inp = torch.full((per,), dist.get_rank(), dtype=torch.uint8)
                 outb = torch.empty(per * world, dtype=torch.uint8)
-
-                def run(inp: torch.Tensor = inp, outb: torch.Tensor = outb) -> None:
-                    dist.all_gather_into_tensor(outb, inp)
+                run = partial(dist.all_gather_into_tensor, outb, inp)
             times = []
             for rep in range(reps + 1):
                 dist.barrier()
