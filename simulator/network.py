@@ -19,6 +19,7 @@ and bytes are kept for :meth:`Network.link_usage`.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ from gradwire.results import LinkUse
 # Flows whose predicted drain ends agree to this relative tolerance finish in one event:
 # identical flows then complete together instead of a float hair apart.
 _SAME_TIME_RTOL = 1e-10
+# Rates are memoised by the set of in-flight batches while at most this many are in flight.
+_CACHED_GROUPS = 8
 
 
 class TransferDone(simpy.Event):
@@ -102,24 +105,16 @@ class _Pattern:
 
 
 class _Group:
-    """Flows issued by one call, in flight together.
+    """Flows issued by one call; their in-flight state lives in the network's flow table."""
 
-    A finished flow keeps ``remaining = inf`` and ``rate = 0`` so that whole-array
-    arithmetic needs no masks.
-    """
-
-    __slots__ = (
-        "active", "done", "end_s", "gid", "max_end", "n_active", "nbytes", "pattern",
-        "rate", "remaining", "start_s", "tag",
-    )
+    __slots__ = ("active", "done", "end_s", "gid", "max_end", "n_active", "nbytes", "pattern",
+                 "start_s", "tag")
 
     def __init__(self, gid: int, pattern: _Pattern, nbytes: np.ndarray, start_s: float,
                  tag: str, done: TransferDone) -> None:
         self.gid = gid
         self.pattern = pattern
         self.nbytes = nbytes
-        self.remaining = nbytes.copy()
-        self.rate = np.zeros(pattern.n)
         self.active = np.ones(pattern.n, dtype=bool)
         self.n_active = pattern.n
         self.start_s = start_s
@@ -141,19 +136,30 @@ def max_min_rates(flow_of: np.ndarray, link_of: np.ndarray, n_flows: int,
     """Max-min fair rates by progressive filling (vectorized over flow-link pairs).
 
     ``flow_of[j], link_of[j]`` say flow ``flow_of[j]`` crosses link ``link_of[j]``;
-    ``capacity`` is bytes/s per link id. All unfrozen flows grow together; the links
-    whose equal share is smallest saturate and freeze their flows at that share. A flow
-    that crosses no link gets an infinite rate. One iteration per distinct rate level.
+    ``capacity`` is bytes/s per link id. A flow alone on all its links gets its route's
+    bottleneck capacity at once; the flows that share a link are filled progressively:
+    all unfrozen flows grow together, the links whose equal share is smallest saturate and
+    freeze their flows at that share (one iteration per distinct rate level). A flow that
+    crosses no link gets an infinite rate.
     """
     rate = np.full(n_flows, math.inf)
     if len(link_of) == 0:
         return rate
     ulinks, lidx = np.unique(link_of, return_inverse=True)
     n_l = len(ulinks)
-    rem = capacity[ulinks].astype(float)
+    cap = capacity[ulinks].astype(float)
     cnt = np.bincount(lidx, minlength=n_l).astype(float)
-    live = np.ones(len(link_of), dtype=bool)
-    frozen = np.zeros(n_flows, dtype=bool)
+    shared_pair = cnt[lidx] > 1
+    shared = np.zeros(n_flows, dtype=bool)
+    shared[flow_of[shared_pair]] = True
+    alone = ~shared[flow_of]
+    if alone.any():
+        np.minimum.at(rate, flow_of[alone], cap[lidx[alone]])
+    if not shared_pair.any():
+        return rate
+    live = ~alone
+    rem = cap
+    cnt = np.bincount(lidx[live], minlength=n_l).astype(float)
     level = 0.0
     while True:
         used = cnt > 0
@@ -166,10 +172,10 @@ def max_min_rates(flow_of: np.ndarray, link_of: np.ndarray, n_flows: int,
         s = max(s, level)
         level = s
         bott = used & (share <= s * (1 + 1e-12))
-        hit = np.unique(flow_of[live & bott[lidx]])
+        hit = np.zeros(n_flows, dtype=bool)
+        hit[flow_of[live & bott[lidx]]] = True
         rate[hit] = s
-        frozen[hit] = True
-        newly = live & frozen[flow_of]
+        newly = live & hit[flow_of]
         dec = np.bincount(lidx[newly], minlength=n_l)
         rem -= dec * s
         np.maximum(rem, 0.0, out=rem)
@@ -209,6 +215,16 @@ class Network:
         self._patterns: dict[tuple[bytes, bytes], _Pattern] = {}
         self._rate_cache: dict[tuple[Any, ...], _RateEntry] = {}
         self._active: dict[int, _Group] = {}
+        # The flow table: one row per draining flow, in group order then flow order.
+        self._rem = np.zeros(0)  # bytes left
+        self._rate = np.zeros(0)  # bytes/s
+        self._row_group = np.zeros(0, dtype=np.int64)  # gid of each row
+        self._row_flow = np.zeros(0, dtype=np.int64)  # flow index within its group
+        self._inc_row = np.zeros(0, dtype=np.int64)  # incidence (row, link), sorted by row
+        self._inc_link = np.zeros(0, dtype=np.int64)
+        # finished rows stay (rem inf, rate 0) until most rows are finished: compaction is lazy
+        self._alive = np.zeros(0, dtype=bool)
+        self._n_alive = 0
         self._groups: list[_Group] = []
         self._n_groups = 0
         self.n_transfers = 0
@@ -216,6 +232,7 @@ class Network:
         self._gen = 0
         self._dirty = False
         self._cur: _RateEntry | None = None
+        self._uncached: list[_RateEntry] = []
         self._busy_s = np.zeros(topology.num_links)
         self._bytes = np.zeros(topology.num_links)
         self._records_cache: TransferRecords | None = None
@@ -277,6 +294,15 @@ class Network:
             self._bytes += np.bincount(pat.link_of, weights=size[pat.flow_of],
                                        minlength=self.topology.num_links)
         self._active[grp.gid] = grp
+        base = len(self._rem)
+        self._rem = np.concatenate((self._rem, size))
+        self._rate = np.concatenate((self._rate, np.zeros(n)))
+        self._row_group = np.concatenate((self._row_group, np.full(n, grp.gid, dtype=np.int64)))
+        self._row_flow = np.concatenate((self._row_flow, np.arange(n, dtype=np.int64)))
+        self._inc_row = np.concatenate((self._inc_row, pat.flow_of + base))
+        self._inc_link = np.concatenate((self._inc_link, pat.link_of))
+        self._alive = np.concatenate((self._alive, np.ones(n, dtype=bool)))
+        self._n_alive += n
         if not self._dirty:
             # Coalesce every flow started at this instant into one rate computation.
             self._dirty = True
@@ -287,9 +313,8 @@ class Network:
     # ------------------------------------------------------------------ engine
     def _advance(self, now: float) -> None:
         dt = now - self._t_last
-        if dt > 0 and self._active:
-            for g in self._active.values():
-                g.remaining -= g.rate * dt
+        if dt > 0 and len(self._rem):
+            self._rem -= self._rate * dt
             if self._cur is not None:
                 self._cur.busy_s += dt
         self._t_last = now
@@ -299,100 +324,116 @@ class Network:
         self._advance(float(self.env.now))
         self._reschedule()
 
-    def _on_wake(self, gen: int, due: list[tuple[_Group, np.ndarray | None]]) -> None:
+    def _on_wake(self, gen: int, rows: np.ndarray) -> None:
         if gen != self._gen:
             return
         now = float(self.env.now)
         self._advance(now)
         tail = self.per_message_overhead_s
-        for g, mask in due:
-            if mask is None:  # every still-active flow of the group finishes now
-                mask = g.active.copy()
-            g.remaining[mask] = math.inf
-            g.rate[mask] = 0.0
-            g.active[mask] = False
-            ends = now + g.pattern.latency_s[mask] + tail
-            g.n_active -= len(ends)
-            g.end_s[mask] = ends
+        gids = self._row_group[rows]
+        flows = self._row_flow[rows]
+        # rows are in group order, so each group's finished flows are one contiguous run
+        bounds = [0, *(np.flatnonzero(gids[1:] != gids[:-1]) + 1).tolist(), len(rows)]
+        for lo, hi in itertools.pairwise(bounds):
+            g = self._active[int(gids[lo])]
+            part = flows[lo:hi]
+            ends = now + g.pattern.latency_s[part] + tail
+            g.end_s[part] = ends
+            g.active[part] = False
+            g.n_active -= hi - lo
             g.max_end = max(g.max_end, float(ends.max()))
             if g.n_active == 0:
                 del self._active[g.gid]
                 g.done._fire(g.max_end - now, g.max_end)
+        self._n_alive -= len(rows)
+        if self._n_alive == 0:
+            self._clear_table()
+        else:
+            self._alive[rows] = False
+            self._rem[rows] = math.inf
+            self._rate[rows] = 0.0
+            if self._n_alive * 2 < len(self._alive):
+                self._compact()
         self._reschedule()
 
+    def _clear_table(self) -> None:
+        self._rem = np.zeros(0)
+        self._rate = np.zeros(0)
+        self._row_group = np.zeros(0, dtype=np.int64)
+        self._row_flow = np.zeros(0, dtype=np.int64)
+        self._inc_row = np.zeros(0, dtype=np.int64)
+        self._inc_link = np.zeros(0, dtype=np.int64)
+        self._alive = np.zeros(0, dtype=bool)
+
+    def _live_incidence(self) -> tuple[np.ndarray, np.ndarray]:
+        """(row among live rows, link) pairs of the live flows."""
+        if self._n_alive == len(self._alive):
+            return self._inc_row, self._inc_link
+        keep = self._alive[self._inc_row]
+        new_row = np.cumsum(self._alive) - 1
+        return new_row[self._inc_row[keep]], self._inc_link[keep]
+
+    def _compact(self) -> None:
+        keep = self._alive
+        self._inc_row, self._inc_link = self._live_incidence()
+        self._rem = self._rem[keep]
+        self._rate = self._rate[keep]
+        self._row_group = self._row_group[keep]
+        self._row_flow = self._row_flow[keep]
+        self._alive = np.ones(self._n_alive, dtype=bool)
+
     def _rates(self) -> _RateEntry:
-        groups = list(self._active.values())
-        key = tuple(
-            (g.pattern.pid, None if g.n_active == g.pattern.n else g.active.tobytes())
-            for g in groups
-        )
-        entry = self._rate_cache.get(key)
-        if entry is not None:
-            return entry
-        flows, links = [], []
-        off = 0
-        for g in groups:
-            pat = g.pattern
-            if g.n_active == pat.n:
-                flows.append(pat.flow_of + off)
-                links.append(pat.link_of)
-            else:
-                local = np.cumsum(g.active) - 1
-                keep = g.active[pat.flow_of]
-                flows.append(local[pat.flow_of[keep]] + off)
-                links.append(pat.link_of[keep])
-            off += g.n_active
-        flow_of = np.concatenate(flows)
-        link_of = np.concatenate(links)
-        rates = max_min_rates(flow_of, link_of, off, self._capacity)
-        entry = _RateEntry(rates, np.unique(link_of))
-        if len(self._rate_cache) > 4096:
-            self._flush_busy()
-            self._rate_cache.clear()
-        self._rate_cache[key] = entry
+        key: tuple[Any, ...] | None = None
+        if len(self._active) <= _CACHED_GROUPS:
+            # few batches in flight (lock-step collectives): their rates repeat step after step
+            key = tuple(
+                (g.pattern.pid, None if g.n_active == g.pattern.n else g.active.tobytes())
+                for g in self._active.values()
+            )
+            entry = self._rate_cache.get(key)
+            if entry is not None:
+                return entry
+        inc_row, inc_link = self._live_incidence()
+        rates = max_min_rates(inc_row, inc_link, self._n_alive, self._capacity)
+        entry = _RateEntry(rates, np.unique(inc_link))
+        if key is not None:
+            if len(self._rate_cache) > 4096:
+                self._flush_busy()
+                self._rate_cache.clear()
+            self._rate_cache[key] = entry
+        else:
+            if len(self._uncached) > 256:
+                self._flush_busy()
+            self._uncached.append(entry)
         return entry
 
     def _flush_busy(self) -> None:
-        for e in self._rate_cache.values():
+        """Move busy time kept per rate set into the per-link totals."""
+        for e in [*self._rate_cache.values(), *self._uncached]:
             if e.busy_s:
                 self._busy_s[e.ulinks] += e.busy_s
                 e.busy_s = 0.0
+        self._uncached = []
 
     def _reschedule(self) -> None:
         self._gen += 1
-        if not self._active:
+        if self._n_alive == 0:
             self._cur = None
             return
         entry = self._rates()
         self._cur = entry
-        off = 0
-        t_min = math.inf
-        finish: list[tuple[_Group, np.ndarray]] = []
+        if self._n_alive == len(self._alive):
+            self._rate = entry.rates.copy()
+        else:
+            self._rate[self._alive] = entry.rates
+        # finished rows: inf / 0 = inf; flows on no link have rate inf and drain at once
         with np.errstate(divide="ignore", invalid="ignore"):
-            for g in self._active.values():
-                k = g.n_active
-                r = entry.rates[off:off + k]
-                off += k
-                if k == g.pattern.n:
-                    g.rate[:] = r
-                else:
-                    g.rate[g.active] = r
-                # finished flows: inf / 0 = inf; flows on no link: x / inf = 0
-                t = g.remaining / g.rate
-                finish.append((g, t))
-                t_min = min(t_min, float(t.min()))
-        limit = t_min * (1 + _SAME_TIME_RTOL)
-        due: list[tuple[_Group, np.ndarray | None]] = []
-        for g, t in finish:
-            mask = t <= limit
-            n_due = int(np.count_nonzero(mask))
-            if n_due == g.n_active:
-                due.append((g, None))
-            elif n_due:
-                due.append((g, mask))
+            t = self._rem / self._rate
+        t_min = float(t.min())
+        rows = np.flatnonzero(t <= t_min * (1 + _SAME_TIME_RTOL))
         ev = self.env.timeout(t_min)
         gen = self._gen
-        ev.callbacks.append(lambda _e: self._on_wake(gen, due))
+        ev.callbacks.append(lambda _e: self._on_wake(gen, rows))
 
     # ------------------------------------------------------------------ results
     @property
@@ -428,7 +469,7 @@ class Network:
     def link_busy_s(self) -> np.ndarray:
         """Seconds each link (by id) carried at least one draining flow, up to the last event."""
         busy = self._busy_s.copy()
-        for e in self._rate_cache.values():
+        for e in [*self._rate_cache.values(), *self._uncached]:
             if e.busy_s:
                 busy[e.ulinks] += e.busy_s
         return busy

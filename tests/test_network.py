@@ -110,6 +110,49 @@ def test_max_min_rates_progressive_filling_oracle() -> None:
     np.testing.assert_allclose(rates, [0.5, 0.5, 0.75, 0.75])
 
 
+def _reference_max_min(routes: list[list[int]], cap: list[float]) -> list[float]:
+    """Textbook progressive filling, one flow at a time (Bertsekas and Gallager 6.5.2)."""
+    rate = [0.0] * len(routes)
+    frozen = [not r for r in routes]
+    left = list(cap)
+    while not all(frozen):
+        best = min(
+            left[link] / sum(1 for f, r in enumerate(routes) if not frozen[f] and link in r)
+            for link in range(len(cap))
+            if any(not frozen[f] and link in r for f, r in enumerate(routes))
+        )
+        for f in range(len(routes)):
+            if not frozen[f]:
+                rate[f] += best
+        for link in range(len(cap)):
+            n = sum(1 for f, r in enumerate(routes) if not frozen[f] and link in r)
+            left[link] -= best * n
+        for f, r in enumerate(routes):
+            if not frozen[f] and any(left[link] <= 1e-9 * cap[link] for link in r):
+                frozen[f] = True
+    return [x if r else float("inf") for x, r in zip(rate, routes, strict=True)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    cap=st.lists(st.floats(0.1, 10.0), min_size=1, max_size=6),
+    routes=st.lists(st.lists(st.integers(0, 5), max_size=4, unique=True), min_size=1, max_size=8),
+)
+def test_max_min_rates_matches_textbook_progressive_filling(cap: list[float], routes: list[list[int]]) -> None:
+    routes = [[link % len(cap) for link in r] for r in routes]
+    routes = [sorted(set(r)) for r in routes]
+    flow_of = np.array([f for f, r in enumerate(routes) for _ in r], dtype=np.int64)
+    link_of = np.array([link for r in routes for link in r], dtype=np.int64)
+    got = max_min_rates(flow_of, link_of, len(routes), np.array(cap))
+    np.testing.assert_allclose(got, _reference_max_min(routes, cap), rtol=1e-9)
+
+
+def test_max_min_rates_mixes_lone_and_shared_flows() -> None:
+    # flow 0 alone on a thin link; flows 1 and 2 share a thick one
+    rates = max_min_rates(np.array([0, 1, 2]), np.array([0, 1, 1]), 3, np.array([0.1, 1.0]))
+    np.testing.assert_allclose(rates, [0.1, 0.5, 0.5])
+
+
 @settings(max_examples=30, deadline=None)
 @given(st.lists(st.floats(1e3, 1e7), min_size=1, max_size=12))
 def test_incast_is_work_conserving(sizes: list[float]) -> None:
