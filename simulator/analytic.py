@@ -46,6 +46,14 @@ def ring_allgather_time(sizes: Sequence[float], alpha_s: float, bandwidth_Bps: f
     return (p - 1) * (alpha_s + max(sizes) / bandwidth_Bps)
 
 
+def alltoall_time(p: int, nbytes: float, alpha_s: float, bandwidth_Bps: float) -> float:
+    """All-to-all of M bytes per rank (M/p to each peer) through a non-blocking switch:
+    ``alpha + (p-1)/p · M/B``, every rank's link carrying p-1 chunks at once."""
+    if p <= 1:
+        return 0.0
+    return alpha_s + (p - 1) / p * nbytes / bandwidth_Bps
+
+
 def halving_doubling_time(p: int, nbytes: float, alpha_s: float, bandwidth_Bps: float) -> float:
     """Recursive halving + doubling: ``2·log2(p')·alpha + 2(p'-1)/p' · M/B`` with p' the
     largest power of two <= p, plus ``2·(alpha + M/B)`` to fold the other p - p' ranks."""
@@ -174,10 +182,12 @@ def closed_form(topology: Topology, name: str, sizes: Sequence[float] | float, *
     m = max(sz)
     ring = [(rk[i], rk[(i + 1) % p]) for i in range(p)] if p > 1 else []
     ov, eff = per_message_overhead_s, efficiency
-    if name in ("ring_allreduce", "ring_allgather", "compressed_allreduce"):
+    if name in ("ring_allreduce", "ring_reduce_scatter", "ring_allgather", "compressed_allreduce"):
         a, b = _alpha_beta(topology, ring, ov, eff)
         if name == "ring_allreduce":
             return ring_allreduce_time(p, m, a, b)
+        if name == "ring_reduce_scatter":
+            return ring_reduce_scatter_time(p, m, a, b)
         if name == "ring_allgather":
             return ring_allgather_time(sz, a, b)
         return compressed_allreduce_time(sz, a, b, opts.get("hop_s", 0.0), opts.get("ag_hop_s", 0.0))
@@ -217,6 +227,10 @@ def closed_form(topology: Topology, name: str, sizes: Sequence[float] | float, *
         # the g inter-server rings of a server share its NICs: per-server bandwidth
         nics = _server_nic_bandwidth(topology, groups[0]) * eff if s > 1 else math.inf
         return hierarchical_allreduce_time(g, s, m, ai, bi, an, min(nics, bn * g))
+    if name == "alltoall":
+        pairs = [(x, y) for x in rk for y in rk if x != y]
+        a, b = _alpha_beta(topology, pairs, ov, eff)
+        return alltoall_time(p, m, a, b)
     raise ConfigError(f"no closed form for collective {name!r}")
 
 

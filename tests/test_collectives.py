@@ -38,6 +38,15 @@ def test_ring_allreduce_matches_closed_form(p: int, m: float, bw: float, lat: fl
     assert run.n_transfers == 2 * p * (p - 1)
 
 
+@settings(max_examples=20, deadline=None)
+@given(p=p_st, m=bytes_st, bw=bw_st, lat=lat_st, ovh=ovh_st)
+def test_ring_reduce_scatter_matches_closed_form(p: int, m: float, bw: float, lat: float, ovh: float) -> None:
+    run = run_collective(star(p, bw, lat), "ring_reduce_scatter", m, per_message_overhead_s=ovh)
+    expect = (p - 1) * (2 * lat + ovh) + (p - 1) / p * m / bw
+    assert run.time_s == pytest.approx(expect, rel=REL)
+    assert run.time_s == pytest.approx(analytic.ring_reduce_scatter_time(p, m, 2 * lat + ovh, bw), rel=REL)
+
+
 @settings(max_examples=15, deadline=None)
 @given(p=st.integers(3, 12), m=bytes_st, bw=bw_st, lat=lat_st)
 def test_ring_allreduce_on_a_ring_of_dedicated_links(p: int, m: float, bw: float, lat: float) -> None:
@@ -190,6 +199,20 @@ def test_oversubscribed_fat_tree_all_to_all_slowdown_matches_bisection(over: flo
     assert run_collective(topo, "alltoall", m).time_s == t
 
 
+@pytest.mark.parametrize("over", [1.0, 2.0, 3.0])
+def test_oversubscribed_leaf_spine_all_to_all(over: float) -> None:
+    # 8 single-GPU servers, 4 per leaf, 4 spines: the leaf's 4 uplinks carry 4 x 4 chunks
+    nic, m = 1e9, 8e6
+    topo = make_topology("servers", num_servers=8, gpus_per_server=1, intra_bandwidth_Bps=1e12,
+                         nic_bandwidth_Bps=nic, intra_latency_s=0.0, nic_latency_s=0.0,
+                         fabric="leaf_spine", servers_per_leaf=4, oversubscription=over)
+    p, per_leaf, spines = 8, 4, 4
+    up = per_leaf * nic / (spines * over)
+    host = (p - 1) * (m / p) / nic
+    uplink = per_leaf * (p - per_leaf) * (m / p) / (spines * up)
+    assert run_collective(topo, "alltoall", m).time_s == pytest.approx(max(host, uplink), rel=1e-9)
+
+
 def test_alltoall_on_a_star_matches_closed_form() -> None:
     p, m = 9, 9e6
     t = run_collective(star(p, 1e9, 1e-6), "alltoall", m).time_s
@@ -239,7 +262,7 @@ def test_single_rank_collectives_take_no_time() -> None:
 def test_closed_form_backend_agrees_on_a_star() -> None:
     topo = star(8, 1e9, 1e-6)
     for name in COLLECTIVES.names():
-        if name in ("hierarchical_allreduce", "alltoall"):
+        if name == "hierarchical_allreduce":
             continue
         sim = run_collective(topo, name, 2e6, per_message_overhead_s=4e-6, efficiency=0.9).time_s
         cf = analytic.closed_form(topo, name, 2e6, per_message_overhead_s=4e-6, efficiency=0.9)

@@ -240,3 +240,31 @@ def test_routes_are_shortest_paths_on_random_graphs(n: int, extra: int, seed: in
         for b in range(n):
             assert_route_is_path(t, a, b)
             assert len(t.route(a, b)) == hops[a][b]
+
+
+@pytest.mark.parametrize(
+    "topo",
+    [
+        make_topology("star", 5, bandwidth_Bps=BW),
+        make_topology("fat_tree", 16, bandwidth_Bps=BW),
+        make_topology("servers", 8, gpus_per_server=4, intra_bandwidth_Bps=1e11, nic_bandwidth_Bps=BW,
+                      fabric="leaf_spine", servers_per_leaf=1),
+    ],
+    ids=["star", "fat_tree", "servers"],
+)
+def test_drawing_data_covers_every_node(topo: Topology) -> None:
+    pos = topo.positions()
+    kinds_by_name = topo.node_kinds()
+    assert set(pos) == set(kinds_by_name) == {str(n) for n in topo.graph.nodes}
+    assert len(set(pos.values())) == len(pos)  # no two nodes drawn on top of each other
+    assert set(kinds_by_name.values()) <= {"gpu", "nic", "switch"}
+
+
+def test_with_ranks_trims_ranks_and_servers() -> None:
+    t = make_topology("servers", num_servers=3, gpus_per_server=4, intra_bandwidth_Bps=1e11,
+                      nic_bandwidth_Bps=BW)
+    t6 = t.with_ranks(6)
+    assert t6.num_ranks == 6 and t6.servers == [[0, 1, 2, 3], [4, 5]]
+    assert t6.graph.number_of_nodes() == t.graph.number_of_nodes()
+    with pytest.raises(TopologyError, match="only 12 GPUs"):
+        t.with_ranks(13)

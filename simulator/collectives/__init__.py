@@ -23,6 +23,7 @@ from gradwire.simulator.collectives import (  # noqa: F401  (registration side e
     parameter_server,
     ring_allgather,
     ring_allreduce,
+    ring_reduce_scatter,
     tree_allreduce,
 )
 from gradwire.simulator.collectives.base import COLLECTIVES, CollectiveFn, CollectiveProcess
