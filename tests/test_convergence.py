@@ -91,6 +91,20 @@ def test_each_worker_keeps_its_own_error_feedback() -> None:
     torch.testing.assert_close(out, torch.stack(decoded).mean(0))
 
 
+@pytest.mark.parametrize("mode", ["allgather", "compressed_allreduce"])
+def test_multi_round_codec_uses_its_own_protocol(mode: str) -> None:
+    """PowerSGD overrides ``aggregate`` (two allreduces of low-rank factors): the runner
+    must hand it the K workers' gradients whatever the exchange."""
+    k = 3
+    g = torch.randn(k, 32, 24, generator=torch.Generator().manual_seed(9))
+    ex = exchange("powersgd(rank=2)", (32, 24), k, mode)
+    ref = make_codec("powersgd(rank=2)", seed=0)
+    expect = ref.aggregate(list(g), [ref.new_state(worker=w) for w in range(k)])
+    torch.testing.assert_close(ex.combine("w", g), expect)
+    # ...and the result is a rank-2 matrix, not the plain mean.
+    assert int(torch.linalg.matrix_rank(expect)) <= 2
+
+
 def test_shards_partition_the_training_set() -> None:
     perm, starts, lengths = _shards(1438, 16, seed=3)
     assert sorted(perm.tolist()) == list(range(1438))
