@@ -250,3 +250,39 @@ def test_errors_name_the_parameter() -> None:
         net.transfers([0, 1], [1], 1.0)
     with pytest.raises(ConfigError, match="horizon_s"):
         net.link_usage(0.0)
+
+
+def test_busy_time_excludes_idle_gaps_and_latency() -> None:
+    env = simpy.Environment()
+    net = Network(env, star(3, latency_s=1e-3))
+
+    def proc():
+        yield net.transfer(0, 1, 1e6)  # drains 0..1 ms, lands at 3 ms (two 1 ms hops)
+        yield env.timeout(2e-3)
+        yield net.transfer(0, 1, 2e6)  # issued at 5 ms, drains 5..7 ms
+
+    env.process(proc())
+    env.run()
+    assert env.now == pytest.approx(9e-3, rel=1e-12)
+    up = {(u.src, u.dst): u for u in net.link_usage(env.now)}[("gpu0", "sw")]
+    assert up.busy_s == pytest.approx(3e-3, rel=1e-12)
+    assert up.bytes == 3e6
+    assert up.utilization == pytest.approx(3e-3 / 9e-3)
+
+
+def test_transfer_issued_when_another_completes_starts_at_that_instant() -> None:
+    env = simpy.Environment()
+    net = Network(env, star(3, latency_s=0.0))
+    order = []
+
+    def chain():
+        t = yield net.transfer(0, 2, 1e6, "first")
+        order.append(t)
+        t = yield net.transfer(1, 2, 1e6, "second")
+        order.append(t)
+
+    env.process(chain())
+    env.run()
+    assert order == pytest.approx([1e-3, 2e-3], rel=1e-12)
+    r = net.records
+    assert r.start_s.tolist() == pytest.approx([0.0, 1e-3]) and r.tag.tolist() == ["first", "second"]
