@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import plotly.graph_objects as go
-from plotly.basedatatypes import BaseTraceType
 from plotly.subplots import make_subplots
 
 from gradwire.errors import ConfigError
@@ -118,20 +117,35 @@ def heatmap_axes(rows: Sequence[Row]) -> tuple[str, str] | None:
     return ranked[0], ranked[1]
 
 
+def _trace(kind: str, **attrs: Any) -> dict[str, Any]:
+    """A plotly trace as a plain dict. Panels with a menu hold hundreds of traces with
+    thousands of points; building them as validated graph objects costs seconds, so they
+    are assembled as dicts and the figure is created once without re-validation."""
+    return {"type": kind, **attrs}
+
+
 def _with_selector(
-    groups: Sequence[tuple[str, Sequence[BaseTraceType]]],
+    groups: Sequence[tuple[str, Sequence[dict[str, Any]]]],
     fig: go.Figure | None = None,
     *,
     group_layouts: Sequence[Mapping[str, Any]] | None = None,
     label: str = "",
 ) -> go.Figure:
-    """Add each group's traces to ``fig``; a dropdown shows one group at a time."""
-    fig = fig if fig is not None else go.Figure()
+    """A figure with every group's traces; a dropdown shows one group at a time.
+
+    ``fig`` supplies the layout (e.g. of :func:`make_subplots`); a trace with
+    ``subplot=c`` goes to column ``c`` of a one-row grid.
+    """
+    layout: dict[str, Any] = fig.layout.to_plotly_json() if fig is not None else {}
+    data: list[dict[str, Any]] = []
     owners: list[int] = []
     for gi, (_, traces) in enumerate(groups):
         for t in traces:
-            t.visible = gi == 0
-            fig.add_trace(t, **_subplot_of(t))
+            t = {**t, "visible": gi == 0}
+            col = int(t.pop("subplot", 1))
+            if col > 1:
+                t["xaxis"], t["yaxis"] = f"x{col}", f"y{col}"
+            data.append(t)
             owners.append(gi)
     if len(groups) > 1:
         buttons = []
@@ -139,21 +153,21 @@ def _with_selector(
             args: list[Any] = [{"visible": [o == gi for o in owners]}]
             args.append(dict(group_layouts[gi]) if group_layouts else {})
             buttons.append({"label": name, "method": "update", "args": args})
-        fig.update_layout(
-            updatemenus=[
-                {
-                    "buttons": buttons,
-                    "direction": "down",
-                    "x": 0.0,
-                    "xanchor": "left",
-                    "y": 1.0,
-                    "yanchor": "bottom",
-                    "pad": {"b": 28},  # clears subplot titles
-                    "showactive": True,
-                }
-            ],
-            annotations=[
-                *(fig.layout.annotations or ()),
+        layout["updatemenus"] = [
+            {
+                "buttons": buttons,
+                "direction": "down",
+                "x": 0.0,
+                "xanchor": "left",
+                "y": 1.0,
+                "yanchor": "bottom",
+                "pad": {"b": 28},  # clears subplot titles
+                "showactive": True,
+            }
+        ]
+        if label:
+            layout["annotations"] = [
+                *layout.get("annotations", []),
                 {
                     "text": label,
                     "showarrow": False,
@@ -165,23 +179,10 @@ def _with_selector(
                     "yanchor": "bottom",
                 },
             ]
-            if label
-            else fig.layout.annotations,
-        )
-        if group_layouts:
-            fig.update_layout(**dict(group_layouts[0]))
-    elif group_layouts:
-        fig.update_layout(**dict(group_layouts[0]))
-    return fig
-
-
-def _subplot_of(trace: BaseTraceType) -> dict[str, int]:
-    """Traces built for a subplot carry it in ``meta`` (row, col); others go to the main axes."""
-    meta = getattr(trace, "meta", None)
-    if isinstance(meta, Mapping) and "subplot" in meta:
-        r, c = meta["subplot"]
-        return {"row": int(r), "col": int(c)}
-    return {}
+    out = go.Figure(data=data, layout=layout, _validate=False)
+    if group_layouts:
+        out.update_layout(**dict(group_layouts[0]))
+    return out
 
 
 def _cap(items: list[Any], limit: int) -> tuple[list[Any], str]:
@@ -247,12 +248,13 @@ def speedup_vs_workers(rows: Sequence[Row]) -> Panel:
     groups = []
     for ck in combo_keys:
         crow = combos[ck]
-        traces: list[BaseTraceType] = []
+        traces: list[dict[str, Any]] = []
         for codec in codec_order(crow):
             cr = sorted((r for r in crow if r.codec == codec), key=lambda r: r.workers)
             for col, attr in ((1, "speedup_vs_fp32"), (2, "speedup_vs_onebit")):
                 traces.append(
-                    go.Scatter(
+                    _trace(
+                        "scatter",
                         x=[r.workers for r in cr],
                         y=[getattr(r, attr) for r in cr],
                         mode="lines+markers",
@@ -265,7 +267,7 @@ def speedup_vs_workers(rows: Sequence[Row]) -> Panel:
                         ],
                         hovertemplate="%{x} workers: %{y:.3f}×<br>%{customdata[0]} (%{customdata[1]})"
                         f"<extra>{codec}</extra>",
-                        meta={"subplot": (1, col)},
+                        subplot=col,
                     )
                 )
         name = (
@@ -279,9 +281,18 @@ def speedup_vs_workers(rows: Sequence[Row]) -> Panel:
         type="log" if log_x else "linear",
         tickvals=workers,
     )
-    fig.update_yaxes(title_text="speedup (×)", row=1, col=1)
-    for col in (1, 2):
-        fig.add_hline(y=1.0, line_dash="dot", line_color="#888", row=1, col=col)  # type: ignore[arg-type]
+    fig.update_layout(yaxis_title_text="speedup (×)")
+    for ax in ("", "2"):  # break-even line in both subplots
+        fig.add_shape(
+            type="line",
+            xref=f"x{ax} domain",
+            x0=0,
+            x1=1,
+            yref=f"y{ax}",
+            y0=1.0,
+            y1=1.0,
+            line={"dash": "dot", "color": "#888"},
+        )
     fig.update_layout(**_base_layout("dotted: break-even (1×)" + _estimate_suffix(rows)))
     return Panel(key, title, desc, fig, cap_note)
 
@@ -361,7 +372,8 @@ def speedup_heatmap(rows: Sequence[Row]) -> Panel:
             text.append(tr)
             hover.append(hr)
         name = codec + "".join(f", {k}={fmt_value(v)}" for k, v in zip(others, ok, strict=True))
-        trace = go.Heatmap(
+        trace = _trace(
+            "heatmap",
             x=x_text,
             y=y_text,
             z=z,
@@ -422,14 +434,15 @@ def iteration_breakdown(rows: Sequence[Row]) -> Panel:
         xs = [r.codec + (" (estimate)" if r.estimate else "") for r in pr]
         parts = [breakdown_parts(r) for r in pr]
         base = [0.0] * len(pr)
-        traces: list[BaseTraceType] = []
+        traces: list[dict[str, Any]] = []
         colours = {name: c for name, _, c in BREAKDOWN_PARTS} | {"other": "#bbbbbb"}
         for name in (*(n for n, _, _ in BREAKDOWN_PARTS), "other"):
             ys = [pt[name] * MS_PER_S for pt in parts]
             if name == "other" and not any(y > 0 for y in ys):
                 continue
             traces.append(
-                go.Bar(
+                _trace(
+                    "bar",
                     x=xs,
                     y=ys,
                     base=list(base),
@@ -442,7 +455,8 @@ def iteration_breakdown(rows: Sequence[Row]) -> Panel:
             )
             base = [b + y for b, y in zip(base, ys, strict=True)]
         traces.append(
-            go.Bar(
+            _trace(
+                "bar",
                 x=xs,
                 y=[r.hidden_comm_s * MS_PER_S for r in pr],
                 name="hidden comm",
@@ -557,13 +571,14 @@ def iteration_timeline(traces: Sequence[Trace], rows: Sequence[Row] = ()) -> Pan
         bars = merge_segments([s for s in t.segments if s.rank in keep])
         kinds = [k for k in KIND_ORDER if any(b.kind == k for b in bars)]
         kinds += sorted({b.kind for b in bars} - set(kinds))
-        traces_g: list[BaseTraceType] = []
+        traces_g: list[dict[str, Any]] = []
         for kind in kinds:
             segs = [b for b in bars if b.kind == kind]
             if not segs:
                 continue
             traces_g.append(
-                go.Bar(
+                _trace(
+                    "bar",
                     orientation="h",
                     y=[f"rank {s.rank}" for s in segs],
                     x=[(s.end_s - s.start_s) * MS_PER_S for s in segs],
@@ -677,7 +692,7 @@ def topology_drawing(traces: Sequence[Trace], rows: Sequence[Row] = ()) -> Panel
         for (a, b), uses in merged.items():
             u = max(lu.utilization for lu in uses)
             by_bin.setdefault(util_bin(u), []).append((a, b, uses))
-        tr: list[BaseTraceType] = []
+        tr: list[dict[str, Any]] = []
         for bi in sorted(by_bin):
             ex: list[float | None] = []
             ey: list[float | None] = []
@@ -686,7 +701,8 @@ def topology_drawing(traces: Sequence[Trace], rows: Sequence[Row] = ()) -> Panel
                 ey += [pos[a][1], pos[b][1], None]
             lo, hi = bi / UTIL_BINS, (bi + 1) / UTIL_BINS
             tr.append(
-                go.Scatter(
+                _trace(
+                    "scatter",
                     x=ex,
                     y=ey,
                     mode="lines",
@@ -698,7 +714,8 @@ def topology_drawing(traces: Sequence[Trace], rows: Sequence[Row] = ()) -> Panel
             )
         mids = [(a, b, uses) for bins in by_bin.values() for a, b, uses in bins]
         tr.append(
-            go.Scatter(
+            _trace(
+                "scatter",
                 x=[(pos[a][0] + pos[b][0]) / 2 for a, b, _ in mids],
                 y=[(pos[a][1] + pos[b][1]) / 2 for a, b, _ in mids],
                 mode="markers",
@@ -722,7 +739,8 @@ def topology_drawing(traces: Sequence[Trace], rows: Sequence[Row] = ()) -> Panel
             names = [n for n in pos if kinds[n] == kind]
             symbol, colour, size = NODE_STYLE.get(kind, ("circle-open", "#333333", 9))
             tr.append(
-                go.Scatter(
+                _trace(
+                    "scatter",
                     x=[pos[n][0] for n in names],
                     y=[pos[n][1] for n in names],
                     mode="markers",
