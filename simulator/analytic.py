@@ -238,6 +238,6 @@ def _server_nic_bandwidth(topo: Topology, members: Sequence[int]) -> float:
     """Total bandwidth of the links from a server's switch to its NICs, bytes/s."""
     g = topo.graph
     gpu = topo.node_of(members[0])
-    sw = next(iter(g.successors(gpu)))
+    sw = next(v for v in g.successors(gpu) if g.nodes[v]["kind"] == "switch")
     total = sum(d["bandwidth_Bps"] for _, v, d in g.out_edges(sw, data=True) if g.nodes[v]["kind"] == "nic")
     return float(total) if total > 0 else topo.route_bandwidth_Bps(members[0], members[0])

@@ -488,12 +488,17 @@ def servers(
     num_spines: int | None = None,
     fabric_bandwidth_Bps: float | None = None,
     fabric_latency_s: float | None = None,
+    intra: str = "switch",
+    pcie_bandwidth_Bps: float | None = None,
 ) -> Topology:
-    """Servers of ``gpus_per_server`` GPUs on an intra-server switch (NVSwitch class),
-    each server with ``nics_per_server`` NICs into a fabric.
+    """Servers of ``gpus_per_server`` GPUs joined by NVLink-class links or a switch, each
+    server with ``nics_per_server`` NICs into a fabric.
 
-    Per server: GPU -- nvswitch links (``intra_bandwidth_Bps``, ``intra_latency_s``) and
-    nvswitch -- NIC -- fabric links (``nic_bandwidth_Bps``, ``nic_latency_s``). ``fabric``:
+    ``intra="switch"`` (default): GPU -- nvswitch links (``intra_bandwidth_Bps``,
+    ``intra_latency_s``) and nvswitch -- NIC links (``nic_bandwidth_Bps``,
+    ``nic_latency_s``). ``intra="mesh"``: a direct link between every pair of GPUs of a
+    server (``intra_bandwidth_Bps`` each), and every GPU on a PCIe switch
+    (``pcie_bandwidth_Bps``, default the NIC bandwidth) that holds the NICs. ``fabric``:
     ``"switch"`` (one non-blocking switch), ``"leaf_spine"`` (``servers_per_leaf`` servers
     per leaf, ``num_spines`` spines, default as many as NICs per leaf, leaf uplinks sized
     so that leaf down:up capacity is ``oversubscription``) or ``"fat_tree"`` (the smallest
@@ -510,6 +515,9 @@ def servers(
     over = _check_ratio(oversubscription, "oversubscription")
     fbw = nbw if fabric_bandwidth_Bps is None else _check_bw(fabric_bandwidth_Bps, "fabric_bandwidth_Bps")
     flat = nlat if fabric_latency_s is None else _check_lat(fabric_latency_s, "fabric_latency_s")
+    if intra not in ("switch", "mesh"):
+        raise ConfigError(f"servers intra must be 'switch' or 'mesh', got {intra!r}")
+    pbw = nbw if pcie_bandwidth_Bps is None else _check_bw(pcie_bandwidth_Bps, "pcie_bandwidth_Bps")
     fabrics = ("switch", "leaf_spine", "fat_tree")
     if fabric not in fabrics:
         raise ConfigError(f"servers fabric must be one of {', '.join(fabrics)}, got {fabric!r}")
@@ -539,21 +547,27 @@ def servers(
     width = max(s_ - 1, 1)
     for s in range(s_):
         x = s * 8.0 / width - 4.0 if s_ > 1 else 0.0
-        g.add_node(f"nvs{s}", kind="switch", pos=(x, 1.0))
+        hub = f"nvs{s}" if intra == "switch" else f"pcie{s}"
+        g.add_node(hub, kind="switch", pos=(x, 1.0))
         members = []
         for j in range(gps):
             r = s * gps + j
             g.add_node(f"gpu{r}", kind="gpu", pos=(x + (j - (gps - 1) / 2) * 0.8 / gps, 0.0))
-            _link(g, f"gpu{r}", f"nvs{s}", ibw, ilat)
+            if intra == "switch":
+                _link(g, f"gpu{r}", hub, ibw, ilat)
+            else:
+                _link(g, f"gpu{r}", hub, pbw, ilat)
+                for q in range(s * gps, r):
+                    _link(g, f"gpu{q}", f"gpu{r}", ibw, ilat)
             ranks.append(f"gpu{r}")
             members.append(r)
         groups.append(members)
         for j in range(nics):
             nic = f"nic{s}.{j}"
             g.add_node(nic, kind="nic", pos=(x + (j - (nics - 1) / 2) * 0.3, 2.0))
-            _link(g, f"nvs{s}", nic, nbw, nlat)
+            _link(g, hub, nic, nbw, nlat)
             _link(g, nic, attach[s * nics + j], fbw, flat)
-    name = f"servers({s_}x{gps}, {fabric})"
+    name = f"servers({s_}x{gps}, {fabric}{', mesh' if intra == 'mesh' else ''})"
     return Topology(g, ranks, name, groups)
 
 

@@ -167,6 +167,18 @@ def test_hierarchical_matches_closed_form(s: int, g: int, fabric: str) -> None:
     assert run.time_s == pytest.approx(expect, rel=1e-2)
 
 
+@pytest.mark.parametrize(("s", "g"), [(4, 8), (3, 2)])
+def test_hierarchical_on_nvlink_mesh_servers_matches_closed_form(s: int, g: int) -> None:
+    topo = make_topology("servers", num_servers=s, gpus_per_server=g, intra_bandwidth_Bps=50e9,
+                         intra_latency_s=1e-6, nic_bandwidth_Bps=12.5e9, nic_latency_s=5e-6,
+                         intra="mesh")
+    m = 32e6
+    run = run_collective(topo, "hierarchical_allreduce", m)
+    inter_alpha = topo.route_latency_s(0, g)
+    expect = analytic.hierarchical_allreduce_time(g, s, m, 1e-6, 50e9, inter_alpha, 12.5e9)
+    assert run.time_s == pytest.approx(expect, rel=REL)
+
+
 def test_hierarchical_beats_flat_ring_when_inter_server_is_the_bottleneck() -> None:
     topo = servers_topo(4, 8, nic_latency_s=10e-6)
     m = 10e6

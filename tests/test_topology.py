@@ -268,3 +268,21 @@ def test_with_ranks_trims_ranks_and_servers() -> None:
     assert t6.graph.number_of_nodes() == t.graph.number_of_nodes()
     with pytest.raises(TopologyError, match="only 12 GPUs"):
         t.with_ranks(13)
+
+
+@pytest.mark.parametrize("g", [1, 2, 4, 8])
+def test_servers_mesh_counts(g: int) -> None:
+    s = 3
+    t = make_topology("servers", num_servers=s, gpus_per_server=g, intra_bandwidth_Bps=5e10,
+                      nic_bandwidth_Bps=BW, intra="mesh")
+    # per server: g(g-1)/2 GPU pairs + g GPU-PCIe + PCIe-NIC + NIC-fabric links, both ways
+    assert t.graph.number_of_edges() == 2 * s * (g * (g - 1) // 2 + g + 2)
+    assert kinds(t) == {"gpu": s * g, "nic": s, "switch": s + 1}
+    for node in t.ranks:
+        assert t.graph.out_degree(node) == g  # g-1 peers + the PCIe switch
+    if g > 1:
+        assert len(t.route(0, 1)) == 1
+    assert len(t.route(0, g)) == 6
+    with pytest.raises(ConfigError, match="intra"):
+        make_topology("servers", num_servers=s, gpus_per_server=g, intra_bandwidth_Bps=5e10,
+                      nic_bandwidth_Bps=BW, intra="torus")
