@@ -571,7 +571,7 @@ def _load(path: Path, want_gradients: bool) -> Workload | None:
         doc = json.loads(meta.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    if doc.pop("cache_format", None) != CACHE_FORMAT:
+    if not isinstance(doc, dict) or doc.pop("cache_format", None) != CACHE_FORMAT:
         return None
     index = doc.pop("gradient_index", None)
     gradients = None
@@ -580,7 +580,12 @@ def _load(path: Path, want_gradients: bool) -> Workload | None:
             return None
         # Copy-on-write map: pages are read when a gradient is first touched, and the
         # tensors are writable without changing the file.
-        flat = torch.from_numpy(np.load(path / "gradients.npy", mmap_mode="c"))
+        try:
+            flat = torch.from_numpy(np.load(path / "gradients.npy", mmap_mode="c"))
+        except (OSError, ValueError):
+            return None  # a damaged entry is profiled again and overwritten
+        if flat.numel() != sum(math.prod(shape) for _, _, shape in index):
+            return None
         gradients = {n: flat[off : off + math.prod(shape)].view(shape) for n, off, shape in index}
     return Workload.from_json(doc, gradients)
 

@@ -186,3 +186,15 @@ def test_time_budget_stops_timing_after_one_step() -> None:
     assert full.iters == 3
     with pytest.raises(ConfigError, match="time_budget_s"):
         profile_model("small_cnn", 4, cache=False, time_budget_s=0.0)
+
+
+def test_damaged_cache_entry_is_profiled_again(tmp_path: Path) -> None:
+    first = profile_model("mlp", 4, device="cpu", warmup=0, iters=1, cache_dir=tmp_path)
+    (entry,) = list(tmp_path.iterdir())
+    (entry / "gradients.npy").write_bytes(b"not an array")
+    again = profile_model("mlp", 4, device="cpu", warmup=0, iters=1, cache_dir=tmp_path)
+    assert again.gradients is not None and first.gradients is not None
+    for n, g in first.gradients.items():
+        assert torch.equal(again.gradients[n], g)  # same seed: the same first-step gradients
+    (entry / "profile.json").write_text("[1, 2")
+    assert profile_model("mlp", 4, device="cpu", warmup=0, iters=1, cache_dir=tmp_path).gradients
