@@ -269,11 +269,15 @@ class Topology:
         while cur != cb:
             want = dist[cur] - 1
             cands = [w for w in self._core_nbrs[cur] if dist.get(w, -1) == want]
-            if len(cands) > 1:
+            if len(cands) == 1:
+                cur = cands[0]
+            elif want == 1:
+                # the way into a multi-homed destination (one of its server's NICs): the
+                # lowest digit, as on the source side, so flows keep to one rail
+                cur = cands[key % len(cands)]
+            else:
                 cur = cands[(key // radix) % len(cands)]
                 radix *= len(cands)
-            else:
-                cur = cands[0]
             path.append(cur)
         path.extend(up_b[-2::-1])
         return path

@@ -167,6 +167,18 @@ def test_hierarchical_matches_closed_form(s: int, g: int, fabric: str) -> None:
     assert run.time_s == pytest.approx(expect, rel=1e-2)
 
 
+@pytest.mark.parametrize("fabric", ["switch", "fat_tree", "leaf_spine"])
+def test_hierarchical_spreads_rings_over_two_nics(fabric: str) -> None:
+    s, g, m = 8, 8, 64e6
+    topo = make_topology("servers", num_servers=s, gpus_per_server=g, intra_bandwidth_Bps=300e9,
+                         intra_latency_s=1e-6, nic_bandwidth_Bps=12.5e9, nic_latency_s=5e-6,
+                         nics_per_server=2, fabric=fabric)
+    run = run_collective(topo, "hierarchical_allreduce", m)
+    inter_alpha = max(topo.route_latency_s(j, g + j) for j in range(g))
+    expect = analytic.hierarchical_allreduce_time(g, s, m, 2e-6, 300e9, inter_alpha, 2 * 12.5e9)
+    assert run.time_s == pytest.approx(expect, rel=REL)
+
+
 @pytest.mark.parametrize(("s", "g"), [(4, 8), (3, 2)])
 def test_hierarchical_on_nvlink_mesh_servers_matches_closed_form(s: int, g: int) -> None:
     topo = make_topology("servers", num_servers=s, gpus_per_server=g, intra_bandwidth_Bps=50e9,
