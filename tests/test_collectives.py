@@ -174,7 +174,8 @@ def test_hierarchical_spreads_rings_over_two_nics(fabric: str) -> None:
                          intra_latency_s=1e-6, nic_bandwidth_Bps=12.5e9, nic_latency_s=5e-6,
                          nics_per_server=2, fabric=fabric)
     run = run_collective(topo, "hierarchical_allreduce", m)
-    inter_alpha = max(topo.route_latency_s(j, g + j) for j in range(g))
+    # lock-step: every inter-server step lasts as long as its farthest pair of servers
+    inter_alpha = max(topo.route_latency_s(i * g + j, (i + 1) % s * g + j) for i in range(s) for j in range(g))
     expect = analytic.hierarchical_allreduce_time(g, s, m, 2e-6, 300e9, inter_alpha, 2 * 12.5e9)
     assert run.time_s == pytest.approx(expect, rel=REL)
 
