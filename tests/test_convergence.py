@@ -181,7 +181,7 @@ def test_tasks_are_fixed_and_disjoint() -> None:
 def test_qsgd_8bit_within_one_point_of_fp32_on_digits() -> None:
     fp32, q8 = run_convergence(
         model="mlp", task="digits", codecs=["fp32", "qsgd(bits=8, bucket=512)"],
-        workers=4, batch_per_worker=16, steps=60, lr=0.1, eval_every=30, seed=0,
+        workers=4, batch_per_worker=16, steps=40, lr=0.1, eval_every=40, seed=0,
     )
     assert fp32.test_acc[-1] > 0.85  # the run really learned
     assert abs(q8.test_acc[-1] - fp32.test_acc[-1]) <= 0.01
@@ -201,11 +201,13 @@ class OneBitNoEF(OneBit):
 @pytest.mark.slow
 def test_onebit_needs_error_feedback() -> None:
     ef, noef = run_convergence(
-        model="mlp", task="clusters", codecs=["onebit", OneBitNoEF()],
-        workers=4, batch_per_worker=16, steps=60, lr=0.05, eval_every=30, seed=0,
+        model="mlp", task="digits", codecs=["onebit", OneBitNoEF()],
+        workers=2, batch_per_worker=16, steps=40, lr=0.1, eval_every=40, seed=0,
     )
     assert noef.codec.startswith("onebit_noef")
-    # With error feedback 1-bit SGD converges: the training loss falls well below its start.
-    assert ef.train_loss[-1] < 0.8 * ef.train_loss[0]
+    # With error feedback 1-bit SGD converges: the full training-set loss falls from
+    # ln(10) ~ 2.3 to a quarter of that, and the test accuracy is far above chance.
+    assert ef.train_loss[-1] < 0.25 * ef.train_loss[0]
+    assert ef.test_acc[-1] > 0.8
     # Without it, it does measurably worse than with it.
     assert noef.train_loss[-1] > ef.train_loss[-1] + 0.05
