@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -218,7 +218,7 @@ def build_topology(sc: Scenario) -> Any:
     if c.topology == "links":
         assert c.links is not None and c.gpus is not None  # checked by the schema pass
         g = nx.DiGraph()
-        gpus = [str(x) for x in c.gpus]
+        gpus: list[Hashable] = [str(x) for x in c.gpus]
         for link in c.links:
             for a, b in ((link.src, link.dst), (link.dst, link.src)):
                 g.add_edge(str(a), str(b), bandwidth_Bps=link.bandwidth_Gbps * 1e9 / 8,

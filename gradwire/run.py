@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gradwire.pipeline import evaluate_point, prepare
+from gradwire.pipeline import Prepared, evaluate_point, prepare
 from gradwire.results import Row, Trace
 from gradwire.scenarios.loader import expand
 from gradwire.scenarios.schema import PublishedFigure, Scenario
@@ -112,13 +112,14 @@ def run_scenario(
     store = ResultStore(out / "results.sqlite")
     store.set_info("scenario", {"name": sc.name, "assumptions": list(sc.assumptions)})
     todo = [p for p in points if p.point_id not in store.done_ids()]
-    prepared = prepare(sc, points=todo, progress=progress, log=say) if todo else None
+    prepared = prepare(sc, points=todo, progress=progress, log=say) if todo else Prepared()
     report = run_sweep(todo, evaluate_point, prepared, store, engine=engine, scheduler=scheduler,
                        progress=progress)
     ids = {p.point_id: p.index for p in points}
     rows = sorted((r for r in store.rows() if r.point_id in ids), key=lambda r: (r.point, r.codec))
     traces = [t for t in store.traces() if t.point in ids.values()]
-    outcome = RunOutcome(sc, out, rows, traces, {}, failed=list(report.failed),
+    failed = [{"point": f.point_id, "error": f.error} for f in report.failed]
+    outcome = RunOutcome(sc, out, rows, traces, {}, failed=failed,
                          skipped=len(points) - len(todo))
     if sc.convergence.enabled and rows:
         say("running the convergence study (real training with each codec)")

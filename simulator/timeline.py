@@ -223,7 +223,7 @@ def simulate_iteration(
 
     T = float(end_t.max())
     # critical class: the last to finish; among ties the slowest compute
-    crit = int(max(range(ncls), key=lambda c: (round(end_t[c], 12), classes[c])))
+    crit = int(max(range(ncls), key=lambda c: (round(float(end_t[c]), 12), float(classes[c]))))
     f = classes[crit]
     fwd, bwd, opt = spec.forward_s * f, spec.backward_s * f, spec.optimizer_s * f
     opt_start = end_t[crit] - opt
