@@ -504,7 +504,7 @@ CHROMIUM = find_chromium()
 @pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium)")
 def test_dashboard_renders_in_headless_chromium(tmp_path):
-    rows = sweep_rows(buckets=(25, 50))
+    rows = sweep_rows(workers=(2, 8), gbps=(1.0, 100.0), buckets=(25, 50))
     traces = [make_trace(0, "qsgd(bits=4, bucket=512)", ranks=4), make_trace(1, "fp32", ranks=8)]
     pub = [
         {"figure": "Fig. 3", "quantity": "epoch time speedup", "published": 1.8, "predicted": 1.62}
@@ -537,8 +537,15 @@ def test_dashboard_renders_in_headless_chromium(tmp_path):
     expected = len(re.findall(r"data-gw-figure=", page.read_text(encoding="utf-8")))
     assert expected == 9
     png = tmp_path / "dashboard.png"
-    check = check_page(page)
+    check = check_page(page, selftest=True)
     assert check.state == "ok", check.errors
+    panels = all_panels(rows, traces, published=pub, convergence=conv, validation=val)
+    buttons = [
+        len(p.figure.layout.updatemenus[0].buttons)
+        for p in panels
+        if p.figure is not None and p.figure.layout.updatemenus
+    ]
+    assert check.menu_steps == sum(b + 1 for b in buttons) > 0  # every choice, then back
     assert check.expected == expected
     assert check.rendered == expected  # every container holds a drawn plotly SVG
     assert check.errors == []

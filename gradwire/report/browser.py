@@ -61,6 +61,7 @@ class PageCheck:
     state: str  # "ok", "error", or "pending" (the page never finished rendering)
     rendered: int  # plots holding a drawn plotly SVG
     expected: int  # plot containers on the page
+    menu_steps: int = 0  # menu choices applied (with ``selftest=True``)
     errors: list[str] = field(default_factory=list)  # page-captured errors and warnings
     console: list[str] = field(default_factory=list)  # console lines from Chromium's log
 
@@ -101,15 +102,22 @@ def _chromium_or_error(chromium: str | None) -> str:
 
 
 def check_page(
-    page: str | Path, *, chromium: str | None = None, timeout_s: float = TIMEOUT_S
+    page: str | Path,
+    *,
+    selftest: bool = False,
+    chromium: str | None = None,
+    timeout_s: float = TIMEOUT_S,
 ) -> PageCheck:
-    """Load ``page`` headless and read the dashboard's render markers back from the DOM."""
+    """Load ``page`` headless and read the dashboard's render markers back from the DOM.
+
+    ``selftest`` has the page apply every menu choice of every plot before reporting, so
+    errors in what the menus switch to are caught as well.
+    """
     path = Path(page).resolve()
     exe = _chromium_or_error(chromium)
+    uri = path.as_uri() + ("#gw-selftest" if selftest else "")
     proc = _run(
-        exe,
-        [f"--virtual-time-budget={VIRTUAL_TIME_BUDGET_MS}", "--dump-dom", path.as_uri()],
-        timeout_s,
+        exe, [f"--virtual-time-budget={VIRTUAL_TIME_BUDGET_MS}", "--dump-dom", uri], timeout_s
     )
     dom = proc.stdout
     console = [ln for ln in proc.stderr.splitlines() if ":CONSOLE" in ln]
@@ -117,6 +125,7 @@ def check_page(
     attrs = status.group(1) if status else ""
     state = re.search(r'data-state="([^"]*)"', attrs)
     rendered = re.search(r'data-rendered="(\d+)"', attrs)
+    steps = re.search(r'data-menu-steps="(\d+)"', attrs)
     errors_m = re.search(r"<pre id=\"gw-errors\"[^>]*>(.*?)</pre>", dom, re.S)
     errors = [
         html.unescape(e) for e in (errors_m.group(1).split("\n") if errors_m else []) if e.strip()
@@ -127,6 +136,7 @@ def check_page(
         state=state.group(1) if state else "pending",
         rendered=int(rendered.group(1)) if rendered else 0,
         expected=len(re.findall(r"data-gw-figure=", dom)),
+        menu_steps=int(steps.group(1)) if steps else 0,
         errors=errors,
         console=console,
     )
@@ -168,17 +178,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("page", help="dashboard.html to open")
     ap.add_argument("--screenshot", help="also save a PNG here")
+    ap.add_argument(
+        "--menus", action="store_true", help="also apply every menu choice of every plot"
+    )
     ap.add_argument("--width", type=int, default=1400, help="screenshot width in pixels")
     ap.add_argument("--height", type=int, default=2400, help="screenshot height in pixels")
     args = ap.parse_args(argv)
     try:
-        result = check_page(args.page)
+        result = check_page(args.page, selftest=args.menus)
         if args.screenshot:
             screenshot(args.page, args.screenshot, width=args.width, height=args.height)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"{result.rendered} of {result.expected} plots rendered; state {result.state}")
+    menus = f"; {result.menu_steps} menu choices applied" if args.menus else ""
+    print(f"{result.rendered} of {result.expected} plots rendered{menus}; state {result.state}")
     for msg in result.errors:
         print(f"page error: {msg}")
     return 0 if result.ok else 1

@@ -8,7 +8,9 @@ from a file, e-mail attachment or CI artifact. Each panel is a plotly figure fro
 why. The page records its own health for automated checks: after every ``Plotly.newPlot``
 promise resolves it sets ``data-state="ok"`` and ``data-rendered=<count>`` on
 ``#gw-status``, and any script error, unhandled rejection or ``console.error`` /
-``console.warn`` is written into ``#gw-errors``.
+``console.warn`` is written into ``#gw-errors``. Opened with ``#gw-selftest`` in the
+address, the page first applies every menu choice of every plot in turn and records the
+number of steps in ``data-menu-steps``.
 """
 
 from __future__ import annotations
@@ -100,7 +102,28 @@ _RENDER_JS = """
       return Plotly.newPlot(div, spec.data, spec.layout, config);
     } catch (e) { return Promise.reject(e); }
   });
+  // With #gw-selftest in the address every menu choice of every plot is applied in turn
+  // (then the first again), so a check also covers what the menus switch to.
+  function selftest(){
+    var jobs = [];
+    divs.forEach(function(div){
+      ((div.layout && div.layout.updatemenus) || []).forEach(function(menu){
+        (menu.buttons || []).forEach(function(b){ jobs.push([div, b]); });
+        if (menu.buttons && menu.buttons.length) { jobs.push([div, menu.buttons[0]]); }
+      });
+    });
+    return jobs.reduce(function(prev, job){
+      return prev.then(function(){
+        var args = job[1].args || [];
+        return Plotly.update(job[0], args[0] || {}, args[1] || {});
+      });
+    }, Promise.resolve()).then(function(){
+      status.setAttribute('data-menu-steps', String(jobs.length));
+    });
+  }
   Promise.all(pending).then(function(){
+    return window.location.hash === '#gw-selftest' ? selftest() : null;
+  }).then(function(){
     var drawn = divs.filter(function(d){ return d.querySelector('svg.main-svg') !== null; }).length;
     status.setAttribute('data-rendered', String(drawn));
     var ok = drawn === divs.length && window.__gwErrors.length === 0;
