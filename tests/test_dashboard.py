@@ -411,6 +411,18 @@ def test_records_panels_and_missing_keys():
     assert p.figure is not None
     (bar,) = [t for t in p.figure.data if t.type == "bar"]
     assert bar.x[0] == pytest.approx(1.62 / 1.8)
+    (table,) = [t for t in p.figure.data if t.type == "table"]
+    assert "codec" not in table.header.values  # no record names one
+    two = published_comparison(
+        [{**pub[0], "codec": "qsgd(bits=4)"}, {**pub[0], "codec": "qsgd(bits=2)", "predicted": 2.7}]
+    ).figure
+    assert two is not None
+    (bar2,) = [t for t in two.data if t.type == "bar"]
+    assert list(bar2.y) == [
+        "Fig. 3 · epoch time speedup · qsgd(bits=4)",
+        "Fig. 3 · epoch time speedup · qsgd(bits=2)",
+    ]
+    assert list(bar2.x) == pytest.approx([1.62 / 1.8, 2.7 / 1.8])
     with pytest.raises(ConfigError, match=r"published\[0\]: missing predicted"):
         published_comparison([{"figure": "F", "quantity": "q", "published": 1}])
     conv = [

@@ -842,7 +842,7 @@ VALIDATION_KEYS = ("case", "codec", "workers", "rate", "measured_s", "predicted_
 def published_comparison(records: Sequence[Mapping[str, Any]] | None) -> Panel:
     """Published figures beside GradWire's predictions: a table, and predicted/published
     per quantity (1 is exact agreement). Records: figure, quantity, published, predicted,
-    optionally unit and note."""
+    optionally codec and unit."""
     key, title = "published", "Published results beside predictions"
     desc = "Each published number next to what GradWire predicts for the same setting."
     if not records:
@@ -858,24 +858,27 @@ def published_comparison(records: Sequence[Mapping[str, Any]] | None) -> Panel:
         subplot_titles=("", "predicted / published"),
     )
     ratios = [_ratio(rec["predicted"], rec["published"]) for rec in records]
+    columns: dict[str, list[str]] = {
+        "figure": [str(r["figure"]) for r in records],
+        "quantity": [str(r["quantity"]) for r in records],
+        "codec": [str(r.get("codec", "")) for r in records],
+        "published": [_fmt_num(r["published"]) for r in records],
+        "predicted": [_fmt_num(r["predicted"]) for r in records],
+        "predicted / published": [_fmt_num(x) for x in ratios],
+        "unit": [str(r.get("unit", "")) for r in records],
+    }
+    columns = {k: v for k, v in columns.items() if k not in ("codec", "unit") or any(v)}
     fig.add_trace(
         go.Table(
-            header={"values": ["figure", "quantity", "published", "predicted", "ratio", "unit"]},
-            cells={
-                "values": [
-                    [str(r["figure"]) for r in records],
-                    [str(r["quantity"]) for r in records],
-                    [_fmt_num(r["published"]) for r in records],
-                    [_fmt_num(r["predicted"]) for r in records],
-                    [_fmt_num(x) for x in ratios],
-                    [str(r.get("unit", "")) for r in records],
-                ]
-            },
+            header={"values": list(columns)},
+            cells={"values": list(columns.values())},
         ),
         row=1,
         col=1,
     )
-    labels = [f"{r['figure']} · {r['quantity']}" for r in records]
+    labels = [
+        " · ".join(str(r[k]) for k in ("figure", "quantity", "codec") if r.get(k)) for r in records
+    ]
     fig.add_trace(
         go.Bar(
             y=labels,
