@@ -93,7 +93,8 @@ class Prepared:
 def workload_key(sc: Scenario) -> str:
     m = sc.model
     measured = m.measured.model_dump_json() if m.measured else ""
-    return f"{m.name}|{m.batch_size}|{m.device}|{m.dtype}|{m.target_device}|{measured}|{m.profile_iters}"
+    return (f"{m.name}|{m.batch_size}|{m.device}|{m.dtype}|{m.target_device}|{m.compute_efficiency}|"
+            f"{m.memory_efficiency}|{measured}|{m.profile_iters}")
 
 
 def _device(sc: Scenario) -> str:
@@ -155,9 +156,11 @@ def prepare(scenario: Scenario, *, points: Sequence[Point] | None = None, progre
         if sc.model.target_device is not None:
             from gradwire.models.devices import get_device, rescale
 
-            wl = rescale(wl, sc.model.target_device)
+            wl = rescale(wl, sc.model.target_device, compute_efficiency=sc.model.compute_efficiency,
+                         memory_efficiency=sc.model.memory_efficiency)
             # codec kernels are memory bound: scale by the ratio of memory bandwidths
-            codec_scale = _copy_bandwidth_Bps(dev) / get_device(sc.model.target_device).memory_bandwidth_Bps
+            target_bw = get_device(sc.model.target_device).memory_bandwidth_Bps * sc.model.memory_efficiency
+            codec_scale = _copy_bandwidth_Bps(dev) / target_bw
         assert wl.gradients is not None  # internal: requested with keep_gradients
         prep.workloads[key] = WorkloadSummary(
             model=wl.model, batch_size=wl.batch_size, device=wl.device,

@@ -40,6 +40,10 @@ class ModelCfg(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"  # where profiling and codec timing run
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     target_device: str | None = None  # rescale measured times to this GPU (an estimate)
+    # fractions of the target's peak FLOP/s and memory bandwidth that training reaches
+    # (the roofline otherwise gives the peak-hardware lower bound)
+    compute_efficiency: Annotated[float, Field(gt=0, le=1)] = 0.4
+    memory_efficiency: Annotated[float, Field(gt=0, le=1)] = 0.7
     measured: MeasuredTimes | None = None  # or give compute times measured elsewhere
     profile_iters: Annotated[int, Field(gt=0, le=100)] = 3
 
