@@ -11,10 +11,10 @@ import sys
 import time
 
 import pytest
-
-from gradwire.errors import ConfigError
 from gradwire.simulator.collectives import run_collective
 from gradwire.simulator.topology import make_topology
+
+from gradwire.errors import ConfigError
 from gradwire.validate import cli as vcli
 from gradwire.validate.gloo_collectives import gloo_segments
 from gradwire.validate.model import (
@@ -41,6 +41,18 @@ def test_calibration_recovers_efficiency_and_latency():
     # Reverse-direction ACKs: one 66-byte frame per two 1514-byte frames on the same egress.
     ring = cal.efficiency_for(bidirectional=True)
     assert ring == pytest.approx(eff * MTU_FRAME_BYTES / (MTU_FRAME_BYTES + ACK_FRAME_BYTES / ACK_EVERY))
+
+
+def test_measured_ack_rate_replaces_the_delayed_ack_default():
+    rate, alpha, nbytes = 1e8, 50e-6, 6_250_000
+    bulk_s = 2 * alpha + nbytes / (0.95 * rate / 8)
+    sender = {"one_way_s": [alpha], "bulk_bytes": nbytes, "bulk_s": [bulk_s], "out_segments": 4000}
+    every = calibration_from(sender, rate, {"out_segments": 4000})  # an ACK per segment
+    assert every.acks_per_segment == 1.0
+    assert every.efficiency_for(True) == pytest.approx(
+        every.efficiency * MTU_FRAME_BYTES / (MTU_FRAME_BYTES + ACK_FRAME_BYTES))
+    assert calibration_from(sender, rate, {"out_segments": 2000}).acks_per_segment == 0.5
+    assert calibration_from(sender, rate).acks_per_segment == 1 / ACK_EVERY
 
 
 def test_calibration_rejects_impossible_bulk():

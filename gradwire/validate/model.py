@@ -5,9 +5,10 @@ it into the two numbers the flow-level network takes: ``per_message_overhead_s``
 one-way time of a small gloo message: stack latency plus software) and ``efficiency``
 (payload bytes per shaped byte). The bulk transfer runs on an otherwise idle link, so it
 sees the data framing only; in ring collectives every link also carries the TCP
-acknowledgements of the opposite flow (one 66-byte frame per ``ACK_EVERY`` full segments,
-RFC 1122 delayed ACKs), which :meth:`Calibration.efficiency_for` adds from first
-principles rather than from a fitted factor.
+acknowledgements of the opposite flow (66-byte frames; the receiver's segment count during
+the bulk transfer gives how many per data segment, one per two with delayed ACKs), which
+:meth:`Calibration.efficiency_for` adds from the frame sizes rather than from a fitted
+factor.
 
 :func:`predict_collective` simulates gloo's allreduce and allgather on a star topology at
 the shaped rate; :func:`iteration_spec` builds the :class:`IterationSpec` of one DDP
@@ -38,6 +39,7 @@ class Calibration:
     one_way_s: float  # median one-way time of a 4-byte gloo message (ping-pong / 2)
     bulk_bytes: int
     bulk_s: float  # send of bulk_bytes plus a small acknowledgement message back
+    acks_per_segment: float = 1.0 / ACK_EVERY  # receiver's TCP segments per data segment
 
     @property
     def bandwidth_Bps(self) -> float:
@@ -63,7 +65,7 @@ class Calibration:
         """Efficiency when the link's egress also carries ACKs of the flow coming in."""
         if not bidirectional:
             return self.efficiency
-        ack_share = ACK_FRAME_BYTES / ACK_EVERY / MTU_FRAME_BYTES
+        ack_share = ACK_FRAME_BYTES * self.acks_per_segment / MTU_FRAME_BYTES
         return self.efficiency / (1.0 + ack_share)
 
     @property
@@ -80,19 +82,31 @@ class Calibration:
         return {
             "rate_bps": self.rate_bps, "one_way_s": self.one_way_s, "bulk_bytes": self.bulk_bytes,
             "bulk_s": self.bulk_s, "efficiency": self.efficiency,
+            "acks_per_segment": self.acks_per_segment,
             "efficiency_ring": self.efficiency_for(True),
             "network_bound": float(self.network_bound),
         }
 
 
-def calibration_from(result: Mapping[str, Any], rate_bps: float) -> Calibration:
-    """Build a :class:`Calibration` from rank 0's ``calibrate`` result."""
+def calibration_from(result: Mapping[str, Any], rate_bps: float,
+                     receiver: Mapping[str, Any] | None = None) -> Calibration:
+    """Build a :class:`Calibration` from rank 0's ``calibrate`` result.
+
+    With the receiver's (rank 1's) result too, the ACK rate is measured: the segments the
+    receiver sent during the bulk transfer per data segment the sender sent (kernel
+    counters of the two namespaces); otherwise delayed ACKs (one per two) are assumed.
+    """
     one_way = [float(x) for x in result["one_way_s"]]
     bulk = [float(x) for x in result["bulk_s"]]
     if not one_way or not bulk:
         raise ConfigError("calibration result holds no ping-pong or no bulk measurement")
+    acks = 1.0 / ACK_EVERY
+    if receiver is not None:
+        sent, acked = int(result.get("out_segments", -1)), int(receiver.get("out_segments", -1))
+        if sent > 0 and acked >= 0:
+            acks = min(1.0, acked / sent)
     return Calibration(rate_bps, statistics.median(one_way), int(result["bulk_bytes"]),
-                       statistics.median(bulk))
+                       statistics.median(bulk), acks)
 
 
 def _topology(k: int, cal: Calibration) -> Any:

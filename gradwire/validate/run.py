@@ -170,7 +170,7 @@ def evaluate(raw: Sequence[dict[str, Any]], *, costs: str = "in_situ") -> Valida
     result = ValidationResult(raw=list(raw))
     for run in raw:
         k, rate, res = int(run["workers"]), float(run["rate_bps"]), run["ranks"]
-        cal = calibration_from(res[0]["calibrate"], rate)
+        cal = calibration_from(res[0]["calibrate"], rate, res[1]["calibrate"])
         result.calibrations.append({"workers": k, "rate": rate_label(rate), **cal.as_dict()})
         if "collectives" in res[0]:
             result.cases += _collective_cases(res[0]["collectives"], k, rate, cal)

@@ -64,6 +64,7 @@ def calibrate(job: dict[str, Any]) -> dict[str, Any]:
     dist.barrier()
     bulk = torch.zeros(bulk_bytes, dtype=torch.uint8)
     bulk_s: list[float] = []
+    segs0 = _tcp_out_segments()
     if rank in (0, 1):
         for _ in range(int(job.get("bulk_reps", 1))):
             if rank == 0:
@@ -74,8 +75,22 @@ def calibrate(job: dict[str, Any]) -> dict[str, Any]:
             else:
                 dist.recv(bulk, 0)
                 dist.send(small, 0)
+    # TCP segments this host sent during the bulk transfer (its namespace's counters): the
+    # sender's are data, the receiver's are its acknowledgements.
+    out_segments = _tcp_out_segments() - segs0
     dist.barrier()
-    return {"one_way_s": one_way, "bulk_bytes": bulk_bytes, "bulk_s": bulk_s}
+    return {"one_way_s": one_way, "bulk_bytes": bulk_bytes, "bulk_s": bulk_s,
+            "out_segments": out_segments}
+
+
+def _tcp_out_segments() -> int:
+    """``Tcp: OutSegs`` of this network namespace (-1 when /proc/net/snmp is unreadable)."""
+    try:
+        with open("/proc/net/snmp") as fh:
+            lines = [ln.split() for ln in fh if ln.startswith("Tcp:")]
+        return int(lines[1][lines[0].index("OutSegs")])
+    except (OSError, ValueError, IndexError):
+        return -1
 
 
 def collectives(job: dict[str, Any]) -> dict[str, Any]:
