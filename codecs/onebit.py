@@ -7,7 +7,9 @@ fp32 reconstruction values, the mean of the negative entries and the mean of the
 non-negative ones (an empty side counts as 0). Decoding maps bit 0 to the first mean and
 bit 1 to the second; the residual ``val - decoded`` is carried to the next call in the
 worker's :class:`~gradwire.codecs.base.CodecState` (without it training diverges).
-Cost: ``n`` bits plus 64 bits per column or bucket. Tensors under ``min_numel`` elements
+Wire format: all first means (fp32), all second means, then one bit per element in the
+tensor's own (row-major) order. Cost: ``n`` bits plus 64 bits per column or bucket. On
+CPU a numba kernel does the work in two passes (sums in float64); on CUDA it is torch. Tensors under ``min_numel`` elements
 are sent unquantized (and leave the residual untouched).
 """
 
@@ -17,6 +19,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import numba
+import numpy as np
 import torch
 import torch.nn.functional as F
 from gradwire.codecs.base import (
@@ -35,6 +39,45 @@ from gradwire.codecs.bitpack import pack, unpack
 from gradwire.codecs.qsgd import DEFAULT_MIN_NUMEL, check_int
 
 from gradwire.errors import ConfigError
+
+
+@numba.njit(cache=True)
+def _onebit_kernel(val, groups, by_column, m, bits, mean0, mean1, dec):  # type: ignore[no-untyped-def]
+    """One worker on CPU: side sums per group (float64), the two means (float32), the bit
+    of every element (natural order) and its decoded value. Group of element i: i % m
+    (column of a row-major matrix with m columns) or i // m (bucket of m)."""
+    n = val.shape[0]
+    s0 = np.zeros(groups, dtype=np.float64)
+    s1 = np.zeros(groups, dtype=np.float64)
+    c0 = np.zeros(groups, dtype=np.int64)
+    c1 = np.zeros(groups, dtype=np.int64)
+    for i in range(n):
+        g = i % m if by_column else i // m
+        v = val[i]
+        if v >= 0:
+            s1[g] += v
+            c1[g] += 1
+        else:
+            s0[g] += v
+            c0[g] += 1
+    for g in range(groups):
+        mean0[g] = s0[g] / c0[g] if c0[g] > 0 else 0.0
+        mean1[g] = s1[g] / c1[g] if c1[g] > 0 else 0.0
+    for i in range(n):
+        g = i % m if by_column else i // m
+        if val[i] >= 0:
+            bits[i] = 1
+            dec[i] = mean1[g]
+        else:
+            bits[i] = 0
+            dec[i] = mean0[g]
+
+
+@numba.njit(cache=True)
+def _onebit_decode(bits, by_column, m, mean0, mean1, out):  # type: ignore[no-untyped-def]
+    for i in range(out.shape[0]):
+        g = i % m if by_column else i // m
+        out[i] = mean1[g] if bits[i] else mean0[g]
 
 
 @CODECS.register("onebit")
@@ -96,6 +139,27 @@ class OneBit(Codec):
         return torch.where(pos, mean1.unsqueeze(2), mean0.unsqueeze(2))
 
     # --- codec interface -----------------------------------------------------------------
+    def _cpu(self, val: torch.Tensor, shape: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
+        """numba path for one worker: (bits uint8, mean0, mean1, decoded) in natural order."""
+        g, m, _ = self._layout(shape)
+        by_column = len(shape) >= 2
+        n = val.numel()
+        bits = np.empty(n, dtype=np.uint8)
+        dec = np.empty(n, dtype=np.float32)
+        mean0 = np.empty(g, dtype=np.float32)
+        mean1 = np.empty(g, dtype=np.float32)
+        _onebit_kernel(val.reshape(-1).numpy(), g, by_column, g if by_column else m, bits,
+                       mean0, mean1, dec)
+        return (torch.from_numpy(bits), torch.from_numpy(mean0), torch.from_numpy(mean1),
+                torch.from_numpy(dec).reshape(shape))
+
+    def _torch(self, val: torch.Tensor, shape: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
+        """Torch path for K workers (``val`` is [K, *shape]): bits, means ([K, G]), decoded."""
+        pos, mean0, mean1 = self._means(self._group(val, shape), shape)
+        decoded = self._ungroup(self._recon(pos, mean0, mean1), shape)
+        bits = (val.reshape(val.shape[0], -1) >= 0).to(torch.uint8)
+        return bits, mean0, mean1, decoded
+
     def encode(self, tensor: torch.Tensor, state: CodecState | None = None) -> Payload:
         check_finite(tensor, self.name)
         shape = tuple(tensor.shape)
@@ -103,33 +167,35 @@ class OneBit(Codec):
         if n < self.min_numel or n == 0:
             return raw_payload(tensor, self.name)
         st = state_for(self, tensor, state)
-        val = ef_input(tensor, st).unsqueeze(0)
-        grouped = self._group(val, shape)
-        pos, mean0, mean1 = self._means(grouped, shape)
-        ef_update(st, val[0], self._ungroup(self._recon(pos, mean0, mean1), shape)[0])
-        g = mean0.shape[1]
-        bits = self._ungroup_bits(pos, shape)
-        data = torch.cat([torch.cat([mean0[0], mean1[0]]).view(torch.uint8),
-                          pack(bits.to(torch.uint8), 1)])
+        val = ef_input(tensor, st).contiguous()
+        if val.device.type == "cpu":
+            bits, mean0, mean1, decoded = self._cpu(val, shape)
+        else:
+            b2, m0, m1, d2 = self._torch(val.unsqueeze(0), shape)
+            bits, mean0, mean1, decoded = b2[0], m0[0], m1[0], d2[0]
+        ef_update(st, val, decoded)
+        g = mean0.numel()
+        data = torch.cat([torch.cat([mean0, mean1]).view(torch.uint8), pack(bits, 1)])
         return Payload(data, 64 * g + n, shape, tensor.dtype, self.name)
-
-    def _ungroup_bits(self, pos: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-        """Bits in group order (column by column, or bucket by bucket), padding dropped."""
-        n = math.prod(shape)
-        return pos[0].reshape(-1)[:n]
 
     def decode(self, payload: Payload) -> torch.Tensor:
         shape = payload.shape
         n = payload.numel
         if n < self.min_numel or n == 0:
             return raw_decode(payload)
-        g, m, pad = self._layout(shape)
+        g, m, _ = self._layout(shape)
+        by_column = len(shape) >= 2
         means = payload.data[: 8 * g].view(torch.float32)
-        bits = unpack(payload.data[8 * g :], n, 1) > 0
-        pos = F.pad(bits, (0, pad)).reshape(1, g, m)
-        out = self._ungroup(self._recon(pos, means[:g].reshape(1, g), means[g:].reshape(1, g)),
-                            shape)
-        return out[0].to(payload.dtype)
+        bits = unpack(payload.data[8 * g :], n, 1)
+        if payload.data.device.type == "cpu":
+            out = np.empty(n, dtype=np.float32)
+            _onebit_decode(bits.numpy(), by_column, g if by_column else m,
+                           means[:g].numpy(), means[g:].numpy(), out)
+            return torch.from_numpy(out).reshape(shape).to(payload.dtype)
+        idx = torch.arange(n, device=bits.device)
+        grp = idx % g if by_column else idx // m
+        out_t = torch.where(bits > 0, means[g:][grp], means[:g][grp])
+        return out_t.reshape(shape).to(payload.dtype)
 
     def quantize(self, tensor: torch.Tensor, state: CodecState | None = None) -> torch.Tensor:
         st = state_for(self, tensor, state)
@@ -144,8 +210,11 @@ class OneBit(Codec):
         if n < self.min_numel or n == 0:
             return stacked.detach().clone()
         val = torch.stack([ef_input(stacked[k], st) for k, st in enumerate(states)])
-        pos, mean0, mean1 = self._means(self._group(val, shape), shape)
-        decoded = self._ungroup(self._recon(pos, mean0, mean1), shape)
+        if val.device.type == "cpu":
+            decoded = torch.stack([self._cpu(val[k].contiguous(), shape)[3]
+                                   for k in range(val.shape[0])])
+        else:
+            decoded = self._torch(val, shape)[3]
         for k, st in enumerate(states):
             ef_update(st, val[k], decoded[k])
         return decoded.to(stacked.dtype)

@@ -142,3 +142,16 @@ def test_powersgd_vectors_are_averaged_exactly() -> None:
     vecs = [torch.randn(17, generator=torch.Generator().manual_seed(k)) for k in range(3)]
     states = [codec.new_state(worker=k) for k in range(3)]
     assert torch.allclose(codec.aggregate(vecs, states), torch.stack(vecs).mean(0))
+
+
+@pytest.mark.parametrize("shape", [(40, 30), (1000,), (3, 4, 5)])
+def test_onebit_numba_and_torch_paths_agree(shape: tuple[int, ...]) -> None:
+    """The CPU kernel (float64 sums) and the torch path (CUDA) give the same bits and the
+    same means up to float32 summation order."""
+    codec = make_codec("onebit(bucket=64, min_numel=0)")
+    val = torch.randn(shape, generator=torch.Generator().manual_seed(6))
+    bits, m0, m1, dec = codec._cpu(val.contiguous(), shape)  # type: ignore[attr-defined]
+    tb, t0, t1, tdec = codec._torch(val.unsqueeze(0), shape)  # type: ignore[attr-defined]
+    assert torch.equal(bits, tb[0])
+    assert torch.allclose(m0, t0[0], rtol=1e-5) and torch.allclose(m1, t1[0], rtol=1e-5)
+    assert torch.allclose(dec, tdec[0], rtol=1e-5)
