@@ -411,14 +411,15 @@ def test_records_panels_and_missing_keys():
     assert p.figure is not None
     (bar,) = [t for t in p.figure.data if t.type == "bar"]
     assert bar.x[0] == pytest.approx(1.62 / 1.8)
-    (table,) = [t for t in p.figure.data if t.type == "table"]
-    assert "codec" not in table.header.values  # no record names one
+    assert "<th>codec</th>" not in p.table_html  # no record names one
+    assert "<td>1.8</td><td>1.62</td><td>0.9</td>" in p.table_html
     two = published_comparison(
         [{**pub[0], "codec": "qsgd(bits=4)"}, {**pub[0], "codec": "qsgd(bits=2)", "predicted": 2.7}]
     ).figure
     assert two is not None
     (bar2,) = [t for t in two.data if t.type == "bar"]
-    assert list(bar2.y) == [
+    assert list(bar2.y) == ["#1", "#2"]
+    assert list(bar2.customdata) == [
         "Fig. 3 · epoch time speedup · qsgd(bits=4)",
         "Fig. 3 · epoch time speedup · qsgd(bits=2)",
     ]

@@ -57,6 +57,8 @@ table.summary th:nth-child(-n+2),table.summary td:nth-child(-n+2){text-align:lef
 table.summary tr.first td{border-top:2px solid #bbb}
 table.summary td.up{color:#1a7f37;font-weight:600}
 table.summary td.down{color:#b42318}
+table.records{border-collapse:collapse;font-size:12.5px;width:100%;margin-bottom:8px}
+table.records th,table.records td{padding:4px 8px;border-bottom:1px solid #e3e3e3;text-align:left;vertical-align:top}
 .wrap{overflow:auto;max-height:460px}
 table.summary td{white-space:nowrap}
 table.summary th{position:sticky;top:0;background:#fff}
@@ -202,6 +204,8 @@ def _panel_html(panel: Panel, fig_id: str | None) -> str:
         f"<h2>{html.escape(panel.title)}</h2>",
         f"<p class='desc'>{html.escape(panel.description)}</p>",
     ]
+    if panel.table_html:
+        parts.append(panel.table_html)
     if fig_id:
         parts.append(f"<div class='plot' data-gw-figure='{fig_id}'></div>")
     if panel.note:

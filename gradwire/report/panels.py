@@ -11,6 +11,7 @@ another device are labelled as estimates wherever they are drawn.
 
 from __future__ import annotations
 
+import html
 import math
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -82,6 +83,7 @@ class Panel:
     figure: go.Figure | None
     note: str = ""
     wide: bool = False
+    table_html: str = ""  # an HTML table shown above the figure (already escaped)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -850,15 +852,9 @@ def published_comparison(records: Sequence[Mapping[str, Any]] | None) -> Panel:
             key, title, desc, None, "Skipped: no published records for this scenario.", wide=True
         )
     _require(records, "published", PUBLISHED_KEYS)
-    fig = make_subplots(
-        rows=1,
-        cols=2,
-        column_widths=[0.58, 0.42],
-        specs=[[{"type": "table"}, {"type": "xy"}]],
-        subplot_titles=("", "predicted / published"),
-    )
     ratios = [_ratio(rec["predicted"], rec["published"]) for rec in records]
     columns: dict[str, list[str]] = {
+        "#": [str(i + 1) for i in range(len(records))],
         "figure": [str(r["figure"]) for r in records],
         "quantity": [str(r["quantity"]) for r in records],
         "codec": [str(r.get("codec", "")) for r in records],
@@ -868,44 +864,34 @@ def published_comparison(records: Sequence[Mapping[str, Any]] | None) -> Panel:
         "unit": [str(r.get("unit", "")) for r in records],
     }
     columns = {k: v for k, v in columns.items() if k not in ("codec", "unit") or any(v)}
-    fig.add_trace(
-        go.Table(
-            header={"values": list(columns)},
-            cells={"values": list(columns.values())},
-        ),
-        row=1,
-        col=1,
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(v[i])}</td>" for v in columns.values()) + "</tr>"
+        for i in range(len(records))
     )
-    labels = [
+    table = f"<div class='wrap'><table class='records'><tr>{head}</tr>{body}</table></div>"
+    # published figure names are long sentences: bars are numbered like the table's rows
+    full = [
         " · ".join(str(r[k]) for k in ("figure", "quantity", "codec") if r.get(k)) for r in records
     ]
-    fig.add_trace(
+    fig = go.Figure(
         go.Bar(
-            y=labels,
+            y=[f"#{i + 1}" for i in range(len(records))],
             x=ratios,
             orientation="h",
             marker={"color": "#0072B2"},
-            hovertemplate="%{y}: %{x:.3f}<extra>predicted / published</extra>",
+            customdata=full,
+            hovertemplate="%{customdata}<br>predicted / published %{x:.3f}<extra>%{y}</extra>",
             showlegend=False,
-        ),
-        row=1,
-        col=2,
+        )
     )
-    # the only xy subplot is "x"/"y"; add_vline(row=, col=) cannot skip the table cell
-    fig.add_shape(
-        type="line",
-        x0=1.0,
-        x1=1.0,
-        y0=0,
-        y1=1,
-        xref="x",
-        yref="y domain",
-        line={"dash": "dot", "color": "#888"},
+    fig.add_vline(x=1.0, line_dash="dot", line_color="#888")
+    fig.update_xaxes(title_text="predicted / published (×)")
+    fig.update_yaxes(autorange="reversed", title_text="record")
+    fig.update_layout(
+        **_base_layout("dotted: exact agreement", height=max(300, 180 + 28 * len(records)))
     )
-    fig.update_xaxes(title_text="predicted / published (×)", row=1, col=2)
-    fig.update_yaxes(autorange="reversed", automargin=True, row=1, col=2)
-    fig.update_layout(**_base_layout("", height=max(400, 200 + 30 * len(records))))
-    return Panel(key, title, desc, fig, wide=True)
+    return Panel(key, title, desc, fig, wide=True, table_html=table)
 
 
 def _ratio(a: Any, b: Any) -> float:
