@@ -56,6 +56,7 @@ def _run_both(points: list[Any], evaluate: Any, shared: Any, workers: int, repea
     out: dict[str, Any] = {"points": len(points), "workers": workers, "repeat": repeat}
     rows: dict[str, list[Row]] = {}
     runs: dict[str, list[dict[str, Any]]] = {"serial": [], "dask": []}
+    first_error = ""
     with tempfile.TemporaryDirectory() as tmp:
         for k in range(repeat):
             for engine in ("serial", "dask") if k % 2 == 0 else ("dask", "serial"):
@@ -63,6 +64,8 @@ def _run_both(points: list[Any], evaluate: Any, shared: Any, workers: int, repea
                     rep = run_sweep(points, evaluate, shared, store, engine=engine, workers=workers,
                                     progress=False, cost=cost)
                     rows[engine] = store.rows()
+                if rep.failed and not first_error:
+                    first_error = f"{rep.failed[0].point_id}: {rep.failed[0].error}"
                 runs[engine].append({"elapsed_s": rep.elapsed_s, "points_per_s": rep.points_per_s,
                                      "done": rep.done, "failed": len(rep.failed)})
     for engine, rs in runs.items():
@@ -70,6 +73,7 @@ def _run_both(points: list[Any], evaluate: Any, shared: Any, workers: int, repea
         out[engine]["all_points_per_s"] = [r["points_per_s"] for r in rs]
     out["speedup"] = out["dask"]["points_per_s"] / out["serial"]["points_per_s"]
     out["same_rows"] = _same_rows(rows["serial"], rows["dask"])
+    out["first_error"] = first_error
     return out
 
 
@@ -86,15 +90,19 @@ def scenario(name: str, overrides: list[str], workers: int, repeat: int,
              prepared_file: str | None = None) -> dict[str, Any]:
     from gradwire.scenarios.loader import expand, load_scenario
 
-    from gradwire.pipeline import evaluate_point, prepare
+    from gradwire.pipeline import evaluate_point, prepare, workload_key
 
     sc = load_scenario(name, overrides)
     pts = expand(sc)
     t0 = time.perf_counter()
+    prepared = None
     if prepared_file and Path(prepared_file).is_file():
-        # Re-use measurements taken by an earlier run of this benchmark (trusted local file).
+        # Re-use measurements taken by an earlier run of this benchmark (trusted local file),
+        # unless they were taken for other workloads.
         prepared = pickle.loads(Path(prepared_file).read_bytes())
-    else:
+        if not all(workload_key(p.scenario) in getattr(prepared, "workloads", {}) for p in pts):
+            prepared = None
+    if prepared is None:
         prepared = prepare(sc, points=pts, progress=False)
         if prepared_file:
             Path(prepared_file).write_bytes(pickle.dumps(prepared))
@@ -130,9 +138,11 @@ def main(argv: list[str] | None = None) -> int:
               f"  ({e['done']} done, {e['failed']} failed; runs: "
               + ", ".join(f"{x:.3f}" for x in e["all_points_per_s"]) + ")")
     print(f"  dask / serial throughput: {res['speedup']:.2f}x; same rows: {res['same_rows']}")
+    if res["first_error"]:
+        print(f"  points failed, first: {res['first_error']}")
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=1))
-    return 0 if res["same_rows"] else 1
+    return 0 if res["same_rows"] and not res["first_error"] else 1
 
 
 if __name__ == "__main__":
