@@ -286,7 +286,7 @@ def _train_one(
                 if momentum:
                     velocity[n].mul_(momentum).add_(g)
                     g = velocity[n]
-                params[n].sub_(lr * g)
+                params[n].add_(g, alpha=-lr)
         del grads
         if step % eval_every == 0 or step == steps:
             record(step)
