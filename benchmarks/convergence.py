@@ -23,12 +23,12 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path.pop(0)
 
 import torch
-from gradwire.models import build_model
 from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
 from gradwire.convergence import run_convergence
 from gradwire.convergence.runner import _build_codec, _Exchange
+from gradwire.models import build_model
 
 DEFAULT_CODECS = [
     "fp32",
