@@ -22,16 +22,19 @@ from typing import Any
 
 import numpy as np
 import simpy
+
+from gradwire.errors import ConfigError
+from gradwire.results import LinkUse, Segment
 from gradwire.simulator.collectives import COLLECTIVES
 from gradwire.simulator.network import Network
 from gradwire.simulator.topology import Topology
 
-from gradwire.errors import ConfigError
-from gradwire.results import LinkUse, Segment
 
-# How many payloads a rank decodes after each collective (per bucket). An allgather hands
-# every rank all p payloads; a summing collective hands back one (already summed) value.
-_DECODES_ALL = {"ring_allgather"}
+def decodes_per_bucket(collective: str, p: int) -> int:
+    """Payloads a rank decodes after a bucket's collective: an allgather hands every rank
+    all p payloads; a summing collective hands back one (already summed) value."""
+    return p if "allgather" in collective else 1
+
 # Collectives that decode, sum and re-encode at every hop: their per-hop codec time.
 _PER_HOP = {"compressed_allreduce"}
 
@@ -199,7 +202,7 @@ def simulate_iteration(
     def decoder(c: int, b: int) -> Any:
         bucket = spec.buckets[b]
         yield comm_done[b]
-        n = p if spec.collective in _DECODES_ALL else 1
+        n = decodes_per_bucket(spec.collective, p)
         with streams[c].request() as req:
             yield req
             t0 = env.now

@@ -11,12 +11,12 @@ import sys
 import time
 
 import pytest
-from gradwire.simulator.collectives import run_collective
-from gradwire.simulator.topology import make_topology
 
 from gradwire.errors import ConfigError
+from gradwire.simulator.collectives import run_collective
+from gradwire.simulator.collectives.gloo_ring import gloo_segments
+from gradwire.simulator.topology import make_topology
 from gradwire.validate import cli as vcli
-from gradwire.validate.gloo_collectives import gloo_segments
 from gradwire.validate.model import (
     ACK_EVERY,
     ACK_FRAME_BYTES,

@@ -119,8 +119,6 @@ def _topology(k: int, cal: Calibration) -> Any:
 
 def collective_for(op: str) -> str:
     """The simulator collective that models gloo's ``op``."""
-    import gradwire.validate.gloo_collectives  # noqa: F401  (registers gloo_* collectives)
-
     names = {"allreduce": "gloo_ring_allreduce", "allgather": "gloo_ring_allgather"}
     if op not in names:
         raise ConfigError(f"op must be one of {sorted(names)}, got {op!r}")
@@ -191,13 +189,11 @@ def iteration_spec(train: Mapping[str, Any], ranks: Sequence[Mapping[str, Any]],
             padded = float(max(c["nbytes"] for c in costs_b))
             buckets.append(BucketCost(1, ready_s, (LENGTH_MESSAGE_BYTES,), enc, 0.0))
             # The hook decodes all k payloads (its own too) before averaging; the timeline
-            # decodes once per bucket for a collective it does not know as an allgather, so
-            # the bucket carries the decode time of all k.
-            buckets.append(BucketCost(numel, ready_s, (padded,), 0.0, dec_all))
+            # charges k decodes after an allgather, so the bucket carries one payload's.
+            buckets.append(BucketCost(numel, ready_s, (padded,), 0.0, dec_all / k))
     # Two ranks exchange quantized payloads as one message each way (see the DDP hook).
     collective = ("gloo_ring_allreduce" if summable
                   else "ring_allgather" if k == 2 else "gloo_ring_allgather")
-    collective_for("allreduce")  # registers the gloo collectives
     return IterationSpec(
         forward_s=max(p["forward_s"] for p in prof),
         backward_s=max(p["backward_s"] for p in prof),

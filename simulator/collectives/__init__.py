@@ -18,6 +18,7 @@ from gradwire.simulator.collectives import (  # noqa: F401  (registration side e
     alltoall,
     broadcast,
     compressed_allreduce,
+    gloo_ring,
     halving_doubling,
     hierarchical_allreduce,
     parameter_server,
