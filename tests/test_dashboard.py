@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from plotly.colors import get_colorscale
 
 from gradwire.errors import ConfigError
 from gradwire.report.browser import check_page, find_chromium, screenshot
@@ -352,6 +353,11 @@ def test_topology_merges_directions_and_colours_by_busier_one():
     widths = sorted(t.line.width for t in lines)
     assert len(lines) == len(expected_bins)
     assert widths == pytest.approx([1.0 + 7.0 * (b + 0.5) / UTIL_BINS for b in expected_bins])
+    # the colour bar is the same explicit scale as the edges (plotly.js orders the named
+    # "YlOrRd" scale the other way round): low utilization is the light end
+    scale = [tuple(c) for c in mids.marker.colorscale]
+    assert scale == [tuple(c) for c in get_colorscale("YlOrRd")]
+    assert scale[0][1] == "rgb(255,255,204)"
     gpus = next(t for t in fig.data if t.name == "gpu")
     assert sorted(gpus.text) == [f"gpu{r}" for r in range(5)]
 

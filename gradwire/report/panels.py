@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import plotly.graph_objects as go
+from plotly.colors import get_colorscale
 from plotly.subplots import make_subplots
 
 from gradwire.errors import ConfigError
@@ -724,7 +725,9 @@ def topology_drawing(traces: Sequence[Trace], rows: Sequence[Row] = ()) -> Panel
                 marker={
                     "size": 6,
                     "color": [max(lu.utilization for lu in u) for _, _, u in mids],
-                    "colorscale": UTIL_COLOURSCALE,
+                    "colorscale": get_colorscale(
+                        UTIL_COLOURSCALE
+                    ),  # explicit: plotly.js orders named scales differently
                     "cmin": 0.0,
                     "cmax": 1.0,
                     "showscale": True,
