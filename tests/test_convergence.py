@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 import torch
+
 from gradwire.codecs import CodecState, make_codec
 from gradwire.codecs.onebit import OneBit
-
 from gradwire.convergence import TASKS, run_convergence, time_to_accuracy
 from gradwire.convergence.runner import _Exchange, _shards
 from gradwire.errors import ConfigError, UnknownNameError, WorkloadError
@@ -114,7 +115,7 @@ def test_shards_partition_the_training_set() -> None:
 
 # --- runs -----------------------------------------------------------------------------
 
-SMALL = {"model": "mlp", "workers": 3, "batch_per_worker": 8, "steps": 4, "eval_every": 2}
+SMALL: dict[str, Any] = {"model": "mlp", "workers": 3, "batch_per_worker": 8, "steps": 4, "eval_every": 2}
 
 
 def test_same_seed_same_curves_and_codecs_share_batches() -> None:
