@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 
 import torch
+
 from gradwire.codecs import make_codec
 from gradwire.codecs.measure import measure_codec
 

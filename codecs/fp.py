@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 import torch
-from gradwire.codecs.base import CODECS, Codec, CodecState, Payload, check_finite
 
+from gradwire.codecs.base import CODECS, Codec, CodecState, Payload, check_finite
 from gradwire.errors import CodecError
 
 

@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass
 
 import torch
-from gradwire.codecs.base import Codec, CodecState, new_generator
 
+from gradwire.codecs.base import Codec, CodecState, new_generator
 from gradwire.errors import ConfigError
 
 

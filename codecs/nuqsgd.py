@@ -24,6 +24,7 @@ import numba
 import numpy as np
 import torch
 import torch.nn.functional as F
+
 from gradwire.codecs.base import (
     CODECS,
     Codec,
@@ -42,7 +43,6 @@ from gradwire.codecs.qsgd import (
     levels_from_bits,
 )
 from gradwire.codecs.rng import draw_key, key_parts, u24, uniform24
-
 from gradwire.errors import ConfigError
 
 

@@ -23,6 +23,7 @@ import numba
 import numpy as np
 import torch
 import torch.nn.functional as F
+
 from gradwire.codecs.base import (
     CODECS,
     Codec,
@@ -37,7 +38,6 @@ from gradwire.codecs.base import (
 )
 from gradwire.codecs.bitpack import pack, unpack
 from gradwire.codecs.qsgd import DEFAULT_MIN_NUMEL, check_int
-
 from gradwire.errors import ConfigError
 
 

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+
 from gradwire.codecs.base import (
     CODECS,
     Codec,
@@ -31,7 +32,6 @@ from gradwire.codecs.base import (
     state_for,
 )
 from gradwire.codecs.qsgd import check_int
-
 from gradwire.errors import ConfigError
 
 

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+
 from gradwire.codecs import qsgd_kernels as K
 from gradwire.codecs.base import (
     CODECS,
@@ -48,7 +49,6 @@ from gradwire.codecs.bitpack import (
     unpack_torch,
 )
 from gradwire.codecs.rng import draw_key, key_parts, uniform24
-
 from gradwire.errors import CodecError, ConfigError
 
 ENCODINGS = ("fixed", "elias", "dense")

@@ -31,6 +31,7 @@ from typing import Any
 
 import numba
 import numpy as np
+
 from gradwire.codecs.elias import get_bits, get_omega, omega_length, put_bits, put_omega
 from gradwire.codecs.rng import u24
 

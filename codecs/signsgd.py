@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+
 from gradwire.codecs.base import (
     CODECS,
     Codec,
@@ -30,7 +31,6 @@ from gradwire.codecs.base import (
 )
 from gradwire.codecs.bitpack import pack, unpack
 from gradwire.codecs.qsgd import DEFAULT_MIN_NUMEL, check_int
-
 from gradwire.errors import ConfigError
 
 

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+
 from gradwire.codecs.base import (
     CODECS,
     Codec,
@@ -26,7 +27,6 @@ from gradwire.codecs.base import (
     state_for,
 )
 from gradwire.codecs.qsgd import DEFAULT_MIN_NUMEL, QSGD, check_int
-
 from gradwire.errors import ConfigError
 
 

@@ -7,6 +7,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from gradwire.codecs import CODECS, make_codec
 from gradwire.codecs.base import Codec
 from gradwire.codecs.bitpack import pack_numba, pack_torch, packed_nbytes, unpack, unpack_torch
@@ -15,9 +18,6 @@ from gradwire.codecs.measure import measure_codec
 from gradwire.codecs.nuqsgd import codes_torch
 from gradwire.codecs.qsgd import bucket_scales, dequant_torch, levels_torch
 from gradwire.codecs.rng import draw_key, uniform24
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from gradwire.errors import CodecError, ConfigError, NonFiniteGradientError, UnknownNameError
 
 # Every registered codec, in configurations that exercise the real (not raw) path.

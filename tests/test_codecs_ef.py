@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from gradwire.codecs import make_codec
 from gradwire.codecs.base import Codec
 

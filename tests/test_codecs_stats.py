@@ -12,6 +12,7 @@ import math
 
 import pytest
 import torch
+
 from gradwire.codecs import make_codec
 from gradwire.codecs.base import Codec
 
