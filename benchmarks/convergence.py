@@ -41,7 +41,9 @@ DEFAULT_CODECS = [
 ]
 
 
-def breakdown(spec: str, model: str, workers: int, batch: int, reps: int) -> dict[str, float]:
+def breakdown(
+    spec: str, model: str, workers: int, batch: int, reps: int, exchange: str
+) -> dict[str, float]:
     """Median seconds of each part of one iteration, measured side by side."""
     net = build_model(model, seed=0)
     params = {n: p.detach().clone() for n, p in net.named_parameters()}
@@ -57,7 +59,7 @@ def breakdown(spec: str, model: str, workers: int, batch: int, reps: int) -> dic
     y = torch.randint(0, 10, (workers, batch), generator=gen)
     per_worker = vmap(grad_and_value(loss_fn), in_dims=(None, 0, 0))
     codec, _ = _build_codec(spec, 0)
-    ex = _Exchange(codec, names, [params[n].shape for n in names], workers, "allgather", 0,
+    ex = _Exchange(codec, names, [params[n].shape for n in names], workers, exchange, 0,
                    torch.device("cpu"))
     parts: dict[str, list[float]] = {"gradients_s": [], "codec_exchange_s": [], "step_s": []}
     for _ in range(reps + 1):
@@ -98,7 +100,7 @@ def main() -> None:
         # "run it/s" includes the model build and two evaluations (steps 0 and last);
         # "loop it/s" is one iteration's parts alone (median of 3 after a warm-up).
         rate = args.steps / (time.perf_counter() - t0)
-        b = breakdown(spec, args.model, args.workers, args.batch, reps=3)
+        b = breakdown(spec, args.model, args.workers, args.batch, reps=3, exchange=args.exchange)
         loop = 1.0 / sum(b.values())
         print(f"{spec:32s} {rate:8.2f} {loop:9.2f} {1e3 * b['gradients_s']:9.1f} "
               f"{1e3 * b['codec_exchange_s']:9.1f} {1e3 * b['step_s']:8.1f}", flush=True)
