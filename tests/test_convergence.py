@@ -134,6 +134,16 @@ def test_same_seed_same_curves_and_codecs_share_batches() -> None:
     assert c[0].train_loss != a[0].train_loss
 
 
+def test_fp32_ring_training_matches_allgather_training() -> None:
+    """fp32 re-encoding loses nothing, so the ring exchange trains the same model up to
+    float summation order."""
+    ag = run_convergence(codecs=["fp32"], seed=2, exchange="allgather", **SMALL)[0]
+    ring = run_convergence(codecs=["fp32"], seed=2, exchange="compressed_allreduce", **SMALL)[0]
+    assert ring.steps == ag.steps
+    assert ring.train_loss == pytest.approx(ag.train_loss, rel=1e-4)
+    assert ring.step_loss == pytest.approx(ag.step_loss, rel=1e-4)
+
+
 def test_time_to_accuracy_on_a_real_run() -> None:
     curves = run_convergence(codecs=["fp32", "onebit"], seed=1, **{**SMALL, "steps": 6})
     it = {"fp32": 0.2, "onebit": 0.05}
