@@ -13,14 +13,7 @@ exchange, optimizer step) so the report says where the time goes.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
-
-# Run as a script, this folder comes first on sys.path, and a sibling script named like a
-# standard-library module (profile.py) would shadow it inside torch's imports.
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)
 
 import torch
 from torch import nn

@@ -83,7 +83,9 @@ def run_convergence_study(sc: Scenario, rows: Sequence[Row], *, progress: bool) 
     curves = run_convergence(model=cfg.model, task=cfg.task, codecs=list(sc.codecs),
                              workers=cfg.workers or sc.workers, steps=cfg.steps,
                              batch_per_worker=cfg.batch_per_worker, lr=cfg.lr, seed=sc.seed,
-                             eval_every=cfg.eval_every, progress=progress)
+                             eval_every=cfg.eval_every, progress=progress,
+                             exchange="compressed_allreduce" if sc.exchange.quantized == "compressed_allreduce"
+                             else "allgather")
     first = min((r.point for r in rows), default=0)
     iteration_s = {r.codec: r.iteration_s for r in rows if r.point == first}
     ttt = time_to_accuracy(curves, iteration_s, target=cfg.target, target_fraction=cfg.target_fraction)

@@ -2,9 +2,9 @@
 
 Usage::
 
-    python benchmarks/profile.py                         # ResNet-50, batch 32, CPU
-    python benchmarks/profile.py --model mlp --batch 64
-    python benchmarks/profile.py --model resnet50 --batch 32 --iters 3 --warmup 1
+    python benchmarks/profiling.py                         # ResNet-50, batch 32, CPU
+    python benchmarks/profiling.py --model mlp --batch 64
+    python benchmarks/profiling.py --model resnet50 --batch 32 --iters 3 --warmup 1
 
 Reports the wall time of ``profile_model`` from a cold, empty cache directory (meta pass
 for FLOPs and bytes, model build, warm-up and timed steps, gradient capture, writing the
@@ -15,22 +15,15 @@ call again (served from the cache), and the measured step times. Prints one JSON
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import argparse
+import json
+import os
+import tempfile
+import time
 
-# Run as a script, this file's folder comes first on the import path and its name would
-# shadow the standard library's ``profile`` module (which torch imports via cProfile).
-_here = str(Path(__file__).resolve().parent)
-sys.path[:] = [p for p in sys.path if str(Path(p or ".").resolve()) != _here]
+import torch
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-
-import torch  # noqa: E402
-from gradwire.models import profile_model  # noqa: E402
+from gradwire.models import profile_model
 
 
 def main() -> None:
