@@ -33,8 +33,8 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from gradwire.codecs.base import Codec, CodecState, Payload, make_codec
 
+from gradwire.codecs.base import Codec, CodecState, Payload, make_codec
 from gradwire.errors import ConfigError
 
 HookFn = Callable[[Any, "dist.GradBucket"], "torch.futures.Future[torch.Tensor]"]

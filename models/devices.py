@@ -20,9 +20,9 @@ from importlib import resources
 
 import numpy as np
 import yaml
-from gradwire.models.profile import OPTIMIZER_BYTES_PER_ELEMENT_ACCESS, ParamInfo, Workload
 
 from gradwire.errors import ConfigError, UnknownNameError, WorkloadError
+from gradwire.models.profile import OPTIMIZER_BYTES_PER_ELEMENT_ACCESS, ParamInfo, Workload
 
 _BYTES_PER_ELEMENT = {"float32": 4, "float16": 2, "bfloat16": 2}
 

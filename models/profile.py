@@ -30,10 +30,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from gradwire.models.spec import ModelSpec, build_model, get_model
 from torch import Tensor, nn
 
 from gradwire.errors import ConfigError, WorkloadError
+from gradwire.models.spec import ModelSpec, build_model, get_model
 
 CACHE_FORMAT = 2
 DTYPES: dict[str, torch.dtype] = {

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from gradwire.scenarios.convert import cluster_params, si_key, user_key
-from gradwire.scenarios.schema import Scenario
 from pydantic import ValidationError
 
 from gradwire.errors import GradWireError, Problem, ScenarioError
+from gradwire.scenarios.convert import cluster_params, si_key, user_key
+from gradwire.scenarios.schema import Scenario
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
 

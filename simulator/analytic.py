@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from gradwire.simulator.topology import Topology
 
 from gradwire.errors import ConfigError
+from gradwire.simulator.topology import Topology
 
 
 def ring_allreduce_time(p: int, nbytes: float, alpha_s: float, bandwidth_Bps: float) -> float:

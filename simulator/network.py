@@ -27,11 +27,11 @@ from typing import Any
 
 import numpy as np
 import simpy
-from gradwire.simulator.topology import Topology
 from simpy.events import NORMAL
 
 from gradwire.errors import ConfigError, TopologyError
 from gradwire.results import LinkUse
+from gradwire.simulator.topology import Topology
 
 # Flows whose predicted drain ends agree to this relative tolerance finish in one event:
 # identical flows then complete together instead of a float hair apart.

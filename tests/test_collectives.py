@@ -7,14 +7,14 @@ import math
 import numpy as np
 import pytest
 import simpy
-from gradwire.simulator import analytic
-from gradwire.simulator.collectives import COLLECTIVES, run_collective
-from gradwire.simulator.network import Network
-from gradwire.simulator.topology import make_topology
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gradwire.errors import ConfigError, UnknownNameError
+from gradwire.simulator import analytic
+from gradwire.simulator.collectives import COLLECTIVES, run_collective
+from gradwire.simulator.network import Network
+from gradwire.simulator.topology import make_topology
 
 REL = 1e-9  # the engine is exact up to float rounding; the issue asks for 1%
 

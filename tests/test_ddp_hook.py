@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from gradwire.codecs import CODECS
 from gradwire.codecs.ddp_hook import make_ddp_hook
-
 from gradwire.errors import ConfigError, UnknownNameError
 from gradwire.validate.hookcheck import run_hook_check
 

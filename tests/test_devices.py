@@ -6,10 +6,10 @@ import itertools
 import math
 
 import pytest
-from gradwire.models import LayerCost, ParamInfo, Workload, profile_model
-from gradwire.models.devices import get_device, list_devices, rescale, with_measured_times
 
 from gradwire.errors import ConfigError, UnknownNameError, WorkloadError
+from gradwire.models import LayerCost, ParamInfo, Workload, profile_model
+from gradwire.models.devices import get_device, list_devices, rescale, with_measured_times
 
 
 def test_data_file_covers_the_required_gpus_with_sources() -> None:

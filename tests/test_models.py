@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from gradwire.models import MODELS, build_model, count_params, get_model
-from gradwire.models.data import load_digits
 from sklearn.datasets import load_digits as sk_load_digits
 
 from gradwire.errors import ConfigError, UnknownNameError, WorkloadError
+from gradwire.models import MODELS, build_model, count_params, get_model
+from gradwire.models.data import load_digits
 
 EXPECTED = {
     "mlp", "small_cnn", "alexnet", "vgg19", "resnet18", "resnet50", "resnet152",

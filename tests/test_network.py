@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import simpy
-from gradwire.simulator.network import Network, max_min_rates
-from gradwire.simulator.topology import make_topology
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gradwire.errors import ConfigError, TopologyError
+from gradwire.simulator.network import Network, max_min_rates
+from gradwire.simulator.topology import make_topology
 
 B = 1e9
 LAT = 2e-6

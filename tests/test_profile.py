@@ -6,12 +6,12 @@ import itertools
 import time
 from pathlib import Path
 
-import gradwire.models.profile as prof
 import pytest
 import torch
-from gradwire.models import build_model, get_model, profile_model
 
+import gradwire.models.profile as prof
 from gradwire.errors import ConfigError, UnknownNameError, WorkloadError
+from gradwire.models import build_model, get_model, profile_model
 
 
 def _autograd_reference(

@@ -6,10 +6,10 @@ import math
 
 import pytest
 import yaml
-from gradwire.scenarios.convert import si_key, si_value, to_si
-from gradwire.scenarios.loader import expand, list_builtin, load_scenario, point_id
 
 from gradwire.errors import ScenarioError
+from gradwire.scenarios.convert import si_key, si_value, to_si
+from gradwire.scenarios.loader import expand, list_builtin, load_scenario, point_id
 
 BUILTINS = ["quickstart", "qsgd_paper", "ethernet_vs_infiniband", "fat_tree_oversubscription",
             "nvlink_servers", "scaling_to_1024"]

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from gradwire.simulator.timeline import BucketCost, IterationSpec, simulate_iteration
-from gradwire.simulator.topology import make_topology
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gradwire.errors import ConfigError
+from gradwire.simulator.timeline import BucketCost, IterationSpec, simulate_iteration
+from gradwire.simulator.topology import make_topology
 
 BW = 1.25e9  # 10 Gbit/s in bytes/s
 LAT = 5e-6  # per link; a star route has two links

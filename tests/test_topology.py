@@ -8,11 +8,11 @@ from pathlib import Path
 
 import networkx as nx
 import pytest
-from gradwire.simulator.topology import TOPOLOGIES, Topology, make_topology
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gradwire.errors import ConfigError, TopologyError, UnknownNameError
+from gradwire.simulator.topology import TOPOLOGIES, Topology, make_topology
 
 BW = 12.5e9
 

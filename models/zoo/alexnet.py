@@ -7,9 +7,10 @@ its AlexNet to 62M). Synthetic standard-normal 3x224x224 batches, 1000 classes.
 
 from __future__ import annotations
 
+from torch import nn
+
 from gradwire.models.spec import MODELS, ModelSpec
 from gradwire.models.zoo.common import synthetic_images
-from torch import nn
 
 
 def build(num_classes: int = 1000) -> nn.Module:

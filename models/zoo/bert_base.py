@@ -10,9 +10,10 @@ Profiling uses 128 uniform random tokens per sequence.
 from __future__ import annotations
 
 import torch
+from torch import Tensor, nn
+
 from gradwire.models.spec import MODELS, ModelSpec
 from gradwire.models.zoo.common import synthetic_tokens
-from torch import Tensor, nn
 
 VOCAB = 30522
 POSITIONS = 512

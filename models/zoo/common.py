@@ -5,8 +5,9 @@ from __future__ import annotations
 from functools import partial
 
 import torch
-from gradwire.models.spec import BatchFn
 from torch import Tensor
+
+from gradwire.models.spec import BatchFn
 
 
 def _images(

@@ -9,9 +9,10 @@ checkpoint. Profiling uses causal next-token prediction on 128 uniform random to
 from __future__ import annotations
 
 import torch
+from torch import Tensor, nn
+
 from gradwire.models.spec import MODELS, ModelSpec
 from gradwire.models.zoo.common import synthetic_tokens
-from torch import Tensor, nn
 
 VOCAB = 50257
 POSITIONS = 1024

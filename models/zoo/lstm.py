@@ -9,9 +9,10 @@ parameters, 0.4% from 13M. Synthetic standard-normal features, 100 frames per ut
 
 from __future__ import annotations
 
+from torch import Tensor, nn
+
 from gradwire.models.spec import MODELS, ModelSpec
 from gradwire.models.zoo.common import synthetic_frames
-from torch import Tensor, nn
 
 FEATURES = 120
 HIDDEN = 768

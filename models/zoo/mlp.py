@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from functools import partial
 
+from torch import nn
+
 from gradwire.models.data import DATA_SOURCE, digits_batch
 from gradwire.models.spec import MODELS, ModelSpec
-from torch import nn
 
 INPUTS = 28 * 28
 HIDDEN = 4096

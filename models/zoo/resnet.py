@@ -7,9 +7,10 @@ Parameter counts from torchvision's weights cards: ResNet-18 11,689,512, ResNet-
 
 from __future__ import annotations
 
+from torch import Tensor, nn
+
 from gradwire.models.spec import MODELS, ModelSpec
 from gradwire.models.zoo.common import synthetic_images
-from torch import Tensor, nn
 
 
 class BasicBlock(nn.Module):

@@ -8,9 +8,10 @@ QSGD paper rounds to 1M. Synthetic standard-normal 3x32x32 batches, 10 classes.
 
 from __future__ import annotations
 
+from torch import Tensor, nn
+
 from gradwire.models.spec import MODELS, ModelSpec
 from gradwire.models.zoo.common import synthetic_images
-from torch import Tensor, nn
 
 
 class _Block(nn.Module):

@@ -6,9 +6,10 @@ Sixteen 3x3 convolutions and three fully connected layers on 224x224 images:
 
 from __future__ import annotations
 
+from torch import nn
+
 from gradwire.models.spec import MODELS, ModelSpec
 from gradwire.models.zoo.common import synthetic_images
-from torch import nn
 
 # Configuration E: channel counts, "M" a 2x2 max-pool.
 CONFIG_E: list[int | str] = [

@@ -14,6 +14,9 @@ from typing import Any
 
 import numpy as np
 import simpy
+
+from gradwire.errors import ConfigError
+from gradwire.results import LinkUse
 from gradwire.simulator.collectives import (  # noqa: F401  (registration side effects)
     alltoall,
     broadcast,
@@ -30,9 +33,6 @@ from gradwire.simulator.collectives import (  # noqa: F401  (registration side e
 from gradwire.simulator.collectives.base import COLLECTIVES, CollectiveFn, CollectiveProcess
 from gradwire.simulator.network import Network, TransferRecords
 from gradwire.simulator.topology import Topology
-
-from gradwire.errors import ConfigError
-from gradwire.results import LinkUse
 
 
 @dataclass(frozen=True)

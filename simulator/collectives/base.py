@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 import simpy
-from gradwire.simulator.network import Network
 
 from gradwire.errors import ConfigError
 from gradwire.registry import Registry
+from gradwire.simulator.network import Network
 
 CollectiveProcess = Generator[simpy.Event, Any, None]
 CollectiveFn = Callable[..., CollectiveProcess]

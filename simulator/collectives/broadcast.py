@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from gradwire.simulator.collectives.base import COLLECTIVES, CollectiveProcess, check_args
-from gradwire.simulator.network import Network
 
 from gradwire.errors import ConfigError
+from gradwire.simulator.collectives.base import COLLECTIVES, CollectiveProcess, check_args
+from gradwire.simulator.network import Network
 
 
 @COLLECTIVES.register("broadcast")

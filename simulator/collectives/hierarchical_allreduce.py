@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+
+from gradwire.errors import ConfigError
 from gradwire.simulator.collectives.base import (
     COLLECTIVES,
     CollectiveProcess,
@@ -21,8 +23,6 @@ from gradwire.simulator.collectives.base import (
     ring_steps,
 )
 from gradwire.simulator.network import Network
-
-from gradwire.errors import ConfigError
 
 
 def server_groups(net: Network, ranks: np.ndarray) -> np.ndarray:

@@ -15,10 +15,10 @@ from collections.abc import Sequence
 
 import numpy as np
 import simpy
-from gradwire.simulator.collectives.base import COLLECTIVES, CollectiveProcess, check_args
-from gradwire.simulator.network import Network
 
 from gradwire.errors import ConfigError
+from gradwire.simulator.collectives.base import COLLECTIVES, CollectiveProcess, check_args
+from gradwire.simulator.network import Network
 
 
 @COLLECTIVES.register("parameter_server")

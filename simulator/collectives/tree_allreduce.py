@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import simpy
+
 from gradwire.simulator.collectives.base import COLLECTIVES, CollectiveProcess, check_args
 from gradwire.simulator.network import Network
 
