@@ -98,7 +98,6 @@ def _structure_problems(exc: ValidationError, prefix: str = "") -> list[Problem]
 
 def _semantic_problems(sc: Scenario, prefix: str = "") -> list[Problem]:
     """Registered names, builder parameters and cross-field checks."""
-    from gradwire.codecs import make_codec
     from gradwire.models import MODELS
     from gradwire.simulator.collectives import COLLECTIVES
     from gradwire.simulator.topology import TOPOLOGIES
@@ -118,11 +117,7 @@ def _semantic_problems(sc: Scenario, prefix: str = "") -> list[Problem]:
                 "model.target_device",
                 f"unknown device {sc.model.target_device!r}; valid: {', '.join(list_devices())}",
             )
-    for i, spec in enumerate(sc.codecs):
-        try:
-            make_codec(spec)
-        except GradWireError as exc:
-            add(f"codecs[{i}]", str(exc))
+    problems.extend(Problem(prefix + p.path, p.message) for p in _codec_problems({"codecs": sc.codecs}))
     for key in ("summable", "quantized"):
         name = getattr(sc.exchange, key)
         if name not in COLLECTIVES:
@@ -173,13 +168,50 @@ def _cluster_problems(sc: Scenario, topologies: Any) -> list[Problem]:
     return problems
 
 
+def _unit_problems(data: Mapping[str, Any]) -> list[Problem]:
+    """Values of the cluster's unit-suffixed keys (builder parameters the schema cannot type)."""
+    cluster = data.get("cluster")
+    problems: list[Problem] = []
+    if not isinstance(cluster, Mapping):
+        return problems
+    for key, value in cluster.items():
+        key = str(key)
+        positive = key.endswith(("_Gbps", "_Mbps"))
+        if not (positive or key.endswith(("_us", "_ms", "_MB"))):
+            continue
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        op, bad = (">", not number or value <= 0) if positive else (">=", not number or value < 0)
+        if bad:
+            problems.append(Problem(f"cluster.{key}", f"must be {op} 0{_unit_of(key)} (got {value!r})"))
+    return problems
+
+
+def _codec_problems(data: Mapping[str, Any]) -> list[Problem]:
+    from gradwire.codecs import make_codec
+
+    codecs = data.get("codecs")
+    problems: list[Problem] = []
+    if isinstance(codecs, list):
+        for i, spec in enumerate(codecs):
+            if isinstance(spec, str):
+                try:
+                    make_codec(spec)
+                except GradWireError as exc:
+                    problems.append(Problem(f"codecs[{i}]", str(exc)))
+    return problems
+
+
 def validate(data: Mapping[str, Any], source: str = "", *, semantic: bool = True) -> Scenario:
     """Validate a scenario dict; raise one ScenarioError listing every problem."""
     try:
         sc = Scenario.model_validate(data)
     except ValidationError as exc:
-        raise ScenarioError(_structure_problems(exc), source) from None
-    problems = _sweep_problems(sc)
+        # the structure is broken, but still say what is wrong with the parts that parse
+        problems = _structure_problems(exc)
+        seen = {p.path for p in problems}
+        extra = _unit_problems(data) + (_codec_problems(data) if semantic else [])
+        raise ScenarioError(problems + [p for p in extra if p.path not in seen], source) from None
+    problems = _sweep_problems(sc) + _unit_problems(data)
     if semantic:
         problems += _semantic_problems(sc)
     if problems:

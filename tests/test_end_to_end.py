@@ -68,7 +68,8 @@ def test_invalid_scenario_is_one_clear_error(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "Traceback" not in proc.stdout + proc.stderr
     assert "workers: must be > 0" in proc.stdout
-    assert "cluster.bandwidth_Gbps" in proc.stdout or "codecs[0]" in proc.stdout
+    assert "cluster.bandwidth_Gbps: must be > 0 Gbit/s" in proc.stdout
+    assert "codecs[0]: unknown codec" in proc.stdout
 
 
 def test_list_shows_builtins(tmp_path: Path) -> None:
