@@ -88,9 +88,8 @@ def synthetic(n_points: int, cpu_s: float, workers: int, repeat: int) -> dict[st
 
 def scenario(name: str, overrides: list[str], workers: int, repeat: int,
              prepared_file: str | None = None) -> dict[str, Any]:
-    from gradwire.scenarios.loader import expand, load_scenario
-
     from gradwire.pipeline import evaluate_point, prepare, workload_key
+    from gradwire.scenarios.loader import expand, load_scenario
 
     sc = load_scenario(name, overrides)
     pts = expand(sc)

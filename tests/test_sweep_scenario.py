@@ -28,9 +28,8 @@ def _key(r: Row) -> dict[str, object]:
 
 @pytest.fixture(scope="module")
 def scenario_points(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    from gradwire.scenarios.loader import expand, load_scenario
-
     from gradwire.pipeline import prepare
+    from gradwire.scenarios.loader import expand, load_scenario
 
     sc = load_scenario("quickstart", OVERRIDES)
     points = expand(sc)
