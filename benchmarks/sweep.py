@@ -15,21 +15,15 @@ hold the same rows. Throughput counts the engine's start-up, as a user would see
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# Run as a script, this folder is first on sys.path, and a sibling benchmark named like a
-# standard module (profile.py) would shadow it for torch and Dask: drop the folder.
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)
-
 import argparse
 import json
 import math
 import pickle
+import sys
 import tempfile
 import time
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np

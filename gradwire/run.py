@@ -115,8 +115,9 @@ def run_scenario(
     store.set_info("scenario", {"name": sc.name, "assumptions": list(sc.assumptions)})
     todo = [p for p in points if p.point_id not in store.done_ids()]
     prepared = prepare(sc, points=todo, progress=progress, log=say) if todo else Prepared()
+    # the largest clusters cost most to simulate: start them first so none finishes alone
     report = run_sweep(todo, evaluate_point, prepared, store, engine=engine, scheduler=scheduler,
-                       progress=progress)
+                       progress=progress, cost=lambda p: float(p.scenario.workers))
     ids = {p.point_id: p.index for p in points}
     rows = sorted((r for r in store.rows() if r.point_id in ids), key=lambda r: (r.point, r.codec))
     traces = [t for t in store.traces() if t.point in ids.values()]
