@@ -40,7 +40,7 @@ from gradwire.codecs.qsgd import (
     DEFAULT_MIN_NUMEL,
     check_int,
     finite_scales,
-    levels_from_bits,
+    resolve_levels,
 )
 from gradwire.codecs.rng import draw_key, key_parts, u24, uniform24
 from gradwire.errors import ConfigError
@@ -102,17 +102,7 @@ class NUQSGD(Codec):
         seed: int = 0,
     ) -> None:
         super().__init__(seed=seed)
-        if bits is None and levels is None:
-            bits = 4
-        if bits is not None:
-            bits = check_int("bits", self.name, bits, 2, 17)
-            lv = levels_from_bits(bits)
-            if levels is not None and levels != lv:
-                raise ConfigError(
-                    f"codec 'nuqsgd': bits={bits} means levels={lv}; pass only one of them"
-                )
-        else:
-            lv = check_int("levels", self.name, levels, 1, 2**16)
+        bits, lv = resolve_levels(self.name, bits, levels, max_bits=17, max_levels=2**16)
         if isinstance(multiplier, bool) or not isinstance(multiplier, int | float) or not (
             0.0 < float(multiplier) < 1.0
         ):

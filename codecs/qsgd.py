@@ -72,6 +72,26 @@ def check_int(name: str, codec: str, value: Any, low: int, high: int | None = No
     return int(value)
 
 
+def resolve_levels(codec: str, bits: int | None, levels: int | None, *, max_bits: int,
+                   max_levels: int) -> tuple[int | None, int]:
+    """``(bits, s)`` from ``bits`` (s = 2^(bits-1) - 1) or ``levels`` (default 4 bits).
+
+    Giving both is allowed only when they agree; the error names the codec and the rule.
+    """
+    if bits is None and levels is None:
+        bits = 4
+    if bits is not None:
+        bits = check_int("bits", codec, bits, 2, max_bits)
+        s = levels_from_bits(bits)
+        if levels is not None and check_int("levels", codec, levels, 1) != s:
+            raise ConfigError(
+                f"codec {codec!r}: bits={bits} means levels={s} (s = 2^(bits-1) - 1) "
+                f"but levels={levels} was given; pass only one of them"
+            )
+        return bits, s
+    return None, check_int("levels", codec, levels, 1, max_levels)
+
+
 def bucket_scales(x: torch.Tensor, d: int, norm: str) -> torch.Tensor:
     """Per-bucket scale of the rows of ``x`` ([K, n] fp32): L2 or max norm, shape [K, nb].
 
@@ -156,20 +176,9 @@ class QSGD(Codec):
         seed: int = 0,
     ) -> None:
         super().__init__(seed=seed)
-        if bits is None and levels is None:
-            bits = 4
-        if bits is not None:
-            bits = check_int("bits", self.name, bits, 2, 21)
-            s = levels_from_bits(bits)
-            if levels is not None and check_int("levels", self.name, levels, 1) != s:
-                raise ConfigError(
-                    f"codec {self.name!r}: bits={bits} means levels={s} (s = 2^(bits-1) - 1) "
-                    f"but levels={levels} was given; pass only one of them"
-                )
-        else:
-            s = check_int("levels", self.name, levels, 1, MAX_LEVELS)
-        self.bits = bits
-        self.levels = s
+        self.bits, self.levels = resolve_levels(self.name, bits, levels, max_bits=21,
+                                                max_levels=MAX_LEVELS)
+        s = self.levels
         self.bucket = check_int("bucket", self.name, bucket, 1)
         if encoding not in ENCODINGS:
             raise ConfigError(
