@@ -85,16 +85,26 @@ class OneBit(Codec):
     """1-bit quantization with two reconstruction values per column/bucket and error feedback."""
 
     name = "onebit"
-    stateful = True
 
     def __init__(self, *, bucket: int = 512, min_numel: int = DEFAULT_MIN_NUMEL,
-                 seed: int = 0) -> None:
+                 error_feedback: bool = True, seed: int = 0) -> None:
         super().__init__(seed=seed)
         self.bucket = check_int("bucket", self.name, bucket, 1)
         self.min_numel = check_int("min_numel", self.name, min_numel, 0)
+        if not isinstance(error_feedback, bool):
+            raise ConfigError(f"codec 'onebit': error_feedback must be true or false, got {error_feedback!r}")
+        # error_feedback=False exists to show why 1-bit SGD needs it (training degrades)
+        self.error_feedback = error_feedback
+
+    @property
+    def stateful(self) -> bool:  # type: ignore[override]
+        return self.error_feedback
 
     def params(self) -> dict[str, Any]:
-        return {"bucket": self.bucket, "min_numel": self.min_numel}
+        p: dict[str, Any] = {"bucket": self.bucket, "min_numel": self.min_numel}
+        if not self.error_feedback:
+            p["error_feedback"] = False
+        return p
 
     # --- grouping: [K, *shape] <-> [K, groups, m] --------------------------------------
     def _layout(self, shape: tuple[int, ...]) -> tuple[int, int, int]:
@@ -173,7 +183,8 @@ class OneBit(Codec):
         else:
             b2, m0, m1, d2 = self._torch(val.unsqueeze(0), shape)
             bits, mean0, mean1, decoded = b2[0], m0[0], m1[0], d2[0]
-        ef_update(st, val, decoded)
+        if self.error_feedback:
+            ef_update(st, val, decoded)
         g = mean0.numel()
         data = torch.cat([torch.cat([mean0, mean1]).view(torch.uint8), pack(bits, 1)])
         return Payload(data, 64 * g + n, shape, tensor.dtype, self.name)
@@ -216,5 +227,6 @@ class OneBit(Codec):
         else:
             decoded = self._torch(val, shape)[3]
         for k, st in enumerate(states):
-            ef_update(st, val[k], decoded[k])
+            if self.error_feedback:
+                ef_update(st, val[k], decoded[k])
         return decoded.to(stacked.dtype)

@@ -156,3 +156,24 @@ def test_onebit_numba_and_torch_paths_agree(shape: tuple[int, ...]) -> None:
     assert torch.equal(bits, tb[0])
     assert torch.allclose(m0, t0[0], rtol=1e-5) and torch.allclose(m1, t1[0], rtol=1e-5)
     assert torch.allclose(dec, tdec[0], rtol=1e-5)
+
+
+def test_onebit_without_error_feedback_keeps_no_memory() -> None:
+    """The switch that shows why 1-bit SGD needs error feedback really drops the memory,
+    and its bytes still decode to its quantized value exactly."""
+    import torch
+
+    from gradwire.codecs import make_codec
+
+    codec = make_codec("onebit(error_feedback=False, min_numel=0)")
+    assert not codec.stateful and codec.spec() == "onebit(bucket=512, min_numel=0, error_feedback=False)"
+    g = torch.randn(3000, generator=torch.Generator().manual_seed(1))
+    st, st2 = codec.new_state(), codec.new_state()
+    decoded = codec.decode(codec.encode(g, st))
+    assert st.residual is None
+    assert torch.equal(decoded, codec.quantize(g, st2))
+    # with feedback on, the same input leaves exactly what was not sent
+    ef = make_codec("onebit(min_numel=0)")
+    st3 = ef.new_state()
+    sent = ef.decode(ef.encode(g, st3))
+    assert st3.residual is not None and torch.allclose(st3.residual, g - sent)

@@ -344,3 +344,12 @@ def test_gloo_rings_move_the_ring_bandwidth_term(p: int) -> None:
     assert ar == pytest.approx(2 * (p - 1) / p * m / 1e9, rel=1e-9)
     ag = run_collective(topo, "gloo_ring_allgather", m / p).time_s
     assert ag == pytest.approx((p - 1) * (m / p) / 1e9, rel=1e-9)
+
+
+def test_gloo_pair_allgather_runs_the_two_directions_one_after_the_other() -> None:
+    topo = star(2, 1e9, 2e-6)
+    t = run_collective(topo, "gloo_pair_allgather", [3e6, 1e6], per_message_overhead_s=5e-6).time_s
+    alpha = 2 * 2e-6 + 5e-6
+    assert t == pytest.approx(2 * alpha + 4e6 / 1e9, rel=1e-9)
+    with pytest.raises(ConfigError, match="exactly 2 ranks"):
+        run_collective(star(3, 1e9, 2e-6), "gloo_pair_allgather", 1e6)

@@ -193,7 +193,7 @@ def iteration_spec(train: Mapping[str, Any], ranks: Sequence[Mapping[str, Any]],
             buckets.append(BucketCost(numel, ready_s, (padded,), 0.0, dec_all / k))
     # Two ranks exchange quantized payloads as one message each way (see the DDP hook).
     collective = ("gloo_ring_allreduce" if summable
-                  else "ring_allgather" if k == 2 else "gloo_ring_allgather")
+                  else "gloo_pair_allgather" if k == 2 else "gloo_ring_allgather")
     return IterationSpec(
         forward_s=max(p["forward_s"] for p in prof),
         backward_s=max(p["backward_s"] for p in prof),

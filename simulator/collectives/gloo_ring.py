@@ -25,6 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 import simpy
 
+from gradwire.errors import ConfigError
 from gradwire.simulator.collectives.base import COLLECTIVES, CollectiveProcess, check_args
 from gradwire.simulator.network import Network
 
@@ -82,5 +83,25 @@ def gloo_ring_allgather(net: Network, ranks: Sequence[int], sizes: Sequence[floa
     yield from _pipelined(net, r, np.roll(r, -1), chunks, f"{tag}:")
 
 
+def gloo_pair_allgather(net: Network, ranks: Sequence[int], sizes: Sequence[float], *,
+                        tag: str = "gloo_pair_allgather") -> CollectiveProcess:
+    """Two ranks swapping payloads as one send and one receive over gloo's one connection.
+
+    gloo sends only after the peer's receive-ready notification, and on the pair's single
+    connection that notification queues behind data already flowing the other way: the
+    second direction starts when the first has drained, so the two transfers run one
+    after the other even though both are posted at once (measured on shaped links: the
+    exchange takes the time of both payloads, not of the larger one).
+    """
+    r, s = check_args(net, ranks, sizes, "gloo_pair_allgather")
+    if len(r) == 1:
+        return
+    if len(r) != 2:
+        raise ConfigError(f"gloo_pair_allgather: exactly 2 ranks, got {len(r)}; use gloo_ring_allgather")
+    yield net.transfer(int(r[0]), int(r[1]), float(s[0]), tag=f"{tag}:0")
+    yield net.transfer(int(r[1]), int(r[0]), float(s[1]), tag=f"{tag}:1")
+
+
 COLLECTIVES.register("gloo_ring_allreduce")(gloo_ring_allreduce)
 COLLECTIVES.register("gloo_ring_allgather")(gloo_ring_allgather)
+COLLECTIVES.register("gloo_pair_allgather")(gloo_pair_allgather)
