@@ -44,16 +44,17 @@ def unpack_torch(data: torch.Tensor, n: int, width: int) -> torch.Tensor:
     return (bits << weights).sum(dim=1, dtype=torch.int32)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, parallel=True)
 def pack_numba(codes: np.ndarray, width: int, out: np.ndarray) -> None:
     """Numba twin of :func:`pack_torch`, writing into ``out`` (length >= packed_nbytes).
 
     Groups of 8 codes fill exactly ``width`` bytes, so the main loop has fixed trip
-    counts (fast); the ragged end goes through a bit accumulator.
+    counts (fast) and are independent (run in parallel); the ragged end goes through a
+    bit accumulator.
     """
     n = codes.shape[0]
     ngroups = n // 8 if width <= 8 else 0
-    for g in range(ngroups):
+    for g in numba.prange(ngroups):
         acc = 0
         base = g * 8
         for j in range(8):
@@ -75,12 +76,12 @@ def pack_numba(codes: np.ndarray, width: int, out: np.ndarray) -> None:
         out[pos] = (acc << (8 - nacc)) & 0xFF
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, parallel=True)
 def unpack_numba(data: np.ndarray, n: int, width: int, out: np.ndarray) -> None:
     """Numba twin of :func:`unpack_torch`, writing ``n`` codes into ``out``."""
     mask = (1 << width) - 1
     ngroups = n // 8 if width <= 8 else 0
-    for g in range(ngroups):
+    for g in numba.prange(ngroups):
         acc = 0
         ib = g * width
         for k in range(width):

@@ -67,16 +67,18 @@ def quantize_kernel(x, scales, s, d, k1, k2, out):  # type: ignore[no-untyped-de
             out[i] = -q if (v < 0 and q > 0) else q
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, parallel=True)
 def codes_kernel(x, scales, s, d, mbits, k1, k2, out):  # type: ignore[no-untyped-def]
     """``out[i] = (neg_i << mbits) | level_i``: the fixed-width code of every element.
 
-    Kept apart from the bit packing: this loop vectorizes, a fused one does not.
+    Kept apart from the bit packing: this loop vectorizes, a fused one does not. Buckets
+    are independent (the random draw of element i depends only on the key and i), so
+    they run in parallel on every core and give the same bytes as a serial loop.
     """
     n = x.shape[0]
     sf = numba.float32(s)
     sign = 1 << mbits
-    for b in range(scales.shape[0]):
+    for b in numba.prange(scales.shape[0]):
         sc = _safe(scales[b])
         end = min(n, (b + 1) * d)
         for i in range(b * d, end):
@@ -85,13 +87,13 @@ def codes_kernel(x, scales, s, d, mbits, k1, k2, out):  # type: ignore[no-untype
             out[i] = lev | sign if v < 0 else lev
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, parallel=True)
 def dequant_kernel(codes, scales, s, d, mbits, out):  # type: ignore[no-untyped-def]
-    """Codes back to float32 values: ``+-level * (scale_b / s)``."""
+    """Codes back to float32 values: ``+-level * (scale_b / s)`` (buckets in parallel)."""
     n = codes.shape[0]
     mask = (1 << mbits) - 1
     sf = numba.float32(s)
-    for b in range(scales.shape[0]):
+    for b in numba.prange(scales.shape[0]):
         unit = scales[b] / sf
         for i in range(b * d, min(n, (b + 1) * d)):
             c = codes[i]
