@@ -121,8 +121,11 @@ def test_point_id_is_stable_and_tracks_values() -> None:
 def test_cases_cross_sweep_axes_and_carry_their_name() -> None:
     sc = load_scenario("qsgd_paper")
     pts = expand(sc)
-    assert [p.values["case"] for p in pts] == ["AlexNet, 16 GPUs", "LSTM, 2 GPUs"]
-    assert pts[1].scenario.model.name == "lstm" and pts[1].scenario.workers == 2
+    # cases are crossed with the sweep axis (two fp32 exchanges): case-major order
+    assert [p.values["case"] for p in pts] == ["AlexNet, 16 GPUs"] * 2 + ["LSTM, 2 GPUs"] * 2
+    assert [p.values["exchange.summable"] for p in pts[:2]] == ["ring_allgather", "ring_allreduce"]
+    assert pts[2].scenario.model.name == "lstm" and pts[2].scenario.workers == 2
+    assert pts[0].scenario.exchange.summable == "ring_allgather"
 
 
 def test_units_are_converted_once_at_the_edge() -> None:
