@@ -214,12 +214,18 @@ class Codec(ABC):
 CODECS: Registry[Codec] = Registry("codec")
 
 
-def make_codec(spec: str | Codec, **overrides: Any) -> Codec:
-    """Build a codec from ``"qsgd(bits=4, bucket=512)"``, a bare name, or pass one through."""
+def make_codec(spec: str | Codec, *, default_seed: int | None = None, **overrides: Any) -> Codec:
+    """Build a codec from ``"qsgd(bits=4, bucket=512)"``, a bare name, or pass one through.
+
+    ``overrides`` replace the spec's parameters; ``default_seed`` is used only when the
+    spec names no ``seed`` of its own (a scenario's seed, say).
+    """
     if isinstance(spec, Codec):
         return spec
     from gradwire.registry import parse_spec
 
     name, params = parse_spec(spec)
+    if default_seed is not None:
+        params.setdefault("seed", default_seed)
     params.update(overrides)
     return CODECS.create(name, **params)

@@ -178,7 +178,7 @@ def prepare(scenario: Scenario, *, points: Sequence[Point] | None = None, progre
         ranks = sc.measure.ranks
         for spec in specs:
             say(f"measuring codec {spec} on {len(wl.params)} real gradients")
-            codec = make_codec(spec, seed=sc.seed) if "seed" not in spec else make_codec(spec)
+            codec = make_codec(spec, default_seed=sc.seed)
             costs = []
             for prm in wl.params:
                 g = wl.gradients[prm.name].to(dev)

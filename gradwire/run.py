@@ -136,12 +136,10 @@ def run_scenario(
             path = out / f"{name}.json"
             path.write_text(json.dumps(records, indent=1, default=float))
             outcome.files[name] = path
-    notes = [*sc.assumptions]
-    if any(r.estimate for r in rows):
-        notes.append("Compute and codec times marked 'estimate' were rescaled to another device (roofline).")
-    outcome.files["dashboard"] = write_dashboard(
+    outcome.files["dashboard"] = write_dashboard(  # it adds the caveat when rows are estimates
         out / "dashboard.html", rows, traces, title=f"GradWire: {sc.name}",
-        published=outcome.published or None, convergence=outcome.convergence or None, notes=notes,
+        published=outcome.published or None, convergence=outcome.convergence or None,
+        notes=list(sc.assumptions),
     )
     outcome.elapsed_s = time.perf_counter() - t0
     return outcome

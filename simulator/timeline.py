@@ -16,6 +16,7 @@ every rank. Plain numbers in, plain numbers out: no torch here.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,7 @@ import simpy
 from gradwire.errors import ConfigError
 from gradwire.results import LinkUse, Segment
 from gradwire.simulator.collectives import COLLECTIVES
+from gradwire.simulator.collectives.base import GATHERS_PAYLOADS
 from gradwire.simulator.network import Network
 from gradwire.simulator.topology import Topology
 
@@ -33,10 +35,9 @@ from gradwire.simulator.topology import Topology
 def decodes_per_bucket(collective: str, p: int) -> int:
     """Payloads a rank decodes after a bucket's collective: an allgather hands every rank
     all p payloads; a summing collective hands back one (already summed) value."""
-    return p if "allgather" in collective else 1
+    return p if collective in GATHERS_PAYLOADS else 1
 
-# Collectives that decode, sum and re-encode at every hop: their per-hop codec time.
-_PER_HOP = {"compressed_allreduce"}
+
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,9 @@ def simulate_iteration(
             raise ConfigError(f"IterationSpec.{name} must be >= 0, got {getattr(spec, name)}")
     p = topology.num_ranks
     coll = COLLECTIVES.get(spec.collective)
+    # a collective taking ``hop_s`` decodes, sums and re-encodes at every hop: give it the
+    # codec time of one 1/p chunk
+    per_hop = "hop_s" in inspect.signature(coll).parameters
     factors = _compute_factors(p, stragglers, jitter, seed)
     classes, rank_class = np.unique(factors, return_inverse=True)
     reps = [int(np.flatnonzero(rank_class == c)[0]) for c in range(len(classes))]
@@ -191,7 +195,7 @@ def simulate_iteration(
             waits.append(comm_done[b - 1])
         yield simpy.AllOf(env, waits)
         opts = dict(spec.collective_opts)
-        if spec.collective in _PER_HOP:
+        if per_hop:
             # decode + sum + re-encode of one 1/p chunk at every hop
             opts.setdefault("hop_s", (bucket.encode_s + bucket.decode_s) / p)
         t0 = env.now

@@ -177,3 +177,11 @@ def test_onebit_without_error_feedback_keeps_no_memory() -> None:
     st3 = ef.new_state()
     sent = ef.decode(ef.encode(g, st3))
     assert st3.residual is not None and torch.allclose(st3.residual, g - sent)
+
+
+def test_make_codec_default_seed_yields_to_the_specs_own() -> None:
+    from gradwire.codecs import make_codec
+
+    assert make_codec("qsgd(bits=4)", default_seed=7).seed == 7
+    assert make_codec("qsgd(bits=4, seed=3)", default_seed=7).seed == 3
+    assert make_codec("qsgd(bits=4, seed=3)", seed=5).seed == 5  # an override always wins

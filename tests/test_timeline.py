@@ -134,3 +134,18 @@ def test_breakdown_is_additive(p, overlap, sizes, enc, dec, coll) -> None:
     assert parts == pytest.approx(res.iteration_s, rel=1e-9)
     assert 0 <= res.hidden_comm_s <= res.comm_s + 1e-12
     assert res.iteration_s >= F + B + O
+
+
+def test_compressed_allreduce_is_charged_codec_time_at_every_hop() -> None:
+    """The timeline hands a per-hop collective the codec time of one 1/p chunk, and a rank
+    decodes one (summed) payload after it, not p of them."""
+    from gradwire.simulator.collectives import run_collective
+
+    p, m, enc, dec = 4, 2e6, 4e-3, 2e-3
+    spec = IterationSpec(F, B, O, (one_bucket(m, enc=enc, dec=dec),), "compressed_allreduce", overlap=False)
+    res = simulate_iteration(spec, star(p), per_message_overhead_s=OVH)
+    coll = run_collective(star(p), "compressed_allreduce", m, per_message_overhead_s=OVH,
+                          hop_s=(enc + dec) / p).time_s
+    no_hops = run_collective(star(p), "compressed_allreduce", m, per_message_overhead_s=OVH).time_s
+    assert coll == pytest.approx(no_hops + (p - 1) * (enc + dec) / p, rel=1e-9)
+    assert res.iteration_s == pytest.approx(F + B + enc + coll + dec + O, rel=1e-9)

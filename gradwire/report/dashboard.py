@@ -32,7 +32,7 @@ from gradwire.results import Row, Trace
 
 MAX_SUMMARY_ROWS = 300
 ESTIMATE_NOTE = (
-    "Values labelled “estimate” use compute times rescaled from the measuring device to "
+    "Values labelled “estimate” use compute and codec times rescaled from the measuring device to "
     "the target device by a device profile; they are estimates, not measurements."
 )
 

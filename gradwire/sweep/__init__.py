@@ -2,7 +2,7 @@
 
 :func:`~gradwire.sweep.engine.run_sweep` evaluates points serially or on Dask (a local
 cluster by default, a running one by address) and writes each finished point at once to a
-:class:`~gradwire.sweep.store.ResultStore`; :func:`run_scenario_sweep` does that for a whole
+:class:`~gradwire.sweep.store.ResultStore`; :func:`gradwire.run.run_scenario` does that for a whole
 scenario (expand, prepare once, evaluate, export, dashboard); :func:`report` rebuilds the
 tables and the dashboard of an output folder from its store alone, without re-running.
 """
@@ -11,15 +11,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gradwire.errors import ConfigError
 from gradwire.sweep.engine import ENGINES, FailedPoint, SweepReport, available_cores, run_sweep
 from gradwire.sweep.store import STORE_FILENAME, ResultStore
-
-if TYPE_CHECKING:
-    from gradwire.run import RunOutcome
-    from gradwire.scenarios.schema import Scenario
 
 __all__ = [
     "ENGINES",
@@ -29,35 +25,8 @@ __all__ = [
     "SweepReport",
     "available_cores",
     "report",
-    "run_scenario_sweep",
     "run_sweep",
 ]
-
-ESTIMATE_NOTE = "Compute and codec times marked 'estimate' were rescaled to another device (roofline)."
-
-
-def run_scenario_sweep(
-    scenario: Scenario | str | Path,
-    out_dir: str | Path,
-    *,
-    overrides: list[str] | None = None,
-    engine: str = "dask",
-    scheduler: str | None = None,
-    progress: bool = True,
-) -> RunOutcome:
-    """Run every point of a scenario (a :class:`Scenario`, a YAML path or a built-in name).
-
-    Points already stored in ``out_dir`` are skipped; workloads are profiled and codecs
-    measured once, for the points still to run, and shared with the workers; the tables
-    and the dashboard are written from the store. Returns the run's outcome (rows,
-    files written, failed points).
-    """
-    from gradwire.run import run_scenario
-    from gradwire.scenarios.loader import load_scenario
-
-    sc = scenario if not isinstance(scenario, str | Path) else load_scenario(scenario, overrides or [])
-    return run_scenario(sc, out_dir, engine=engine, scheduler=scheduler, progress=progress)
-
 
 def _read_json(path: Path) -> Any:
     return json.loads(path.read_text()) if path.is_file() else None
@@ -85,9 +54,7 @@ def report(out_dir: str | Path) -> dict[str, Path]:
         info = store.info("scenario", {}) or {}
         files = store.export(out)
     name = info.get("name") or (rows[0].scenario if rows else out.name)
-    notes = [str(a) for a in info.get("assumptions", [])]
-    if any(r.estimate for r in rows):
-        notes.append(ESTIMATE_NOTE)
+    notes = [str(a) for a in info.get("assumptions", [])]  # the dashboard adds the estimate caveat
     extra = {key: _read_json(out / f"{key}.json") for key in ("published", "convergence", "validation")}
     files["dashboard"] = write_dashboard(
         out / "dashboard.html", rows, traces, title=f"GradWire: {name}", notes=notes,

@@ -26,6 +26,10 @@ CollectiveProcess = Generator[simpy.Event, Any, None]
 CollectiveFn = Callable[..., CollectiveProcess]
 
 COLLECTIVES: Registry[CollectiveProcess] = Registry("collective")
+# Collectives that hand every rank all p payloads (allgathers): after one of them a rank
+# decodes p payloads, after a summing collective only one. Each such collective adds its
+# name in its own file.
+GATHERS_PAYLOADS: set[str] = set()
 
 
 def check_args(net: Network, ranks: Sequence[int], sizes: Sequence[float] | np.ndarray,

@@ -26,7 +26,12 @@ import numpy as np
 import simpy
 
 from gradwire.errors import ConfigError
-from gradwire.simulator.collectives.base import COLLECTIVES, CollectiveProcess, check_args
+from gradwire.simulator.collectives.base import (
+    COLLECTIVES,
+    GATHERS_PAYLOADS,
+    CollectiveProcess,
+    check_args,
+)
 from gradwire.simulator.network import Network
 
 GLOO_MAX_SEGMENT_BYTES = 1024 * 1024  # gloo AllreduceOptions kMaxSegmentSize
@@ -105,3 +110,4 @@ def gloo_pair_allgather(net: Network, ranks: Sequence[int], sizes: Sequence[floa
 COLLECTIVES.register("gloo_ring_allreduce")(gloo_ring_allreduce)
 COLLECTIVES.register("gloo_ring_allgather")(gloo_ring_allgather)
 COLLECTIVES.register("gloo_pair_allgather")(gloo_pair_allgather)
+GATHERS_PAYLOADS.update({"gloo_ring_allgather", "gloo_pair_allgather"})

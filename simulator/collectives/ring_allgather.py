@@ -14,11 +14,14 @@ import numpy as np
 
 from gradwire.simulator.collectives.base import (
     COLLECTIVES,
+    GATHERS_PAYLOADS,
     CollectiveProcess,
     check_args,
     ring_steps,
 )
 from gradwire.simulator.network import Network
+
+GATHERS_PAYLOADS.add("ring_allgather")
 
 
 @COLLECTIVES.register("ring_allgather")
