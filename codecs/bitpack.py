@@ -9,6 +9,8 @@ nuqsgd, onebit, signsgd, terngrad) goes through :func:`pack` / :func:`unpack`.
 
 from __future__ import annotations
 
+import threading
+
 import numba
 import numpy as np
 import torch
@@ -44,8 +46,26 @@ def unpack_torch(data: torch.Tensor, n: int, width: int) -> torch.Tensor:
     return (bits << weights).sum(dim=1, dtype=torch.int32)
 
 
-@numba.njit(cache=True, parallel=True)
+# numba's default (workqueue) threading layer aborts the process if two threads enter a
+# parallel kernel at once, and DDP hooks run codecs from autograd and gloo callback
+# threads: every parallel kernel of the codecs is launched under this lock.
+PARALLEL_LOCK = threading.Lock()
+
+
 def pack_numba(codes: np.ndarray, width: int, out: np.ndarray) -> None:
+    """Pack ``codes`` into ``out`` (see :func:`_pack_numba`), one parallel launch at a time."""
+    with PARALLEL_LOCK:
+        _pack_numba(codes, width, out)
+
+
+def unpack_numba(data: np.ndarray, n: int, width: int, out: np.ndarray) -> None:
+    """Unpack ``n`` codes into ``out`` (see :func:`_unpack_numba`), one launch at a time."""
+    with PARALLEL_LOCK:
+        _unpack_numba(data, n, width, out)
+
+
+@numba.njit(cache=True, parallel=True)
+def _pack_numba(codes: np.ndarray, width: int, out: np.ndarray) -> None:
     """Numba twin of :func:`pack_torch`, writing into ``out`` (length >= packed_nbytes).
 
     Groups of 8 codes fill exactly ``width`` bytes, so the main loop has fixed trip
@@ -77,7 +97,7 @@ def pack_numba(codes: np.ndarray, width: int, out: np.ndarray) -> None:
 
 
 @numba.njit(cache=True, parallel=True)
-def unpack_numba(data: np.ndarray, n: int, width: int, out: np.ndarray) -> None:
+def _unpack_numba(data: np.ndarray, n: int, width: int, out: np.ndarray) -> None:
     """Numba twin of :func:`unpack_torch`, writing ``n`` codes into ``out``."""
     mask = (1 << width) - 1
     ngroups = n // 8 if width <= 8 else 0

@@ -32,6 +32,7 @@ from typing import Any
 import numba
 import numpy as np
 
+from gradwire.codecs.bitpack import PARALLEL_LOCK
 from gradwire.codecs.elias import get_bits, get_omega, omega_length, put_bits, put_omega
 from gradwire.codecs.rng import u24
 
@@ -67,8 +68,20 @@ def quantize_kernel(x, scales, s, d, k1, k2, out):  # type: ignore[no-untyped-de
             out[i] = -q if (v < 0 and q > 0) else q
 
 
-@numba.njit(cache=True, parallel=True)
 def codes_kernel(x, scales, s, d, mbits, k1, k2, out):  # type: ignore[no-untyped-def]
+    """Fixed-width codes of every element (see :func:`_codes_kernel`), under the lock."""
+    with PARALLEL_LOCK:
+        _codes_kernel(x, scales, s, d, mbits, k1, k2, out)
+
+
+def dequant_kernel(codes, scales, s, d, mbits, out):  # type: ignore[no-untyped-def]
+    """Codes back to float32 (see :func:`_dequant_kernel`), under the lock."""
+    with PARALLEL_LOCK:
+        _dequant_kernel(codes, scales, s, d, mbits, out)
+
+
+@numba.njit(cache=True, parallel=True)
+def _codes_kernel(x, scales, s, d, mbits, k1, k2, out):  # type: ignore[no-untyped-def]
     """``out[i] = (neg_i << mbits) | level_i``: the fixed-width code of every element.
 
     Kept apart from the bit packing: this loop vectorizes, a fused one does not. Buckets
@@ -88,7 +101,7 @@ def codes_kernel(x, scales, s, d, mbits, k1, k2, out):  # type: ignore[no-untype
 
 
 @numba.njit(cache=True, parallel=True)
-def dequant_kernel(codes, scales, s, d, mbits, out):  # type: ignore[no-untyped-def]
+def _dequant_kernel(codes, scales, s, d, mbits, out):  # type: ignore[no-untyped-def]
     """Codes back to float32 values: ``+-level * (scale_b / s)`` (buckets in parallel)."""
     n = codes.shape[0]
     mask = (1 << mbits) - 1
