@@ -145,14 +145,15 @@ def hierarchical_allreduce_time(gpus_per_server: int, num_servers: int, nbytes: 
 
 
 def compressed_allreduce_time(sizes: Sequence[float], alpha_s: float, bandwidth_Bps: float,
-                              hop_s: float = 0.0, ag_hop_s: float = 0.0) -> float:
-    """Compressed ring reduce-scatter + allgather with codec time per hop:
-    ``(p-1)·(alpha + m/(p·B) + hop_s) + (p-1)·(alpha + m/(p·B) + ag_hop_s)``, m = max size."""
+                              hop_s: float = 0.0) -> float:
+    """Compressed ring reduce-scatter + allgather with codec time ``hop_s`` (decode + re-encode
+    of one chunk) per reduce-scatter hop: ``(p-1)·(alpha + m/(p·B) + hop_s) +
+    (p-1)·(alpha + m/(p·B))``, m = max size."""
     p = len(sizes)
     if p <= 1:
         return 0.0
     step = alpha_s + max(sizes) / p / bandwidth_Bps
-    return (p - 1) * (step + hop_s) + (p - 1) * (step + ag_hop_s)
+    return (p - 1) * (step + hop_s) + (p - 1) * step
 
 
 # ---------------------------------------------------------------------- from a topology
@@ -190,7 +191,7 @@ def closed_form(topology: Topology, name: str, sizes: Sequence[float] | float, *
             return ring_reduce_scatter_time(p, m, a, b)
         if name == "ring_allgather":
             return ring_allgather_time(sz, a, b)
-        return compressed_allreduce_time(sz, a, b, opts.get("hop_s", 0.0), opts.get("ag_hop_s", 0.0))
+        return compressed_allreduce_time(sz, a, b, opts.get("hop_decode_s", 0.0) + opts.get("hop_encode_s", 0.0))
     if name == "halving_doubling_allreduce":
         pairs = [(rk[i], rk[j]) for i in range(p) for j in range(p) if i != j and bin(i ^ j).count("1") == 1]
         a, b = _alpha_beta(topology, pairs, ov, eff)

@@ -17,9 +17,9 @@ import numpy as np
 
 from gradwire.errors import ConfigError
 from gradwire.simulator.collectives.base import (
-    COLLECTIVES,
     CollectiveProcess,
     check_args,
+    collective,
     ring_steps,
 )
 from gradwire.simulator.network import Network
@@ -46,7 +46,7 @@ def server_groups(net: Network, ranks: np.ndarray) -> np.ndarray:
     return np.array(list(groups.values()), dtype=np.int64)
 
 
-@COLLECTIVES.register("hierarchical_allreduce")
+@collective("hierarchical_allreduce", carries="sum")
 def hierarchical_allreduce(net: Network, ranks: Sequence[int], sizes: Sequence[float], *,
                            tag: str = "hierarchical") -> CollectiveProcess:
     """Hierarchical allreduce of ``max(sizes)`` bytes per rank over the topology's servers."""
