@@ -303,21 +303,23 @@ def make_ddp_hook(
             f"make_ddp_hook: codec {c.spec()!r} is not summable, so exchange='allreduce' "
             "cannot carry it; use exchange='auto' or 'allgather'"
         )
-    if exchange == "allgather":
+    ex = c.exchange  # the codec's declared exchange picks the hook
+    if exchange == "allgather" or not ex.summable:
         hook = _quantized_hook
-    elif c.name == "fp32":
+    elif ex.in_place:
         hook = _allreduce_hook
-    elif c.name == "powersgd":
+    elif len(ex.rounds) == 2 and hasattr(c, "first_round"):
         hook = _powersgd_hook
-    elif c.summable:
+    elif len(ex.rounds) == 1:
         if not hasattr(c, "wire_dtype"):
             raise ConfigError(
-                f"codec {c.spec()!r} is summable but names no wire dtype; a summable codec "
-                "for DDP must be a cast (fp16, bf16)"
+                f"codec {c.spec()!r} is summable but names no wire dtype; a one-round summable "
+                "codec for DDP must be a cast (fp16, bf16)"
             )
         hook = _cast_hook
     else:
-        hook = _quantized_hook
+        raise ConfigError(f"codec {c.spec()!r} declares {len(ex.rounds)} summable rounds; "
+                          "no DDP hook implements that exchange")
     return state, hook
 
 
