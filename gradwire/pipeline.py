@@ -21,7 +21,14 @@ import networkx as nx
 
 from gradwire.codecs.exchange import PAYLOAD, Exchange
 from gradwire.errors import ConfigError
-from gradwire.iteration import BucketInput, ExchangeChoice, ddp_buckets, iteration_spec
+from gradwire.iteration import (
+    DDP_BUCKET_CAP_MIB,
+    DDP_FIRST_BUCKET_BYTES,
+    BucketInput,
+    ExchangeChoice,
+    ddp_buckets,
+    iteration_spec,
+)
 from gradwire.results import Row, Trace, add_speedups
 from gradwire.scenarios.convert import cluster_params
 from gradwire.scenarios.loader import Point, expand
@@ -242,10 +249,14 @@ GRAD_ELEM_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 
 
 def point_buckets(sc: Scenario, numels: Sequence[int]) -> list[list[int]]:
-    """DDP's buckets of the point: ``bucket_MB`` / ``first_bucket_MB`` in MiB, as
-    ``bucket_cap_mb``, over the gradient dtype's bytes."""
-    return ddp_buckets(numels, sc.bucket_MB * 2**20, elem_bytes=GRAD_ELEM_BYTES[sc.model.dtype],
-                       first_bucket_bytes=sc.first_bucket_MB * 2**20)
+    """DDP's buckets of the point over the gradient dtype's bytes: ``bucket_MB`` in MiB as
+    ``bucket_cap_mb``; unset, DDP's default (25 MiB after a 1 MiB first bucket)."""
+    cap = (sc.bucket_MB if sc.bucket_MB is not None else DDP_BUCKET_CAP_MIB) * 2**20
+    if sc.first_bucket_MB is not None:
+        first = sc.first_bucket_MB * 2**20
+    else:
+        first = DDP_FIRST_BUCKET_BYTES if sc.bucket_MB is None else cap
+    return ddp_buckets(numels, cap, elem_bytes=GRAD_ELEM_BYTES[sc.model.dtype], first_bucket_bytes=first)
 
 
 def bucket_inputs(prof: CodecProfile, groups: Sequence[Sequence[int]], ready_s: Sequence[float]) -> list[BucketInput]:

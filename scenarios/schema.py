@@ -128,10 +128,12 @@ class Scenario(_Strict):
         default_factory=lambda: ["fp32", "qsgd(bits=4, bucket=512)", "onebit"]
     )
     exchange: ExchangeCfg = Field(default_factory=ExchangeCfg)
-    # DDP's bucket_cap_mb (MiB) and its small first bucket (1 MiB in DDP), which starts
-    # communication early in backward
-    bucket_MB: PosFloat = 25.0
-    first_bucket_MB: PosFloat = 1.0
+    # DDP's bucket_cap_mb (MiB). Left unset, DDP's default: 25 MiB with a first bucket of
+    # 1 MiB, which starts communication early in backward; DDP gives an explicit
+    # bucket_cap_mb no small first bucket (first_bucket_MB = bucket_MB) unless
+    # first_bucket_MB says otherwise.
+    bucket_MB: PosFloat | None = None
+    first_bucket_MB: PosFloat | None = None
     overlap: bool = True
     # codec work on the same device as compute ("shared": it slows backward) or on other
     # hardware ("free")
