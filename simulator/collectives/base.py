@@ -32,6 +32,7 @@ COLLECTIVES: Registry[CollectiveProcess] = Registry("collective")
 Carries = Literal["sum", "payload", "any", "none"]
 Delivers = Literal["reduced", "all", "chunks"]
 WorkFn = Callable[[str, float], simpy.Event]
+ClosedForm = Callable[..., float]
 # keyword parameters every collective may take that are not user options
 RESERVED_OPTIONS = frozenset({"tag", "work", "hop_encode_s", "hop_decode_s"})
 
@@ -59,6 +60,10 @@ class CollectiveInfo:
     delivers: Delivers = "reduced"
     requantizes: bool = False
     length_prefix: bool = False
+    # (topology, ranks, sizes, per_message_overhead_s, efficiency, options) -> seconds on a
+    # contention-free network; None with the reason when there is none
+    closed_form: ClosedForm | None = None
+    no_closed_form_why: str = ""
 
     def options(self) -> tuple[str, ...]:
         """The keyword options a scenario may set (``exchange.*_options``)."""
@@ -84,13 +89,19 @@ COLLECTIVE_INFO: dict[str, CollectiveInfo] = {}
 
 
 def collective(name: str, *, carries: Carries, delivers: Delivers = "reduced",
-               requantizes: bool = False, length_prefix: bool = False
+               requantizes: bool = False, length_prefix: bool = False,
+               closed_form: ClosedForm | None = None, no_closed_form_why: str = ""
                ) -> Callable[[CollectiveFn], CollectiveFn]:
-    """Register a collective under ``name`` with its declaration (see :class:`CollectiveInfo`)."""
+    """Register a collective under ``name`` with its declaration (see :class:`CollectiveInfo`).
+
+    A collective gives its closed form, or says why it has none."""
+    if closed_form is None and not no_closed_form_why:
+        raise ValueError(f"collective {name!r}: declare its closed form or why it has none")
 
     def deco(fn: CollectiveFn) -> CollectiveFn:
         COLLECTIVES.register(name)(fn)
-        COLLECTIVE_INFO[name] = CollectiveInfo(name, fn, carries, delivers, requantizes, length_prefix)
+        COLLECTIVE_INFO[name] = CollectiveInfo(name, fn, carries, delivers, requantizes, length_prefix,
+                                               closed_form, no_closed_form_why)
         return fn
 
     return deco

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from gradwire.simulator import analytic
 from gradwire.simulator.collectives.base import (
     CollectiveProcess,
     WorkFn,
@@ -32,7 +33,7 @@ from gradwire.simulator.collectives.base import (
 from gradwire.simulator.network import Network
 
 
-@collective("compressed_allreduce", carries="payload", delivers="chunks", requantizes=True)
+@collective("compressed_allreduce", carries="payload", delivers="chunks", requantizes=True, closed_form=analytic.cf_compressed_allreduce)
 def compressed_allreduce(net: Network, ranks: Sequence[int], sizes: Sequence[float], *,
                          hop_decode_s: float = 0.0, hop_encode_s: float = 0.0,
                          work: WorkFn | None = None,

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from gradwire.errors import ConfigError
+from gradwire.simulator import analytic
 from gradwire.simulator.collectives.base import (
     CollectiveProcess,
     check_args,
@@ -46,7 +47,7 @@ def server_groups(net: Network, ranks: np.ndarray) -> np.ndarray:
     return np.array(list(groups.values()), dtype=np.int64)
 
 
-@collective("hierarchical_allreduce", carries="sum")
+@collective("hierarchical_allreduce", carries="sum", closed_form=analytic.cf_hierarchical_allreduce)
 def hierarchical_allreduce(net: Network, ranks: Sequence[int], sizes: Sequence[float], *,
                            tag: str = "hierarchical") -> CollectiveProcess:
     """Hierarchical allreduce of ``max(sizes)`` bytes per rank over the topology's servers."""

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from gradwire.simulator import analytic
 from gradwire.simulator.collectives.base import (
     CollectiveProcess,
     check_args,
@@ -21,7 +22,7 @@ from gradwire.simulator.collectives.base import (
 from gradwire.simulator.network import Network
 
 
-@collective("ring_allgather", carries="any", delivers="all", length_prefix=True)
+@collective("ring_allgather", carries="any", delivers="all", length_prefix=True, closed_form=analytic.cf_ring_allgather)
 def ring_allgather(net: Network, ranks: Sequence[int], sizes: Sequence[float], *,
                    tag: str = "ring_allgather") -> CollectiveProcess:
     """Ring allgather: ``sizes[i]`` is the payload of rank ``ranks[i]``."""

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from gradwire.simulator import analytic
 from gradwire.simulator.collectives.base import (
     CollectiveProcess,
     check_args,
@@ -19,7 +20,7 @@ from gradwire.simulator.collectives.base import (
 from gradwire.simulator.network import Network
 
 
-@collective("ring_allreduce", carries="sum")
+@collective("ring_allreduce", carries="sum", closed_form=analytic.cf_ring_allreduce)
 def ring_allreduce(net: Network, ranks: Sequence[int], sizes: Sequence[float], *,
                    tag: str = "ring_allreduce") -> CollectiveProcess:
     """Ring allreduce of ``sizes[i]`` bytes per rank; rank i's chunks are ``sizes[i]/p``."""
