@@ -186,6 +186,7 @@ def iteration_spec(train: Mapping[str, Any], ranks: Sequence[Mapping[str, Any]],
             round_bytes=tuple((float(c["nbytes"]),) for c in cost),
             encode_s=max(float(c["encode_s"]) for c in cost),
             decode_s=max(float(c["decode_s"]) for c in cost),
+            sum_s=max(float(c.get("sum_s", 0.0)) for c in cost),
         ))
     choice = ExchangeChoice("gloo_ring_allreduce", "gloo_pair_allgather" if k == 2 else "gloo_ring_allgather")
     return build(

@@ -82,6 +82,8 @@ def calibrate(job: dict[str, Any]) -> dict[str, Any]:
     # sender's are data, the receiver's are its acknowledgements.
     out_segments = _tcp_out_segments() - segs0
     dist.barrier()
+    # Two ranks share one gloo connection, on which the two directions run one after the
+    # other (see gloo_pair_allgather): a ring of two would time that, not the links.
     ring_s = _ring_bulk(bulk, int(job.get("ring_reps", 3))) if dist.get_world_size() > 2 else []
     return {"one_way_s": one_way, "bulk_bytes": bulk_bytes, "bulk_s": bulk_s,
             "out_segments": out_segments, "ring_bulk_s": ring_s}
@@ -199,6 +201,7 @@ def _profile(model: torch.nn.Module, batches: list[tuple[torch.Tensor, torch.Ten
 
 def _codec_costs(spec: str, grads: list[torch.Tensor], reps: int) -> dict[str, Any]:
     from gradwire.codecs.base import make_codec
+    from gradwire.codecs.measure import measure_accumulate
 
     codec = make_codec(spec)
     out = []
@@ -215,7 +218,8 @@ def _codec_costs(spec: str, grads: list[torch.Tensor], reps: int) -> dict[str, A
             enc.append(t1 - t0)
             dec.append(t2 - t1)
         out.append({"numel": int(g.numel()), "nbytes": int(payload.nbytes),
-                    "encode_s": statistics.median(enc), "decode_s": statistics.median(dec)})
+                    "encode_s": statistics.median(enc), "decode_s": statistics.median(dec),
+                    "sum_s": measure_accumulate(g, repeats=reps)})
     return {"buckets": out}
 
 
