@@ -89,6 +89,12 @@ def calibrate(job: dict[str, Any]) -> dict[str, Any]:
             "out_segments": out_segments, "ring_bulk_s": ring_s}
 
 
+def _wait_all(works: list[Any]) -> None:
+    for w in works:
+        if w is not None:
+            w.wait()
+
+
 def _ring_bulk(bulk: torch.Tensor, reps: int) -> list[float]:
     """Every rank sends ``bulk`` to its successor while receiving one from its predecessor,
     all at once (plain point-to-point, no collective): each link then carries one flow each
@@ -102,13 +108,9 @@ def _ring_bulk(bulk: torch.Tensor, reps: int) -> list[float]:
     for _ in range(reps):
         dist.barrier()
         t0 = time.perf_counter()
-        reqs = [dist.isend(bulk, nxt), dist.irecv(inbox, prv)]
-        for r in reqs:
-            r.wait()
+        _wait_all([dist.isend(bulk, nxt), dist.irecv(inbox, prv)])
         # the receiver's acknowledgement, as in the one-flow bulk transfer
-        ack = [dist.isend(small, prv), dist.irecv(torch.zeros(1, dtype=torch.int32), nxt)]
-        for r in ack:
-            r.wait()
+        _wait_all([dist.isend(small, prv), dist.irecv(torch.zeros(1, dtype=torch.int32), nxt)])
         out.append(_max_over_ranks(time.perf_counter() - t0))
     return out
 
