@@ -1,0 +1,154 @@
+"""NCCL's allreduce: ring or pipelined double binary tree, over channels, in a protocol.
+
+``algorithm`` (``"auto"``, ``"ring"``, ``"tree"``) and ``protocol`` (``"auto"``, ``"ll"``,
+``"ll128"``, ``"simple"``) force NCCL's choice (``NCCL_ALGO``/``NCCL_PROTO``); ``"auto"``
+takes what NCCL's tuning model predicts fastest for the buffer on these ranks
+(:func:`gradwire.simulator.nccl.choose`). ``channels`` (0: NCCL's default for the
+layout) splits the buffer over that many rings or tree pairs at once; ``chunk_bytes`` is
+the tree pipeline's chunk. ``ll128=False`` forbids LL128 as NCCL does off NVLink.
+
+Ring: each channel a ring (:func:`~gradwire.simulator.nccl.ring_orders`), all channels in
+one lock-step batch per step, 2(p-1) steps of ``M/(k·p)`` payload bytes per rank and
+channel. Tree: per channel two trees each carrying ``M/(2k)`` in chunks, reduce and
+broadcast overlapped in one lock-step pipeline
+(:func:`~gradwire.simulator.nccl.tree_schedule`). A protocol sends ``1/fraction`` wire
+bytes per payload byte and adds its latency: NCCL's base latency once, then, for the
+ring, the per-step share of its hop latencies (a step's chunk moves one hop of the
+pipeline); for the trees the hop latencies along twice the depth once, before the
+pipeline (the tree's per-chunk cost is in its bandwidth fraction, as in NCCL's model).
+Route latencies and per-message overheads of the network come on top, per step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from gradwire.errors import ConfigError
+from gradwire.simulator import nccl
+from gradwire.simulator.collectives.base import CollectiveProcess, check_args, collective
+from gradwire.simulator.network import Network
+from gradwire.simulator.topology import Topology
+
+FIELD = "exchange.summable_options"
+
+
+def check_nccl_options(algorithm: Any, protocol: Any, channels: Any, chunk_bytes: Any) -> None:
+    """A :class:`ConfigError` naming the first bad option and its valid values."""
+    if algorithm not in ("auto", *nccl.ALGORITHMS):
+        raise ConfigError(f"{FIELD}.algorithm: nccl_allreduce takes auto, {', '.join(nccl.ALGORITHMS)}; "
+                          f"got {algorithm!r}")
+    if protocol not in ("auto", *nccl.PROTOCOLS):
+        raise ConfigError(f"{FIELD}.protocol: nccl_allreduce takes auto, {', '.join(nccl.PROTOCOLS)}; "
+                          f"got {protocol!r}")
+    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 0:
+        raise ConfigError(f"{FIELD}.channels must be an integer >= 1 (0: NCCL's default), got {channels!r}")
+    if (isinstance(chunk_bytes, bool) or not isinstance(chunk_bytes, (int, float))
+            or not math.isfinite(chunk_bytes) or chunk_bytes <= 0):
+        raise ConfigError(f"{FIELD}.chunk_bytes must be a number of bytes > 0, got {chunk_bytes!r}")
+
+
+def plan(topology: Topology, ranks: np.ndarray, nbytes: float, efficiency: float, *,
+         algorithm: str, protocol: str, channels: int, ll128: bool
+         ) -> tuple[nccl.Layout, str, str, int]:
+    """(layout, algorithm, protocol, channels) this allreduce runs with."""
+    layout = nccl.layout_of(topology, ranks, efficiency=efficiency, ll128=ll128)
+    if protocol == "ll128" and not ll128:
+        raise ConfigError(f"{FIELD}.protocol: ll128 is disabled here (ll128: false); use ll or simple")
+    alg, proto = nccl.choose(nbytes, layout, algorithm=algorithm, protocol=protocol)
+    k = channels if channels > 0 else nccl.default_channels(layout)
+    return layout, alg, proto, k
+
+
+def _flat_alpha_beta(topology: Topology, src: np.ndarray, dst: np.ndarray, overhead_s: float,
+                     efficiency: float) -> tuple[float, float]:
+    pairs = set(zip(src.tolist(), dst.tolist(), strict=True))
+    alpha = max(topology.route_latency_s(a, b) for a, b in pairs) + overhead_s
+    bw = min(topology.route_bandwidth_Bps(a, b) for a, b in pairs) * efficiency
+    return alpha, bw
+
+
+def cf_nccl_allreduce(topo: Topology, rk: list[int], sz: list[float], ov: float, eff: float,
+                      opts: dict[str, Any]) -> float:
+    """Closed form on a network where every rank has its own full-duplex link of bandwidth
+    B into a non-blocking switch (exact there): the ring's 2(p-1) steps each cost
+    ``alpha + lat_step + M/(p·f·B)`` (a rank's link carries one chunk per channel); a tree
+    step costs ``alpha + n_t·c/(f·B)`` with n_t the most flows any rank sends or receives
+    in step t and c the chunk; plus the protocol latency."""
+    r = np.asarray(rk, dtype=np.int64)
+    m = float(max(sz))
+    if len(r) <= 1:
+        return 0.0
+    algorithm = opts.get("algorithm", "auto")
+    protocol = opts.get("protocol", "auto")
+    channels = int(opts.get("channels", 0))
+    chunk = float(opts.get("chunk_bytes", nccl.DEFAULT_CHUNK_BYTES))
+    check_nccl_options(algorithm, protocol, channels, chunk)
+    layout, alg, proto, k = plan(topo, r, m, eff, algorithm=algorithm, protocol=protocol,
+                                 channels=channels, ll128=bool(opts.get("ll128", True)))
+    f = nccl.fraction(alg, proto, layout)
+    lat = nccl.latency_s(alg, proto, layout)
+    base = nccl.BASE_LATENCY_US[alg][proto] * 1e-6
+    p = layout.p
+    if alg == "ring":
+        orders = nccl.ring_orders(layout.grid, k)
+        src, dst = orders.ravel(), np.roll(orders, -1, axis=1).ravel()
+        alpha, bw = _flat_alpha_beta(topo, src, dst, ov, eff)
+        steps = 2 * (p - 1)
+        return base + steps * (alpha + (lat - base) / steps + m / (p * f * bw))
+    trees = nccl.tree_channels(layout.grid, k)
+    per_tree = m / (2 * k)
+    c = nccl.tree_chunks(per_tree, chunk)
+    wire = per_tree / c / f
+    total = lat
+    for step in nccl.tree_schedule(trees, c):
+        alpha, bw = _flat_alpha_beta(topo, step.src, step.dst, ov, eff)
+        n_out = np.bincount(step.src).max()
+        n_in = np.bincount(step.dst).max()
+        total += alpha + max(n_out, n_in) * wire / bw
+    return float(total)
+
+
+@collective("nccl_allreduce", carries="sum", closed_form=cf_nccl_allreduce)
+def nccl_allreduce(net: Network, ranks: Sequence[int], sizes: Sequence[float], *,
+                   algorithm: str = "auto", protocol: str = "auto", channels: int = 0,
+                   chunk_bytes: float = nccl.DEFAULT_CHUNK_BYTES, ll128: bool = True,
+                   tag: str = "nccl_allreduce") -> CollectiveProcess:
+    """NCCL allreduce of ``max(sizes)`` bytes per rank (see the module docstring)."""
+    check_nccl_options(algorithm, protocol, channels, chunk_bytes)
+    r, s = check_args(net, ranks, sizes, "nccl_allreduce")
+    if len(r) == 1:
+        return
+    m = float(s.max())
+    layout, alg, proto, k = plan(net.topology, r, m, net.efficiency, algorithm=algorithm,
+                                 protocol=protocol, channels=channels, ll128=ll128)
+    f = nccl.fraction(alg, proto, layout)
+    lat = nccl.latency_s(alg, proto, layout)
+    base = nccl.BASE_LATENCY_US[alg][proto] * 1e-6
+    env = net.env
+    p = layout.p
+    tg = f"{tag}:{alg}/{proto}"
+    if alg == "ring":
+        if base > 0:
+            yield env.timeout(base)
+        orders = nccl.ring_orders(layout.grid, k)
+        src, dst = orders.ravel(), np.roll(orders, -1, axis=1).ravel()
+        steps = 2 * (p - 1)
+        hop = (lat - base) / steps
+        wire = m / (k * p) / f
+        for step in range(steps):
+            yield net.transfers(src, dst, wire, f"{tg}:{step}")
+            if hop > 0:
+                yield env.timeout(hop)
+        return
+    if lat > 0:
+        yield env.timeout(lat)
+    trees = nccl.tree_channels(layout.grid, k)
+    per_tree = m / (2 * k)
+    c = nccl.tree_chunks(per_tree, float(chunk_bytes))
+    wire = per_tree / c / f
+    for i, ts in enumerate(nccl.tree_schedule(trees, c)):
+        yield net.transfers(ts.src, ts.dst, wire, f"{tg}:{i}")
