@@ -44,7 +44,7 @@ def test_pipelined_tree_approaches_the_double_tree_bandwidth_bound(p: int) -> No
     more chunks only shrink the fill and add one route latency per step."""
     bw, m, lat = 1e10, 4e8, 3e-6
     topo = star(p, bw, lat)
-    h = int(math.floor(math.log2(p)))  # height of a heap-ordered tree of p nodes
+    h = math.floor(math.log2(p))  # height of a heap-ordered tree of p nodes
     # busiest rank: inner (2 children + a parent) in one tree, a leaf under a parent in the other
     links = np.zeros(p, dtype=int)
     for order in (np.arange(p), np.arange(p)[::-1]):
