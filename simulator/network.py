@@ -19,7 +19,6 @@ and bytes are kept for :meth:`Network.link_usage`.
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -80,11 +79,12 @@ class _Pattern:
     """Routes of one (sources, destinations) pattern as a flow x link incidence list.
 
     ``sent`` accumulates the bytes per flow of every uniform batch issued on this pattern,
-    so per-link byte totals are one multiply at the end instead of one per batch.
+    so per-link byte totals are one multiply at the end instead of one per batch;
+    ``whole`` is the partition of its flows into one class.
     """
 
     __slots__ = ("counts", "dst", "flow_of", "latency_s", "link_of", "n", "pid", "sent",
-                 "src", "ulinks")
+                 "src", "ulinks", "whole")
 
     def __init__(self, pid: int, topo: Topology, src: np.ndarray, dst: np.ndarray) -> None:
         self.pid = pid
@@ -102,26 +102,63 @@ class _Pattern:
         )
         self.ulinks, self.counts = np.unique(self.link_of, return_counts=True)
         self.sent = 0.0
+        self.whole: _Partition | None = None
+
+
+class _Partition:
+    """A partition of one pattern's flows into classes: ``cls[f]`` is flow f's class.
+
+    Flows of one class of a batch have the same bytes left and the same max-min rate, so
+    they drain as one; the engine keeps one row per class. ``count`` flows per class,
+    ``lat_max`` the largest route latency in each class (when the batch is done).
+    """
+
+    __slots__ = ("cls", "count", "lat_max", "n_cls", "pattern", "pid")
+
+    def __init__(self, pid: int, pattern: _Pattern, cls: np.ndarray, n_cls: int) -> None:
+        self.pid = pid
+        self.pattern = pattern
+        self.cls = cls
+        self.n_cls = n_cls
+        self.count = np.bincount(cls, minlength=n_cls)
+        self.lat_max = np.full(n_cls, -math.inf)
+        np.maximum.at(self.lat_max, cls, pattern.latency_s)
 
 
 class _Group:
-    """Flows issued by one call; their in-flight state lives in the network's flow table."""
+    """Flows issued by one call, as classes of the partition ``part``: bytes left,
+    rate and aliveness per class; ``ends`` lists ``(partition, classes, drain end)`` of
+    the classes that finished (per-flow records are rebuilt from it on demand)."""
 
-    __slots__ = ("active", "done", "end_s", "gid", "max_end", "n_active", "nbytes", "pattern",
-                 "start_s", "tag")
+    __slots__ = ("alive", "done", "ends", "gid", "max_end", "n_alive", "nbytes", "part",
+                 "pattern", "rate", "rem", "start_s", "tag")
 
-    def __init__(self, gid: int, pattern: _Pattern, nbytes: np.ndarray, start_s: float,
-                 tag: str, done: TransferDone) -> None:
+    def __init__(self, gid: int, pattern: _Pattern, part: _Partition, nbytes: float | np.ndarray,
+                 rem: np.ndarray, start_s: float, tag: str, done: TransferDone) -> None:
         self.gid = gid
         self.pattern = pattern
+        self.part = part
         self.nbytes = nbytes
-        self.active = np.ones(pattern.n, dtype=bool)
-        self.n_active = pattern.n
+        self.rem = rem
+        self.rate = np.zeros(part.n_cls)
+        self.alive = np.ones(part.n_cls, dtype=bool)
+        self.n_alive = part.n_cls
         self.start_s = start_s
-        self.end_s = np.full(pattern.n, math.nan)
+        self.ends: list[tuple[_Partition, np.ndarray, float]] = []
         self.max_end = start_s
         self.tag = tag
         self.done = done
+
+
+@dataclass
+class _ClassEntry:
+    """Max-min solution of one set of in-flight (partition, alive classes): per group in
+    flight, the refined partition (``parent[new class]`` = old class, None if unchanged)
+    and the rate of every class."""
+
+    slots: list[tuple[_Partition, np.ndarray | None, np.ndarray]]
+    ulinks: np.ndarray
+    busy_s: float = 0.0
 
 
 @dataclass
@@ -192,6 +229,17 @@ class Network:
     ``per_message_overhead_s`` is added to every transfer (the software part of alpha);
     ``efficiency`` in (0, 1] is payload bytes per wire byte (e.g. 1448/1538 for TCP over
     Ethernet). ``record=False`` keeps no per-transfer records (link totals are still kept).
+
+    Flows in flight are kept as *classes*: the flows of one batch that have the same bytes
+    left and the same max-min rate drain alike, so each class is one row. A batch starts
+    as one class (one per distinct size); whenever rates are recomputed, a class whose
+    flows get different rates is split by rate (never merged). On symmetric steps -- a
+    ring step on servers of equal GPUs, a tree level -- a batch of p flows has a handful
+    of classes, so an event costs O(classes), not O(p). The rates themselves are the
+    max-min solution over every flow (:func:`max_min_rates`), computed once per distinct
+    set of in-flight (partition, alive classes) and reused, with the class split it
+    implies; the result equals the one-row-per-flow engine
+    (:class:`~gradwire.simulator.network_ungrouped.UngroupedNetwork`).
     """
 
     def __init__(self, env: simpy.Environment, topology: Topology, *,
@@ -213,26 +261,20 @@ class Network:
         self.record = record
         self._capacity = topology.bandwidth_Bps * self.efficiency
         self._patterns: dict[tuple[bytes, bytes], _Pattern] = {}
-        self._rate_cache: dict[tuple[Any, ...], _RateEntry] = {}
+        # read-only index arrays seen before, by identity: (srcs, dsts, pattern)
+        self._by_id: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, _Pattern]] = {}
+        self._n_parts = 0
+        self._rate_cache: dict[tuple[Any, ...], _ClassEntry] = {}
         self._active: dict[int, _Group] = {}
-        # The flow table: one row per draining flow, in group order then flow order.
-        self._rem = np.zeros(0)  # bytes left
-        self._rate = np.zeros(0)  # bytes/s
-        self._row_group = np.zeros(0, dtype=np.int64)  # gid of each row
-        self._row_flow = np.zeros(0, dtype=np.int64)  # flow index within its group
-        self._inc_row = np.zeros(0, dtype=np.int64)  # incidence (row, link), sorted by row
-        self._inc_link = np.zeros(0, dtype=np.int64)
-        # finished rows stay (rem inf, rate 0) until most rows are finished: compaction is lazy
-        self._alive = np.zeros(0, dtype=bool)
-        self._n_alive = 0
         self._groups: list[_Group] = []
         self._n_groups = 0
         self.n_transfers = 0
+        self._bytes_total = 0.0
         self._t_last = 0.0
         self._gen = 0
         self._dirty = False
-        self._cur: _RateEntry | None = None
-        self._uncached: list[_RateEntry] = []
+        self._cur: _ClassEntry | None = None
+        self._uncached: list[_ClassEntry] = []
         self._busy_s = np.zeros(topology.num_links)
         self._bytes = np.zeros(topology.num_links)
         self._records_cache: TransferRecords | None = None
@@ -242,17 +284,50 @@ class Network:
         """Send ``nbytes`` from rank ``src`` to rank ``dst``; the event fires on completion."""
         return self.transfers([src], [dst], nbytes, tag)
 
-    def transfers(self, srcs: Sequence[int] | np.ndarray, dsts: Sequence[int] | np.ndarray,
-                  nbytes: float | Sequence[float] | np.ndarray, tag: str = "") -> simpy.Event:
-        """Start a batch of transfers now (``nbytes`` a scalar or one per transfer); the
-        event fires when all are complete, with the last completion time as its value."""
+    def _pattern(self, srcs: Sequence[int] | np.ndarray, dsts: Sequence[int] | np.ndarray,
+                 tag: str) -> _Pattern:
+        ro = (isinstance(srcs, np.ndarray) and isinstance(dsts, np.ndarray)
+              and not srcs.flags.writeable and not dsts.flags.writeable)
+        if ro:
+            hit = self._by_id.get((id(srcs), id(dsts)))
+            if hit is not None and hit[0] is srcs and hit[1] is dsts:
+                return hit[2]
         src = np.ascontiguousarray(srcs, dtype=np.int64)
         dst = np.ascontiguousarray(dsts, dtype=np.int64)
         if src.ndim != 1 or src.shape != dst.shape:
             raise ConfigError(
                 f"transfers: srcs and dsts must be 1-D and of equal length, got {src.shape} and {dst.shape}"
             )
-        n = len(src)
+        key = (src.tobytes(), dst.tobytes())
+        pat = self._patterns.get(key)
+        if pat is None:
+            p = self.topology.num_ranks
+            if len(src) and (src.min() < 0 or dst.min() < 0 or src.max() >= p or dst.max() >= p):
+                raise TopologyError(
+                    f"transfers: ranks must be in 0..{p - 1} on topology {self.topology.name!r} (tag {tag!r})"
+                )
+            pat = _Pattern(len(self._patterns), self.topology, src.copy(), dst.copy())
+            self._patterns[key] = pat
+        if ro:
+            if len(self._by_id) > 256:
+                self._by_id.clear()
+            self._by_id[(id(srcs), id(dsts))] = (srcs, dsts, pat)  # type: ignore[assignment]
+        return pat
+
+    def _partition(self, pattern: _Pattern, cls: np.ndarray, n_cls: int) -> _Partition:
+        self._n_parts += 1
+        return _Partition(self._n_parts, pattern, cls, n_cls)
+
+    def transfers(self, srcs: Sequence[int] | np.ndarray, dsts: Sequence[int] | np.ndarray,
+                  nbytes: float | Sequence[float] | np.ndarray, tag: str = "") -> simpy.Event:
+        """Start a batch of transfers now (``nbytes`` a scalar or one per transfer); the
+        event fires when all are complete, with the last completion time as its value.
+
+        Index arrays passed read-only (``a.flags.writeable = False``) are recognised by
+        identity on later calls, so a collective that issues the same step pattern many
+        times pays for its lookup once."""
+        pat = self._pattern(srcs, dsts, tag)
+        n = pat.n
         done = TransferDone(self.env)
         now = float(self.env.now)
         if n == 0:
@@ -262,47 +337,39 @@ class Network:
             b = float(nbytes)  # type: ignore[arg-type]
             if not (math.isfinite(b) and b >= 0):
                 raise ConfigError(f"transfers: nbytes must be finite and >= 0, got {b!r} (tag {tag!r})")
-            size = np.full(n, b)
             uniform = True
+            size: float | np.ndarray = b
         else:
-            size = np.array(nbytes, dtype=float)
-            if size.shape != (n,):
+            arr = np.array(nbytes, dtype=float)
+            if arr.shape != (n,):
                 raise ConfigError(f"transfers: nbytes must be a scalar or have {n} entries (tag {tag!r})")
-            lo, hi = float(size.min()), float(size.max())
+            lo, hi = float(arr.min()), float(arr.max())
             if not (math.isfinite(hi) and lo >= 0):
                 raise ConfigError(f"transfers: nbytes must be finite and >= 0 (tag {tag!r})")
             uniform = lo == hi
-        key = (src.tobytes(), dst.tobytes())
-        pat = self._patterns.get(key)
-        if pat is None:
-            p = self.topology.num_ranks
-            if src.min() < 0 or dst.min() < 0 or src.max() >= p or dst.max() >= p:
-                raise TopologyError(
-                    f"transfers: ranks must be in 0..{p - 1} on topology {self.topology.name!r} (tag {tag!r})"
-                )
-            pat = _Pattern(len(self._patterns), self.topology, src.copy(), dst.copy())
-            self._patterns[key] = pat
-        grp = _Group(self._n_groups, pat, size, now, tag, done)
+            size = lo if uniform else arr
+        if uniform:
+            if pat.whole is None:
+                pat.whole = self._partition(pat, np.zeros(n, dtype=np.int64), 1)
+            part = pat.whole
+            rem = np.array([float(size)])  # type: ignore[arg-type]
+            pat.sent += float(size)  # type: ignore[arg-type]
+            self._bytes_total += n * float(size)  # type: ignore[arg-type]
+        else:
+            assert isinstance(size, np.ndarray)
+            values, cls = np.unique(size, return_inverse=True)
+            part = self._partition(pat, cls.astype(np.int64), len(values))
+            rem = values.astype(float)
+            self._bytes += np.bincount(pat.link_of, weights=size[pat.flow_of],
+                                       minlength=self.topology.num_links)
+            self._bytes_total += float(size.sum())
+        grp = _Group(self._n_groups, pat, part, size, rem, now, tag, done)
         self._n_groups += 1
         self.n_transfers += n
         if self.record:
             self._groups.append(grp)
             self._records_cache = None
-        if uniform:
-            pat.sent += size[0]
-        else:
-            self._bytes += np.bincount(pat.link_of, weights=size[pat.flow_of],
-                                       minlength=self.topology.num_links)
         self._active[grp.gid] = grp
-        base = len(self._rem)
-        self._rem = np.concatenate((self._rem, size))
-        self._rate = np.concatenate((self._rate, np.zeros(n)))
-        self._row_group = np.concatenate((self._row_group, np.full(n, grp.gid, dtype=np.int64)))
-        self._row_flow = np.concatenate((self._row_flow, np.arange(n, dtype=np.int64)))
-        self._inc_row = np.concatenate((self._inc_row, pat.flow_of + base))
-        self._inc_link = np.concatenate((self._inc_link, pat.link_of))
-        self._alive = np.concatenate((self._alive, np.ones(n, dtype=bool)))
-        self._n_alive += n
         if not self._dirty:
             # Coalesce every flow started at this instant into one rate computation.
             self._dirty = True
@@ -313,8 +380,9 @@ class Network:
     # ------------------------------------------------------------------ engine
     def _advance(self, now: float) -> None:
         dt = now - self._t_last
-        if dt > 0 and len(self._rem):
-            self._rem -= self._rate * dt
+        if dt > 0 and self._active:
+            for g in self._active.values():
+                g.rem -= g.rate * dt
             if self._cur is not None:
                 self._cur.busy_s += dt
         self._t_last = now
@@ -324,78 +392,93 @@ class Network:
         self._advance(float(self.env.now))
         self._reschedule()
 
-    def _on_wake(self, gen: int, rows: np.ndarray) -> None:
+    def _on_wake(self, gen: int, finished: list[tuple[_Group, np.ndarray]]) -> None:
         if gen != self._gen:
             return
         now = float(self.env.now)
         self._advance(now)
         tail = self.per_message_overhead_s
-        gids = self._row_group[rows]
-        flows = self._row_flow[rows]
-        # rows are in group order, so each group's finished flows are one contiguous run
-        bounds = [0, *(np.flatnonzero(gids[1:] != gids[:-1]) + 1).tolist(), len(rows)]
-        for lo, hi in itertools.pairwise(bounds):
-            g = self._active[int(gids[lo])]
-            part = flows[lo:hi]
-            ends = now + g.pattern.latency_s[part] + tail
-            g.end_s[part] = ends
-            g.active[part] = False
-            g.n_active -= hi - lo
-            g.max_end = max(g.max_end, float(ends.max()))
-            if g.n_active == 0:
+        for g, idx in finished:
+            part = g.part
+            g.max_end = max(g.max_end, now + float(part.lat_max[idx].max()) + tail)
+            g.alive[idx] = False
+            g.rem[idx] = math.inf
+            g.rate[idx] = 0.0
+            g.n_alive -= len(idx)
+            if self.record:
+                g.ends.append((part, idx, now))
+            if g.n_alive == 0:
                 del self._active[g.gid]
                 g.done._fire(g.max_end - now, g.max_end)
-        self._n_alive -= len(rows)
-        if self._n_alive == 0:
-            self._clear_table()
-        else:
-            self._alive[rows] = False
-            self._rem[rows] = math.inf
-            self._rate[rows] = 0.0
-            if self._n_alive * 2 < len(self._alive):
-                self._compact()
         self._reschedule()
 
-    def _clear_table(self) -> None:
-        self._rem = np.zeros(0)
-        self._rate = np.zeros(0)
-        self._row_group = np.zeros(0, dtype=np.int64)
-        self._row_flow = np.zeros(0, dtype=np.int64)
-        self._inc_row = np.zeros(0, dtype=np.int64)
-        self._inc_link = np.zeros(0, dtype=np.int64)
-        self._alive = np.zeros(0, dtype=bool)
+    def _solve(self, groups: list[_Group]) -> _ClassEntry:
+        """Max-min rates of every alive flow of ``groups``, split into classes."""
+        inc_row: list[np.ndarray] = []
+        inc_link: list[np.ndarray] = []
+        spans: list[tuple[np.ndarray | None, int, int]] = []
+        off = 0
+        for g in groups:
+            pat = g.pattern
+            if g.n_alive == g.part.n_cls:
+                inc_row.append(pat.flow_of + off)
+                inc_link.append(pat.link_of)
+                spans.append((None, off, pat.n))
+                off += pat.n
+                continue
+            flow_alive = g.alive[g.part.cls]
+            act = np.flatnonzero(flow_alive)
+            new_row = np.cumsum(flow_alive) - 1
+            keep = flow_alive[pat.flow_of]
+            inc_row.append(new_row[pat.flow_of[keep]] + off)
+            inc_link.append(pat.link_of[keep])
+            spans.append((act, off, len(act)))
+            off += len(act)
+        links = np.concatenate(inc_link)
+        rates = max_min_rates(np.concatenate(inc_row), links, off, self._capacity)
+        slots: list[tuple[_Partition, np.ndarray | None, np.ndarray]] = []
+        for g, (act, lo, cnt) in zip(groups, spans, strict=True):
+            part = g.part
+            r = rates[lo:lo + cnt]
+            cls = part.cls if act is None else part.cls[act]
+            rmin = np.full(part.n_cls, math.inf)
+            rmax = np.full(part.n_cls, -math.inf)
+            np.minimum.at(rmin, cls, r)
+            np.maximum.at(rmax, cls, r)
+            alive = g.alive
+            same = (rmin[alive] == rmax[alive]).all()
+            if same:
+                slots.append((part, None, np.where(alive, rmin, 0.0)))
+                continue
+            flow_rate = np.full(part.pattern.n, -1.0)
+            if act is None:
+                flow_rate[:] = r
+            else:
+                flow_rate[act] = r
+            order = np.lexsort((flow_rate, part.cls))
+            c_s, r_s = part.cls[order], flow_rate[order]
+            head = np.ones(len(order), dtype=bool)
+            head[1:] = (c_s[1:] != c_s[:-1]) | (r_s[1:] != r_s[:-1])
+            new_sorted = np.cumsum(head) - 1
+            new_cls = np.empty_like(new_sorted)
+            new_cls[order] = new_sorted
+            parent = c_s[head]
+            crate = np.maximum(r_s[head], 0.0)
+            slots.append((self._partition(part.pattern, new_cls, int(head.sum())), parent, crate))
+        return _ClassEntry(slots, np.unique(links))
 
-    def _live_incidence(self) -> tuple[np.ndarray, np.ndarray]:
-        """(row among live rows, link) pairs of the live flows."""
-        if self._n_alive == len(self._alive):
-            return self._inc_row, self._inc_link
-        keep = self._alive[self._inc_row]
-        new_row = np.cumsum(self._alive) - 1
-        return new_row[self._inc_row[keep]], self._inc_link[keep]
-
-    def _compact(self) -> None:
-        keep = self._alive
-        self._inc_row, self._inc_link = self._live_incidence()
-        self._rem = self._rem[keep]
-        self._rate = self._rate[keep]
-        self._row_group = self._row_group[keep]
-        self._row_flow = self._row_flow[keep]
-        self._alive = np.ones(self._n_alive, dtype=bool)
-
-    def _rates(self) -> _RateEntry:
+    def _rates(self, groups: list[_Group]) -> _ClassEntry:
         key: tuple[Any, ...] | None = None
-        if len(self._active) <= _CACHED_GROUPS:
+        if len(groups) <= _CACHED_GROUPS:
             # few batches in flight (lock-step collectives): their rates repeat step after step
             key = tuple(
-                (g.pattern.pid, None if g.n_active == g.pattern.n else g.active.tobytes())
-                for g in self._active.values()
+                (g.part.pid, None if g.n_alive == g.part.n_cls else g.alive.tobytes())
+                for g in groups
             )
             entry = self._rate_cache.get(key)
             if entry is not None:
                 return entry
-        inc_row, inc_link = self._live_incidence()
-        rates = max_min_rates(inc_row, inc_link, self._n_alive, self._capacity)
-        entry = _RateEntry(rates, np.unique(inc_link))
+        entry = self._solve(groups)
         if key is not None:
             if len(self._rate_cache) > 4096:
                 self._flush_busy()
@@ -417,28 +500,48 @@ class Network:
 
     def _reschedule(self) -> None:
         self._gen += 1
-        if self._n_alive == 0:
+        if not self._active:
             self._cur = None
             return
-        entry = self._rates()
+        groups = list(self._active.values())
+        entry = self._rates(groups)
         self._cur = entry
-        if self._n_alive == len(self._alive):
-            self._rate = entry.rates.copy()
-        else:
-            self._rate[self._alive] = entry.rates
-        # finished rows: inf / 0 = inf; flows on no link have rate inf and drain at once
+        t_min = math.inf
+        times = []
         with np.errstate(divide="ignore", invalid="ignore"):
-            t = self._rem / self._rate
-        t_min = float(t.min())
-        rows = np.flatnonzero(t <= t_min * (1 + _SAME_TIME_RTOL))
+            for g, (part, parent, crate) in zip(groups, entry.slots, strict=True):
+                if parent is not None:
+                    g.rem = g.rem[parent]
+                    g.alive = g.alive[parent]
+                    g.part = part
+                    g.n_alive = int(g.alive.sum())
+                g.rate = crate.copy()
+                # finished classes: inf / 0 = inf; flows on no link have rate inf and drain at once
+                t = g.rem / g.rate
+                times.append(t)
+                t_min = min(t_min, float(t.min()))
+        cut = t_min * (1 + _SAME_TIME_RTOL)
+        finished = []
+        for g, t in zip(groups, times, strict=True):
+            idx = np.flatnonzero(t <= cut)
+            if len(idx):
+                finished.append((g, idx))
         ev = self.env.timeout(t_min)
         gen = self._gen
-        ev.callbacks.append(lambda _e: self._on_wake(gen, rows))
+        ev.callbacks.append(lambda _e: self._on_wake(gen, finished))
 
     # ------------------------------------------------------------------ results
     @property
+    def bytes_sent(self) -> float:
+        """Payload bytes of every transfer issued so far (all ranks together)."""
+        return self._bytes_total
+
+    @property
     def records(self) -> TransferRecords:
-        """All recorded transfers so far (flows still in flight have ``end_s`` NaN)."""
+        """All recorded transfers so far (flows still in flight have ``end_s`` NaN).
+
+        Built from the classes on first access: O(transfers) time and memory, so a caller
+        that needs only totals should use :attr:`n_transfers` and :attr:`bytes_sent`."""
         if self._records_cache is not None and not self._active:
             return self._records_cache
         gs = self._groups
@@ -447,12 +550,21 @@ class Network:
             zi = np.zeros(0, dtype=np.int32)
             return TransferRecords(zi, zi, z, z, z, zi, np.zeros(0, dtype=object))
         lens = np.array([g.pattern.n for g in gs])
+        tail = self.per_message_overhead_s
+        ends = []
+        for g in gs:
+            e = np.full(g.pattern.n, math.nan)
+            for part, idx, t in g.ends:
+                mask = np.isin(part.cls, idx)
+                e[mask] = t + g.pattern.latency_s[mask] + tail
+            ends.append(e)
         rec = TransferRecords(
             src=np.concatenate([g.pattern.src for g in gs]).astype(np.int32),
             dst=np.concatenate([g.pattern.dst for g in gs]).astype(np.int32),
-            nbytes=np.concatenate([g.nbytes for g in gs]),
+            nbytes=np.concatenate([np.broadcast_to(np.asarray(g.nbytes, dtype=float), (g.pattern.n,))
+                                   for g in gs]),
             start_s=np.repeat(np.array([g.start_s for g in gs]), lens),
-            end_s=np.concatenate([g.end_s for g in gs]),
+            end_s=np.concatenate(ends),
             batch=np.repeat(np.arange(len(gs), dtype=np.int32), lens),
             batch_tags=np.array([g.tag for g in gs], dtype=object),
         )

@@ -283,8 +283,11 @@ def simulate_iteration(
     seed: int = 0,
     trace_ranks: int = 4,
     trace_transfers: int = 4000,
+    network: type[Network] = Network,
 ) -> IterationResult:
-    """Simulate one iteration of ``spec`` on ``topology``; see :class:`IterationResult`."""
+    """Simulate one iteration of ``spec`` on ``topology``; see :class:`IterationResult`.
+
+    ``network`` is the flow engine class (the benchmark runs the ungrouped one beside it)."""
     for name in ("forward_s", "backward_s", "optimizer_s"):
         if getattr(spec, name) < 0:
             raise ConfigError(f"IterationSpec.{name} must be >= 0, got {getattr(spec, name)}")
@@ -297,7 +300,7 @@ def simulate_iteration(
     reps = [int(np.flatnonzero(rank_class == c)[0]) for c in range(len(classes))]
 
     env = simpy.Environment()
-    net = Network(env, topology, per_message_overhead_s=per_message_overhead_s, efficiency=efficiency)
+    net = network(env, topology, per_message_overhead_s=per_message_overhead_s, efficiency=efficiency)
     ranks = list(range(p))
     nb = len(spec.buckets)
     ncls = len(classes)
@@ -412,8 +415,7 @@ def simulate_iteration(
     comm_idle = comm_s - _overlap(comm_union, busy)
     iv = codec_iv[crit]
 
-    rec = net.records
-    total_bytes = float(np.sum(rec.nbytes)) if len(rec) else 0.0
+    total_bytes = net.bytes_sent
     segments = _segments(spec, classes, rank_class, reps, crit, codec_iv, comm_iv, bwd_end_t, end_t,
                          net, trace_ranks, trace_transfers)
     return IterationResult(
@@ -463,8 +465,8 @@ def _segments(
             break
         if r not in shown:
             shown.append(r)
-    rec = net.records
-    per_transfer = len(rec) <= trace_transfers
+    per_transfer = net.n_transfers <= trace_transfers
+    rec = net.records if per_transfer else None
     segs: list[Segment] = []
     for r in shown:
         c = int(rank_class[r])
@@ -474,7 +476,7 @@ def _segments(
         segs.append(Segment(r, "backward", fb, float(bwd_end_t[c]), "backward"))
         segs += [Segment(r, kind, a, b, f"bucket {k}") for a, b, kind, k in codec_iv[c]]
         segs.append(Segment(r, "optimizer", float(end_t[c]) - spec.optimizer_s * f, float(end_t[c]), "optimizer"))
-        if per_transfer and len(rec):
+        if rec is not None and len(rec):
             mask = rec.src == r
             for s, e, d, tag in zip(rec.start_s[mask], rec.end_s[mask], rec.dst[mask], np.asarray(rec.tag, dtype=object)[mask], strict=True):
                 segs.append(Segment(r, "comm", float(s), float(e), f"{tag} -> {int(d)}"))
