@@ -1,0 +1,123 @@
+"""The grouped flow engine (flow classes) equals the one-row-per-flow engine exactly."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import simpy
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gradwire.simulator.collectives import COLLECTIVES
+from gradwire.simulator.network import Network
+from gradwire.simulator.network_ungrouped import UngroupedNetwork
+from gradwire.simulator.timeline import BucketCost, IterationSpec, simulate_iteration
+from gradwire.simulator.topology import Topology, fat_tree, servers
+
+REL = 1e-9
+
+
+def _topology(kind: str, p: int, over: float, slow: float) -> Topology:
+    if kind == "fat_tree":
+        k = 4 if p <= 16 else 6
+        topo = fat_tree(k, 1e9, 1e-6, oversubscription=over, num_gpus=p)
+    else:
+        gps = 4 if p % 4 == 0 else 2 if p % 2 == 0 else 1
+        topo = servers(p // gps, gps, 2e10, 1e9, fabric="fat_tree", oversubscription=over,
+                       nics_per_server=2 if gps > 1 else 1)
+    if slow != 1.0:
+        # a straggling link: the first GPU's uplink runs ``slow`` times slower
+        g = topo.graph.copy()
+        u = topo.ranks[0]
+        v = next(iter(g.successors(u)))
+        g.edges[u, v]["bandwidth_Bps"] = g.edges[u, v]["bandwidth_Bps"] / slow
+        for _, _, d in g.edges(data=True):
+            d.pop("link_id", None)
+        topo = Topology(g, list(topo.ranks), topo.name, topo.servers)
+    return topo
+
+
+def _run(net_cls: Any, topo: Topology, jobs: list[tuple[str, float, list[float], dict[str, Any]]]
+         ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+    env = simpy.Environment()
+    net = net_cls(env, topo, per_message_overhead_s=2e-6)
+    p = topo.num_ranks
+
+    def job(name: str, start: float, sizes: list[float], opts: dict[str, Any]) -> Any:
+        yield env.timeout(start)
+        yield env.process(COLLECTIVES.get(name)(net, list(range(p)), sizes, **opts))
+
+    for name, start, sizes, opts in jobs:
+        env.process(job(name, start, sizes, opts))
+    env.run()
+    rec = net.records
+    order = np.lexsort((rec.dst, rec.src, rec.start_s, rec.batch))
+    return float(env.now), rec.end_s[order], net.link_busy_s, net.link_bytes
+
+
+collective_st = st.sampled_from([
+    ("ring_allreduce", {}), ("ring_allgather", {}), ("tree_allreduce", {"double": True}),
+    ("halving_doubling_allreduce", {}), ("alltoall", {}), ("nccl_allreduce", {"algorithm": "tree"}),
+    ("nccl_allreduce", {"algorithm": "ring", "channels": 3}), ("parameter_server", {"num_servers": 2}),
+])
+
+
+@settings(max_examples=40, deadline=None)
+@given(kind=st.sampled_from(["fat_tree", "servers"]), p=st.integers(2, 16),
+       over=st.sampled_from([1.0, 2.0, 4.0]), slow=st.sampled_from([1.0, 3.0]),
+       jobs=st.lists(st.tuples(collective_st, st.floats(0.0, 2e-3), st.booleans()), min_size=1, max_size=3),
+       seed=st.integers(0, 2**16))
+def test_grouped_engine_equals_ungrouped(kind: str, p: int, over: float, slow: float,
+                                         jobs: list[tuple[tuple[str, dict[str, Any]], float, bool]],
+                                         seed: int) -> None:
+    """Concurrent collectives (contention between them), oversubscribed fabrics, a
+    straggling link and mixed payload sizes: every completion time, the run's end, and
+    per-link busy time and bytes agree to 1e-9 relative."""
+    topo = _topology(kind, p, over, slow)
+    rng = np.random.default_rng(seed)
+    spec = []
+    for (name, opts), start, mixed in jobs:
+        sizes = (rng.uniform(1e4, 2e6, p) if mixed else np.full(p, rng.uniform(1e4, 2e6))).tolist()
+        spec.append((name, start, sizes, opts))
+    t_g, end_g, busy_g, bytes_g = _run(Network, topo, spec)
+    t_u, end_u, busy_u, bytes_u = _run(UngroupedNetwork, topo, spec)
+    assert t_g == pytest.approx(t_u, rel=REL)
+    np.testing.assert_allclose(end_g, end_u, rtol=REL)
+    np.testing.assert_allclose(busy_g, busy_u, rtol=REL, atol=1e-15)
+    np.testing.assert_allclose(bytes_g, bytes_u, rtol=REL)
+
+
+@settings(max_examples=10, deadline=None)
+@given(collective=st.sampled_from(["ring_allreduce", "hierarchical_allreduce", "nccl_allreduce",
+                                   "tree_allreduce"]),
+       straggler=st.floats(1.0, 3.0), over=st.sampled_from([1.0, 3.0]), seed=st.integers(0, 99))
+def test_grouped_iteration_equals_ungrouped(collective: str, straggler: float, over: float, seed: int) -> None:
+    """A whole iteration (buckets overlapping backward, a compute straggler, jitter)."""
+    topo = servers(4, 4, 2e10, 1e9, fabric="fat_tree", oversubscription=over)
+    buckets = tuple(BucketCost(250_000, 0.01 * (i + 1), (1e6 * (i + 1),), 1e-4, 1e-4) for i in range(3))
+    spec = IterationSpec(0.01, 0.03, 0.002, buckets, collective)
+    kw: dict[str, Any] = {"stragglers": {3: straggler}, "jitter": 0.05, "seed": seed}
+    g = simulate_iteration(spec, topo, network=Network, **kw)
+    u = simulate_iteration(spec, topo, network=UngroupedNetwork, **kw)
+    assert g.iteration_s == pytest.approx(u.iteration_s, rel=REL)
+    assert g.exposed_comm_s == pytest.approx(u.exposed_comm_s, rel=REL, abs=1e-15)
+    assert g.n_transfers == u.n_transfers
+    assert g.bytes_per_rank == pytest.approx(u.bytes_per_rank, rel=REL)
+
+
+def test_a_symmetric_ring_step_is_a_few_classes() -> None:
+    """On servers of equal GPUs a ring step has two kinds of flows (inside a server, across
+    servers): the grouped engine keeps two rows, whatever p."""
+    for n_srv in (4, 32):
+        topo = servers(n_srv, 8, 2e11, 1.25e10)
+        env = simpy.Environment()
+        net = Network(env, topo)
+        p = topo.num_ranks
+        r = np.arange(p)
+        net.transfers(r, np.roll(r, -1), 1e6)
+        env.run(until=1e-9)
+        grp = next(iter(net._active.values()))
+        assert grp.part.n_cls == 2
+        env.run()
