@@ -131,7 +131,7 @@ class _Group:
     the classes that finished (per-flow records are rebuilt from it on demand)."""
 
     __slots__ = ("alive", "done", "ends", "gid", "max_end", "n_alive", "nbytes", "part",
-                 "pattern", "rate", "rem", "start_s", "tag")
+                 "pattern", "rate", "rem", "rep", "start_s", "tag")
 
     def __init__(self, gid: int, pattern: _Pattern, part: _Partition, nbytes: float | np.ndarray,
                  rem: np.ndarray, start_s: float, tag: str, done: TransferDone) -> None:
@@ -148,6 +148,61 @@ class _Group:
         self.max_end = start_s
         self.tag = tag
         self.done = done
+        self.rep: _Repeat | None = None
+
+
+@dataclass
+class _Phase:
+    """One stretch of a step that ran alone: from ``offset_s`` after the step's start, the
+    group's classes (``part``) had ``rem`` bytes left and drained at ``rate`` (entry
+    ``entry`` held the links busy)."""
+
+    offset_s: float
+    part: _Partition
+    rem: np.ndarray
+    rate: np.ndarray
+    alive: np.ndarray
+    entry: _ClassEntry
+
+
+class _Repeat:
+    """``steps`` lock-step repetitions of one uniform batch, ``gap_s`` apart (a step starts
+    ``gap_s`` after the previous one completed); ``done`` fires after the last.
+
+    ``phases`` logs the current step while it runs alone on the network (None once
+    anything else is in flight), so that the next steps, alone too, need not be simulated.
+    """
+
+    __slots__ = ("done", "gap_s", "issued", "pattern", "phases", "size", "start_s", "steps", "tag")
+
+    def __init__(self, pattern: _Pattern, size: float, tag: str, steps: int, gap_s: float,
+                 done: TransferDone) -> None:
+        self.pattern = pattern
+        self.size = size
+        self.tag = tag
+        self.steps = steps
+        self.gap_s = gap_s
+        self.done = done
+        self.issued = 0
+        self.start_s = 0.0
+        self.phases: list[_Phase] | None = None
+
+
+@dataclass
+class _Coast:
+    """Steps ``first .. first+count-1`` of a repeat, not simulated: step i starts at
+    ``t0_s + (i - first)·step_s`` and drains like the logged reference step (its classes
+    finished at the offsets in ``ends``: (partition, classes, seconds after the start))."""
+
+    rep: _Repeat
+    first: int
+    count: int
+    t0_s: float
+    step_s: float
+    drain_s: float
+    phases: list[_Phase]
+    ends: list[tuple[_Partition, np.ndarray, float]]
+    token: int = 0
 
 
 @dataclass
@@ -266,7 +321,7 @@ class Network:
         self._n_parts = 0
         self._rate_cache: dict[tuple[Any, ...], _ClassEntry] = {}
         self._active: dict[int, _Group] = {}
-        self._groups: list[_Group] = []
+        self._groups: list[_Group | _Coast] = []
         self._n_groups = 0
         self.n_transfers = 0
         self._bytes_total = 0.0
@@ -278,6 +333,8 @@ class Network:
         self._busy_s = np.zeros(topology.num_links)
         self._bytes = np.zeros(topology.num_links)
         self._records_cache: TransferRecords | None = None
+        self._coast: _Coast | None = None
+        self._n_coasts = 0
 
     # ------------------------------------------------------------------ issuing
     def transfer(self, src: int, dst: int, nbytes: float, tag: str = "") -> simpy.Event:
@@ -319,17 +376,25 @@ class Network:
         return _Partition(self._n_parts, pattern, cls, n_cls)
 
     def transfers(self, srcs: Sequence[int] | np.ndarray, dsts: Sequence[int] | np.ndarray,
-                  nbytes: float | Sequence[float] | np.ndarray, tag: str = "") -> simpy.Event:
+                  nbytes: float | Sequence[float] | np.ndarray, tag: str = "", *,
+                  repeat: int = 1, gap_s: float = 0.0) -> simpy.Event:
         """Start a batch of transfers now (``nbytes`` a scalar or one per transfer); the
         event fires when all are complete, with the last completion time as its value.
 
-        Index arrays passed read-only (``a.flags.writeable = False``) are recognised by
-        identity on later calls, so a collective that issues the same step pattern many
-        times pays for its lookup once."""
+        ``repeat`` > 1 runs the batch that many times lock-step (tags ``tag`` + step
+        index), each repetition ``gap_s`` after the previous one completed, exactly as
+        that many calls in a row would; the event fires after the last. Repetitions that
+        run alone on the network, after one that ran alone, are not simulated again: they
+        take the same time. Index arrays passed read-only (``a.flags.writeable = False``)
+        are recognised by identity on later calls."""
         pat = self._pattern(srcs, dsts, tag)
         n = pat.n
         done = TransferDone(self.env)
         now = float(self.env.now)
+        if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
+            raise ConfigError(f"transfers: repeat must be an integer >= 1, got {repeat!r} (tag {tag!r})")
+        if not (math.isfinite(gap_s) and gap_s >= 0):
+            raise ConfigError(f"transfers: gap_s must be a finite number of seconds >= 0, got {gap_s!r}")
         if n == 0:
             done._fire(0.0, now)
             return done
@@ -337,7 +402,6 @@ class Network:
             b = float(nbytes)  # type: ignore[arg-type]
             if not (math.isfinite(b) and b >= 0):
                 raise ConfigError(f"transfers: nbytes must be finite and >= 0, got {b!r} (tag {tag!r})")
-            uniform = True
             size: float | np.ndarray = b
         else:
             arr = np.array(nbytes, dtype=float)
@@ -346,17 +410,33 @@ class Network:
             lo, hi = float(arr.min()), float(arr.max())
             if not (math.isfinite(hi) and lo >= 0):
                 raise ConfigError(f"transfers: nbytes must be finite and >= 0 (tag {tag!r})")
-            uniform = lo == hi
-            size = lo if uniform else arr
-        if uniform:
+            size = lo if lo == hi else arr
+        if repeat == 1 and gap_s == 0:
+            self._issue(pat, size, tag, done, None)
+            return done
+        if isinstance(size, np.ndarray):
+            raise ConfigError(f"transfers: a repeated batch needs one size for every transfer (tag {tag!r})")
+        rep = _Repeat(pat, size, tag, repeat, float(gap_s), done)
+        self._next_step(rep)
+        return done
+
+    def _next_step(self, rep: _Repeat) -> None:
+        self._issue(rep.pattern, rep.size, f"{rep.tag}{rep.issued}", TransferDone(self.env), rep)
+
+    def _issue(self, pat: _Pattern, size: float | np.ndarray, tag: str, done: TransferDone,
+               rep: _Repeat | None) -> None:
+        if self._coast is not None:
+            self._land()
+        n = pat.n
+        now = float(self.env.now)
+        if not isinstance(size, np.ndarray):
             if pat.whole is None:
                 pat.whole = self._partition(pat, np.zeros(n, dtype=np.int64), 1)
             part = pat.whole
-            rem = np.array([float(size)])  # type: ignore[arg-type]
-            pat.sent += float(size)  # type: ignore[arg-type]
-            self._bytes_total += n * float(size)  # type: ignore[arg-type]
+            rem = np.array([size])
+            pat.sent += size
+            self._bytes_total += n * size
         else:
-            assert isinstance(size, np.ndarray)
             values, cls = np.unique(size, return_inverse=True)
             part = self._partition(pat, cls.astype(np.int64), len(values))
             rem = values.astype(float)
@@ -369,13 +449,122 @@ class Network:
         if self.record:
             self._groups.append(grp)
             self._records_cache = None
+        for other in self._active.values():
+            if other.rep is not None:
+                other.rep.phases = None
+        if rep is not None:
+            grp.rep = rep
+            rep.issued += 1
+            rep.start_s = now
+            rep.phases = [] if not self._active else None
         self._active[grp.gid] = grp
         if not self._dirty:
             # Coalesce every flow started at this instant into one rate computation.
             self._dirty = True
             ev = self.env.timeout(0)
             ev.callbacks.append(self._on_dirty)
-        return done
+
+    # ------------------------------------------------------------------ repeats
+    def _step_drained(self, g: _Group, now: float) -> None:
+        """Step ``g`` of a repeat has drained: start the next one after the tail and gap,
+        or, when this step ran alone and nothing else is in flight, coast."""
+        rep = g.rep
+        assert rep is not None
+        if rep.issued == rep.steps:
+            rep.done._fire(g.max_end - now, g.max_end)
+            return
+        t_next = g.max_end + rep.gap_s
+        left = rep.steps - rep.issued
+        if rep.phases and not self._active and self._coast is None and t_next > rep.start_s:
+            step_s = t_next - rep.start_s
+            ends = [(part, idx, t - rep.start_s) for part, idx, t in g.ends] if self.record else []
+            coast = _Coast(rep, rep.issued, left, t_next, step_s, now - rep.start_s, rep.phases, ends)
+            self._n_coasts += 1
+            coast.token = self._n_coasts
+            self._coast = coast
+            final = t_next + left * step_s - rep.gap_s
+            ev = self.env.timeout(final - now)
+            ev.callbacks.append(lambda _e, tok=coast.token: self._coast_end(tok, final))
+            return
+        ev = self.env.timeout(t_next - now)
+        ev.callbacks.append(lambda _e: self._next_step(rep))
+
+    def _coasted(self, c: _Coast, count: int, partial_s: float) -> None:
+        """Account ``count`` whole coasted steps and ``partial_s`` of the next one."""
+        n = c.rep.pattern.n
+        self.n_transfers += n * count
+        c.rep.pattern.sent += c.rep.size * count
+        self._bytes_total += n * c.rep.size * count
+        c.rep.issued += count
+        edges = [ph.offset_s for ph in c.phases] + [c.drain_s]
+        for ph, a, b in zip(c.phases, edges[:-1], edges[1:], strict=True):
+            self._busy_s[ph.entry.ulinks] += count * (b - a) + max(0.0, min(partial_s, b) - a)
+        if count and self.record:
+            self._groups.append(_Coast(c.rep, c.first, count, c.t0_s, c.step_s, c.drain_s,
+                                       c.phases, c.ends))
+            self._records_cache = None
+
+    def _coast_end(self, token: int, final: float) -> None:
+        c = self._coast
+        if c is None or c.token != token:
+            return
+        self._coast = None
+        self._coasted(c, c.count, 0.0)
+        c.rep.done._fire(0.0, final)
+
+    def _land(self) -> None:
+        """Something new arrives while a repeat coasts: rebuild the coasting step's state
+        at this instant from its reference log and simulate from here."""
+        c = self._coast
+        assert c is not None
+        self._coast = None
+        now = float(self.env.now)
+        rep = c.rep
+        if now < c.t0_s:
+            # still in the gap before the first coasted step
+            ev = self.env.timeout(c.t0_s - now)
+            ev.callbacks.append(lambda _e: self._next_step(rep))
+            return
+        k = min(int((now - c.t0_s) // c.step_s), c.count - 1)
+        start = c.t0_s + k * c.step_s
+        phi = now - start
+        self._coasted(c, k, 0.0)
+        if phi >= c.drain_s:
+            # the current step has drained: it ends (or the next starts) on schedule
+            self._coasted(_Coast(rep, c.first + k, 1, start, c.step_s, c.drain_s, c.phases, c.ends), 1, 0.0)
+            if rep.issued == rep.steps:
+                rep.done._fire(start + c.step_s - rep.gap_s - now, start + c.step_s - rep.gap_s)
+            else:
+                ev = self.env.timeout(start + c.step_s - now)
+                ev.callbacks.append(lambda _e: self._next_step(rep))
+            return
+        ph = max((p for p in c.phases if p.offset_s <= phi), key=lambda p: p.offset_s)
+        edges = [p.offset_s for p in c.phases] + [c.drain_s]
+        for p_, a, b in zip(c.phases, edges[:-1], edges[1:], strict=True):
+            self._busy_s[p_.entry.ulinks] += max(0.0, min(phi, b) - a)
+        pat = rep.pattern
+        grp = _Group(self._n_groups, pat, ph.part, rep.size, ph.rem - ph.rate * (phi - ph.offset_s),
+                     start, f"{rep.tag}{rep.issued}", TransferDone(self.env))
+        grp.rem[~ph.alive] = math.inf
+        grp.alive = ph.alive.copy()
+        grp.rate = ph.rate.copy()
+        grp.n_alive = int(grp.alive.sum())
+        grp.ends = [(part, idx, start + off) for part, idx, off in c.ends if off <= ph.offset_s]
+        grp.max_end = max([start] + [start + off + float(part.lat_max[idx].max()) + self.per_message_overhead_s
+                                     for part, idx, off in c.ends if off <= ph.offset_s])
+        grp.rep = rep
+        self._n_groups += 1
+        self.n_transfers += pat.n
+        pat.sent += rep.size
+        self._bytes_total += pat.n * rep.size
+        rep.issued += 1
+        rep.start_s = start
+        rep.phases = None
+        if self.record:
+            self._groups.append(grp)
+            self._records_cache = None
+        self._t_last = now
+        self._active[grp.gid] = grp
 
     # ------------------------------------------------------------------ engine
     def _advance(self, now: float) -> None:
@@ -398,6 +587,7 @@ class Network:
         now = float(self.env.now)
         self._advance(now)
         tail = self.per_message_overhead_s
+        drained: list[_Group] = []
         for g, idx in finished:
             part = g.part
             g.max_end = max(g.max_end, now + float(part.lat_max[idx].max()) + tail)
@@ -409,7 +599,12 @@ class Network:
                 g.ends.append((part, idx, now))
             if g.n_alive == 0:
                 del self._active[g.gid]
-                g.done._fire(g.max_end - now, g.max_end)
+                if g.rep is None:
+                    g.done._fire(g.max_end - now, g.max_end)
+                else:
+                    drained.append(g)
+        for g in drained:
+            self._step_drained(g, now)
         self._reschedule()
 
     def _solve(self, groups: list[_Group]) -> _ClassEntry:
@@ -506,6 +701,7 @@ class Network:
         groups = list(self._active.values())
         entry = self._rates(groups)
         self._cur = entry
+        now = float(self.env.now)
         t_min = math.inf
         times = []
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -516,6 +712,12 @@ class Network:
                     g.part = part
                     g.n_alive = int(g.alive.sum())
                 g.rate = crate.copy()
+                if g.rep is not None and g.rep.phases is not None:
+                    if len(groups) == 1:
+                        g.rep.phases.append(_Phase(now - g.rep.start_s, g.part, g.rem.copy(), g.rate.copy(),
+                                                   g.alive.copy(), entry))
+                    else:
+                        g.rep.phases = None
                 # finished classes: inf / 0 = inf; flows on no link have rate inf and drain at once
                 t = g.rem / g.rate
                 times.append(t)
@@ -544,29 +746,53 @@ class Network:
         that needs only totals should use :attr:`n_transfers` and :attr:`bytes_sent`."""
         if self._records_cache is not None and not self._active:
             return self._records_cache
-        gs = self._groups
-        if not gs:
+        tail = self.per_message_overhead_s
+        src: list[np.ndarray] = []
+        dst: list[np.ndarray] = []
+        size: list[np.ndarray] = []
+        start: list[np.ndarray] = []
+        end: list[np.ndarray] = []
+        tags: list[str] = []
+        for g in self._groups:
+            if isinstance(g, _Coast):
+                pat = g.rep.pattern
+                drain = np.full(pat.n, math.nan)
+                for part, idx, off in g.ends:
+                    mask = np.isin(part.cls, idx)
+                    drain[mask] = off + pat.latency_s[mask] + tail
+                for i in range(g.count):
+                    t0 = g.t0_s + i * g.step_s
+                    src.append(pat.src)
+                    dst.append(pat.dst)
+                    size.append(np.full(pat.n, g.rep.size))
+                    start.append(np.full(pat.n, t0))
+                    end.append(t0 + drain)
+                    tags.append(f"{g.rep.tag}{g.first + i}")
+                continue
+            pat = g.pattern
+            e = np.full(pat.n, math.nan)
+            for part, idx, t in g.ends:
+                mask = np.isin(part.cls, idx)
+                e[mask] = t + pat.latency_s[mask] + tail
+            src.append(pat.src)
+            dst.append(pat.dst)
+            size.append(np.broadcast_to(np.asarray(g.nbytes, dtype=float), (pat.n,)))
+            start.append(np.full(pat.n, g.start_s))
+            end.append(e)
+            tags.append(g.tag)
+        if not src:
             z = np.zeros(0)
             zi = np.zeros(0, dtype=np.int32)
             return TransferRecords(zi, zi, z, z, z, zi, np.zeros(0, dtype=object))
-        lens = np.array([g.pattern.n for g in gs])
-        tail = self.per_message_overhead_s
-        ends = []
-        for g in gs:
-            e = np.full(g.pattern.n, math.nan)
-            for part, idx, t in g.ends:
-                mask = np.isin(part.cls, idx)
-                e[mask] = t + g.pattern.latency_s[mask] + tail
-            ends.append(e)
+        lens = np.array([len(x) for x in src])
         rec = TransferRecords(
-            src=np.concatenate([g.pattern.src for g in gs]).astype(np.int32),
-            dst=np.concatenate([g.pattern.dst for g in gs]).astype(np.int32),
-            nbytes=np.concatenate([np.broadcast_to(np.asarray(g.nbytes, dtype=float), (g.pattern.n,))
-                                   for g in gs]),
-            start_s=np.repeat(np.array([g.start_s for g in gs]), lens),
-            end_s=np.concatenate(ends),
-            batch=np.repeat(np.arange(len(gs), dtype=np.int32), lens),
-            batch_tags=np.array([g.tag for g in gs], dtype=object),
+            src=np.concatenate(src).astype(np.int32),
+            dst=np.concatenate(dst).astype(np.int32),
+            nbytes=np.concatenate(size),
+            start_s=np.concatenate(start),
+            end_s=np.concatenate(end),
+            batch=np.repeat(np.arange(len(src), dtype=np.int32), lens),
+            batch_tags=np.array(tags, dtype=object),
         )
         self._records_cache = rec
         return rec

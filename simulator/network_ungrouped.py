@@ -136,9 +136,28 @@ class UngroupedNetwork:
         return self.transfers([src], [dst], nbytes, tag)
 
     def transfers(self, srcs: Sequence[int] | np.ndarray, dsts: Sequence[int] | np.ndarray,
-                  nbytes: float | Sequence[float] | np.ndarray, tag: str = "") -> simpy.Event:
+                  nbytes: float | Sequence[float] | np.ndarray, tag: str = "", *,
+                  repeat: int = 1, gap_s: float = 0.0) -> simpy.Event:
         """Start a batch of transfers now (``nbytes`` a scalar or one per transfer); the
-        event fires when all are complete, with the last completion time as its value."""
+        event fires when all are complete, with the last completion time as its value.
+        ``repeat``/``gap_s``: that many lock-step repetitions (tags ``tag`` + index),
+        ``gap_s`` apart, simulated one by one."""
+        if repeat == 1 and gap_s == 0:
+            return self._transfers(srcs, dsts, nbytes, tag)
+        first = self._transfers(srcs, dsts, nbytes, f"{tag}0")
+        return self.env.process(self._repeat(first, srcs, dsts, nbytes, tag, repeat, gap_s))
+
+    def _repeat(self, first: simpy.Event, srcs: Any, dsts: Any, nbytes: Any, tag: str,
+                repeat: int, gap_s: float) -> Any:
+        t = yield first
+        for i in range(1, repeat):
+            if gap_s > 0:
+                yield self.env.timeout(gap_s)
+            t = yield self._transfers(srcs, dsts, nbytes, f"{tag}{i}")
+        return t
+
+    def _transfers(self, srcs: Sequence[int] | np.ndarray, dsts: Sequence[int] | np.ndarray,
+                   nbytes: float | Sequence[float] | np.ndarray, tag: str = "") -> simpy.Event:
         src = np.ascontiguousarray(srcs, dtype=np.int64)
         dst = np.ascontiguousarray(dsts, dtype=np.int64)
         if src.ndim != 1 or src.shape != dst.shape:

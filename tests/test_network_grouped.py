@@ -53,7 +53,7 @@ def _run(net_cls: Any, topo: Topology, jobs: list[tuple[str, float, list[float],
         env.process(job(name, start, sizes, opts))
     env.run()
     rec = net.records
-    order = np.lexsort((rec.dst, rec.src, rec.start_s, rec.batch))
+    order = np.lexsort((rec.end_s, rec.dst, rec.src, rec.start_s))
     return float(env.now), rec.end_s[order], net.link_busy_s, net.link_bytes
 
 

@@ -154,27 +154,41 @@ def check_seconds(value: Any, name: str) -> float:
     return float(value)
 
 
-def ring_steps(net: Network, src: np.ndarray, dst: np.ndarray, chunk: Callable[[int], np.ndarray],
+def ring_steps(net: Network, src: np.ndarray, dst: np.ndarray,
+               chunk: Callable[[int], Any] | float | np.ndarray,
                steps: int, tag: str, hop: Sequence[tuple[str, float]] = (),
                work: WorkFn | None = None) -> CollectiveProcess:
-    """``steps`` lock-step ring steps: all ``src[i] -> dst[i]`` at once, sizes ``chunk(step)``;
-    after each step every rank does the local codec work ``hop`` (``(kind, seconds)`` in
-    order, e.g. decode the received chunk then re-encode the partial sum) through ``work``."""
+    """``steps`` lock-step ring steps: all ``src[i] -> dst[i]`` at once, sizes ``chunk``
+    (bytes per transfer, the same every step) or ``chunk(step)``; after each step every
+    rank does the local codec work ``hop`` (``(kind, seconds)`` in order, e.g. decode the
+    received chunk then re-encode the partial sum) through ``work``. Steps of one size
+    with no codec work between them go to the network as one repeated batch."""
     run = work or default_work(net.env)
     # read-only views: the network recognises the pattern by identity after the first step
     src = src.view()
     dst = dst.view()
     src.flags.writeable = False
     dst.flags.writeable = False
-    last: Any = None
-    size: Any = None
-    for step in range(steps):
-        c = chunk(step)
-        if c is not last:
-            last = c
-            # one size for every rank travels as a scalar (one flow class per route class)
-            size = float(c[0]) if isinstance(c, np.ndarray) and c.size and (c == c[0]).all() else c
-        yield net.transfers(src, dst, size, f"{tag}{step}")
-        for kind, seconds in hop:
-            if seconds > 0:
+    busy_hops = [(kind, seconds) for kind, seconds in hop if seconds > 0]
+    if not callable(chunk):
+        c = np.asarray(chunk, dtype=float)
+        size: Any = float(c.flat[0]) if c.size and (c == c.flat[0]).all() else chunk
+        if not busy_hops and np.ndim(size) == 0:
+            if steps > 0:
+                yield net.transfers(src, dst, size, tag, repeat=steps)
+            return
+        for step in range(steps):
+            yield net.transfers(src, dst, size, f"{tag}{step}")
+            for kind, seconds in busy_hops:
                 yield run(kind, seconds)
+        return
+    last: Any = None
+    for step in range(steps):
+        cs = chunk(step)
+        if cs is not last:
+            last = cs
+            # one size for every rank travels as a scalar (one flow class per route class)
+            size = float(cs[0]) if isinstance(cs, np.ndarray) and cs.size and (cs == cs[0]).all() else cs
+        yield net.transfers(src, dst, size, f"{tag}{step}")
+        for kind, seconds in busy_hops:
+            yield run(kind, seconds)

@@ -47,6 +47,6 @@ def compressed_allreduce(net: Network, ranks: Sequence[int], sizes: Sequence[flo
         return
     chunk = s / p
     nxt = np.roll(r, -1)
-    yield from ring_steps(net, r, nxt, lambda _k: chunk, p - 1, f"{tag}:rs",
+    yield from ring_steps(net, r, nxt, chunk, p - 1, f"{tag}:rs",
                           (("decode", dec), ("encode", enc)), work)
-    yield from ring_steps(net, r, nxt, lambda _k: chunk, p - 1, f"{tag}:ag")
+    yield from ring_steps(net, r, nxt, chunk, p - 1, f"{tag}:ag")

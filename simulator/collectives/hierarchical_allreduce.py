@@ -59,12 +59,12 @@ def hierarchical_allreduce(net: Network, ranks: Sequence[int], sizes: Sequence[f
     intra_src = grid.ravel()
     intra_dst = np.roll(grid, -1, axis=1).ravel()
     if g > 1:
-        yield from ring_steps(net, intra_src, intra_dst, lambda _k: m / g, g - 1, f"{tag}:intra_rs")
+        yield from ring_steps(net, intra_src, intra_dst, m / g, g - 1, f"{tag}:intra_rs")
     if n_srv > 1:
         # g inter-server rings (one per local index): grid[s, j] -> grid[s+1, j]
         inter_dst = np.roll(grid, -1, axis=0).ravel()
         shard = m / g / n_srv
-        yield from ring_steps(net, intra_src, inter_dst, lambda _k: shard, 2 * (n_srv - 1),
+        yield from ring_steps(net, intra_src, inter_dst, shard, 2 * (n_srv - 1),
                               f"{tag}:inter")
     if g > 1:
-        yield from ring_steps(net, intra_src, intra_dst, lambda _k: m / g, g - 1, f"{tag}:intra_ag")
+        yield from ring_steps(net, intra_src, intra_dst, m / g, g - 1, f"{tag}:intra_ag")

@@ -139,10 +139,11 @@ def nccl_allreduce(net: Network, ranks: Sequence[int], sizes: Sequence[float], *
         steps = 2 * (p - 1)
         hop = (lat - base) / steps
         wire = m / (k * p) / f
-        for step in range(steps):
-            yield net.transfers(src, dst, wire, f"{tg}:{step}")
-            if hop > 0:
-                yield env.timeout(hop)
+        src.flags.writeable = False
+        dst.flags.writeable = False
+        yield net.transfers(src, dst, wire, f"{tg}:", repeat=steps, gap_s=hop)
+        if hop > 0:
+            yield env.timeout(hop)
         return
     if lat > 0:
         yield env.timeout(lat)
@@ -150,5 +151,16 @@ def nccl_allreduce(net: Network, ranks: Sequence[int], sizes: Sequence[float], *
     per_tree = m / (2 * k)
     c = nccl.tree_chunks(per_tree, float(chunk_bytes))
     wire = per_tree / c / f
-    for i, ts in enumerate(nccl.tree_schedule(trees, c)):
-        yield net.transfers(ts.src, ts.dst, wire, f"{tg}:{i}")
+    # runs of identical steps (the pipeline's steady state) go out as one repeated batch
+    sched = nccl.tree_schedule(trees, c)
+    i = 0
+    while i < len(sched):
+        j = i + 1
+        while (j < len(sched) and np.array_equal(sched[j].src, sched[i].src)
+               and np.array_equal(sched[j].dst, sched[i].dst)):
+            j += 1
+        src, dst = sched[i].src, sched[i].dst
+        src.flags.writeable = False
+        dst.flags.writeable = False
+        yield net.transfers(src, dst, wire, f"{tg}:{i}.", repeat=j - i)
+        i = j

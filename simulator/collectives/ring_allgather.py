@@ -31,4 +31,7 @@ def ring_allgather(net: Network, ranks: Sequence[int], sizes: Sequence[float], *
     if p == 1:
         return
     idx = np.arange(p)
+    if (s == s[0]).all():
+        yield from ring_steps(net, r, np.roll(r, -1), float(s[0]), p - 1, f"{tag}:")
+        return
     yield from ring_steps(net, r, np.roll(r, -1), lambda step: s[(idx - step) % p], p - 1, f"{tag}:")

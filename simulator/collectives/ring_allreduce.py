@@ -29,4 +29,4 @@ def ring_allreduce(net: Network, ranks: Sequence[int], sizes: Sequence[float], *
     if p == 1:
         return
     chunk = s / p
-    yield from ring_steps(net, r, np.roll(r, -1), lambda _step: chunk, 2 * (p - 1), f"{tag}:")
+    yield from ring_steps(net, r, np.roll(r, -1), chunk, 2 * (p - 1), f"{tag}:")

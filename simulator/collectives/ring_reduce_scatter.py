@@ -30,4 +30,4 @@ def ring_reduce_scatter(net: Network, ranks: Sequence[int], sizes: Sequence[floa
     if p == 1:
         return
     chunk = s / p
-    yield from ring_steps(net, r, np.roll(r, -1), lambda _step: chunk, p - 1, f"{tag}:")
+    yield from ring_steps(net, r, np.roll(r, -1), chunk, p - 1, f"{tag}:")
