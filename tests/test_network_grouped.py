@@ -121,3 +121,55 @@ def test_a_symmetric_ring_step_is_a_few_classes() -> None:
         grp = next(iter(net._active.values()))
         assert grp.part.n_cls == 2
         env.run()
+
+
+@settings(max_examples=30, deadline=None)
+@given(arrive=st.floats(0.0, 1.0), size=st.floats(1e3, 5e6), n_srv=st.integers(2, 6),
+       gap=st.sampled_from([0.0, 3e-6]), over=st.sampled_from([1.0, 2.0]))
+def test_a_coasting_repeat_lands_exactly_where_something_arrives(arrive: float, size: float, n_srv: int,
+                                                                 gap: float, over: float) -> None:
+    """A repeated ring step runs alone (so it coasts); a transfer crossing its busiest
+    link arrives at a random instant of it -- mid-drain, in a latency tail or in a gap.
+    Both engines give the same completion times, link busy time and bytes."""
+    topo = servers(n_srv, 4, 2e10, 1e9, fabric="fat_tree", oversubscription=over)
+    p = topo.num_ranks
+    r = np.arange(p)
+    steps = 2 * (p - 1)
+
+    def run(cls: Any) -> tuple[float, float, np.ndarray, np.ndarray]:
+        env = simpy.Environment()
+        net = cls(env, topo, per_message_overhead_s=1e-6)
+        ring = net.transfers(r, np.roll(r, -1), size, "ring", repeat=steps, gap_s=gap)
+        # the ring alone would take about steps x (size/1e9 + latencies)
+        at = arrive * steps * (size / 1e9 + 3e-5)
+        out: dict[str, float] = {}
+
+        def late() -> Any:
+            yield env.timeout(at)
+            out["late"] = yield net.transfers([0], [p - 1], 4 * size, "late")
+
+        env.process(late())
+        env.run()
+        return float(ring.value), out["late"], net.link_busy_s, net.link_bytes
+
+    g, u = run(Network), run(UngroupedNetwork)
+    assert g[0] == pytest.approx(u[0], rel=REL)
+    assert g[1] == pytest.approx(u[1], rel=REL)
+    np.testing.assert_allclose(g[2], u[2], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(g[3], u[3], rtol=REL)
+
+
+def test_a_repeat_alone_is_simulated_once() -> None:
+    """Coasting: 2(p-1) ring steps on a quiet network cost a couple of solved steps."""
+    topo = servers(64, 8, 2e11, 1.25e10)
+    env = simpy.Environment()
+    net = Network(env, topo)
+    r = np.arange(topo.num_ranks)
+    done = net.transfers(r, np.roll(r, -1), 1e5, "ring", repeat=2 * (len(r) - 1))
+    env.run()
+    assert net.n_transfers == 2 * (len(r) - 1) * len(r)
+    assert env.now == pytest.approx(float(done.value))
+    assert len(net._groups) <= 4  # one simulated step, the coasted rest as one record
+    rec = net.records
+    assert len(rec) == net.n_transfers
+    assert rec.end_s.max() == pytest.approx(float(done.value), rel=REL)
