@@ -237,9 +237,10 @@ def max_min_rates(flow_of: np.ndarray, link_of: np.ndarray, n_flows: int,
     rate = np.full(n_flows, math.inf)
     if len(link_of) == 0:
         return rate
-    ulinks, lidx = np.unique(link_of, return_inverse=True)
-    n_l = len(ulinks)
-    cap = capacity[ulinks].astype(float)
+    # links indexed densely by id: O(pairs + links) per level, no sort
+    lidx = link_of
+    n_l = len(capacity)
+    cap = np.array(capacity, dtype=float)
     cnt = np.bincount(lidx, minlength=n_l).astype(float)
     shared_pair = cnt[lidx] > 1
     shared = np.zeros(n_flows, dtype=bool)
@@ -660,7 +661,7 @@ class Network:
             parent = c_s[head]
             crate = np.maximum(r_s[head], 0.0)
             slots.append((self._partition(part.pattern, new_cls, int(head.sum())), parent, crate))
-        return _ClassEntry(slots, np.unique(links))
+        return _ClassEntry(slots, np.flatnonzero(np.bincount(links, minlength=len(self._capacity))))
 
     def _rates(self, groups: list[_Group]) -> _ClassEntry:
         key: tuple[Any, ...] | None = None
