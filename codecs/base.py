@@ -22,7 +22,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from gradwire.errors import ConfigError, NonFiniteGradientError
+from gradwire.codecs.cost import CodecWork
+from gradwire.errors import CodecError, ConfigError, NonFiniteGradientError
 from gradwire.registry import Registry
 
 
@@ -156,6 +157,12 @@ class Codec(ABC):
     def params(self) -> dict[str, Any]:
         """The parameters that define this codec (shown in results and specs)."""
         return {}
+
+    def work(self, shape: tuple[int, ...]) -> CodecWork:
+        """The declared work of one encode and one decode of a float32 tensor of ``shape``
+        (:mod:`gradwire.codecs.cost`); every registered codec declares it in its own file."""
+        raise CodecError(f"codec {self.name!r} declares no cost model (Codec.work); "
+                         "declare its passes, launches and non-streaming work beside it")
 
     def quantize(self, tensor: torch.Tensor, state: CodecState | None = None) -> torch.Tensor:
         """The value ``decode(encode(tensor, state))`` returns, computed without building bytes.
