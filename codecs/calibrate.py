@@ -340,6 +340,15 @@ class Calibration:
     date: str
     constants: DeviceConstants
     median_held_out_error: float
+    refine: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
+
+    def seconds(self, spec: str, direction: str, work: Work) -> tuple[float, float]:
+        """``(per-tensor, per-call)`` seconds of ``work``; the codec's refinement applies
+        when this file calibrated that exact spec."""
+        a, b = self.refine.get(spec, {}).get(direction, (1.0, 1.0))
+        c = self.constants
+        size_s, _ = split_seconds(c, work)
+        return a * size_s + b * work.launches * c.launch_s, b * work.calls * c.call_s
 
     def source(self) -> str:
         torch_v = self.versions.get("torch")
@@ -422,9 +431,20 @@ def load_calibration(path: str | Path) -> Calibration:
         constants = DeviceConstants(**{k: consts[k] for k in CONSTANT_NAMES})
     except (GradWireError, TypeError) as exc:
         raise CalibrationError(f"{where}: {exc}") from None
+    refine: dict[str, dict[str, tuple[float, float]]] = {}
+    try:
+        for spec, dirs in dict(doc.get("refine") or {}).items():
+            for direction, ab in dict(dirs).items():
+                a, b = (float(v) for v in ab)
+                if not (a >= 0 and b >= 0 and math.isfinite(a) and math.isfinite(b)):
+                    raise ValueError(f"{spec} {direction}: {ab!r}")
+                refine.setdefault(str(spec), {})[str(direction)] = (a, b)
+    except (TypeError, ValueError) as exc:
+        raise CalibrationError(f"{where}: refine must map codec -> direction -> [a, b] with "
+                               f"a, b >= 0 ({exc})") from None
     return Calibration(str(p), str(dev["kind"]), str(dev["name"]), dev.get("profile"),
                        dict(doc["versions"]), str(doc["date"]), constants,
-                       float(doc["median_held_out_error"]))
+                       float(doc["median_held_out_error"]), refine)
 
 
 def check_device(cal: Calibration, *, target_device: str | None, host_device: str) -> None:
