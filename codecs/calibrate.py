@@ -479,3 +479,66 @@ def shipped_calibration(profile: str) -> Path | None:
     except (ModuleNotFoundError, FileNotFoundError):
         return None
     return None
+
+
+def cli_main(argv: Sequence[str]) -> int:
+    """``run_sim.py calibrate-codecs``: time, fit, print the held-out error, write the file."""
+    import argparse
+
+    from rich.console import Console
+    from rich.table import Table
+
+    p = argparse.ArgumentParser(
+        prog="run_sim.py calibrate-codecs",
+        description="Time every codec on the device at hand over tensor sizes and counts, fit the "
+        "cost model's device constants, report the error on held-out sizes, write a calibration "
+        "file (use it with the scenario key codec.costs).")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--out", default="codec_costs.json", help="calibration file to write")
+    p.add_argument("--max-numel", type=float, default=None,
+                   help="largest tensor (default 1e7 on cpu, 1e8 on cuda)")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per size (median kept)")
+    p.add_argument("--codec", dest="codecs", action="append", default=None, metavar="SPEC",
+                   help="codec to time (repeatable; default: every codec family)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="host threads while timing (default 1 on cpu; unchanged on cuda)")
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(list(argv))
+    console = Console()
+    if a.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise CalibrationError("--device cuda: no CUDA device is available here; use --device cpu")
+    threads = a.threads if a.threads is not None else (1 if a.device == "cpu" else None)
+    top = int(a.max_numel) if a.max_numel is not None else DEFAULT_MAX_NUMEL[a.device]
+    codecs = a.codecs or list(DEFAULT_CODECS)
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if load > cores:
+        console.print(f"[yellow]warning:[/yellow] load average {load:.1f} exceeds the {cores} cores; "
+                      "timings will include other processes' work")
+    t0 = time.perf_counter()
+    ms = measure_series(codecs, device=a.device, max_numel=top, repeats=a.repeats, seed=a.seed,
+                        threads=threads, log=lambda m: console.print(f"[dim]{m}[/dim]"))
+    result = fit(ms)
+    doc = calibration_document(result, ms, device=a.device, max_numel=top, repeats=a.repeats,
+                               threads=threads)
+    path = write_calibration(doc, a.out)
+    t = Table(title=f"Held-out error on {doc['device']['name']} (fitted on 1e3..{top:.0e}, "
+                    "judged on 3e3, 3e4, ...)")
+    for col in ("codec", "encode", "decode", "median", "shared constants only"):
+        t.add_column(col)
+    for codec, errs in result.held_out.items():
+        t.add_row(codec, f"{errs.get('encode', math.nan):.1%}", f"{errs.get('decode', math.nan):.1%}",
+                  f"{errs['median']:.1%}", f"{result.shared_held_out.get(codec, math.nan):.1%}")
+    console.print(t)
+    c = result.constants
+    console.print(
+        f"median over codecs: {result.median_held_out_error:.1%} (shared constants only: "
+        f"{result.median_shared_held_out_error:.1%}); fit error {result.fit_error:.1%}\n"
+        f"constants: {c.bandwidth_Bps / 1e9:.2f} GB/s, launch {c.launch_s * 1e6:.2f} us, "
+        f"call {c.call_s * 1e6:.2f} us, rng {c.rng_s * 1e9:.2f} ns, select {c.select_s * 1e9:.2f} ns, "
+        f"pack {c.pack_s * 1e9:.2f} ns, varlen {c.varlen_s * 1e9:.2f} ns, reduce "
+        f"{c.reduce_s * 1e9:.2f} ns, flop {c.flop_s * 1e12:.2f} ps\n"
+        f"took {time.perf_counter() - t0:.1f} s; wrote {path}")
+    return 0

@@ -53,7 +53,7 @@ def codec_times(sc: Scenario, codec: Codec, gradients: Sequence[torch.Tensor], d
                 log: Callable[[str], None] | None = None) -> CodecTimes:
     """The codec's times on ``gradients`` (in backward order) for scenario ``sc``."""
     from gradwire.codecs.calibrate import check_device, load_calibration
-    from gradwire.codecs.cost import gpu_defaults
+    from gradwire.codecs.cost import Work, gpu_defaults
 
     say = log or (lambda _m: None)
     extra = sc.codec.per_tensor_overhead_us * 1e-6
@@ -62,6 +62,11 @@ def codec_times(sc: Scenario, codec: Codec, gradients: Sequence[torch.Tensor], d
     cal_path: Path | None = Path(sc.codec.costs) if sc.codec.costs is not None else None
     if cal_path is None and target is not None:
         cal_path = _shipped(target)
+    works = [codec.work(tuple(g.shape)) for g in gradients]
+    if all(w.encode == Work() and w.decode == Work() for w in works):  # the identity
+        zeros = tuple(extra for _ in gradients)
+        return CodecTimes(zeros, zeros, 0.0, 0.0, f"declared: {codec.spec()} runs no codec work{note}",
+                          False)
     if cal_path is None and target is None:
         from gradwire.codecs.host_cache import measure_cached
 
@@ -69,7 +74,6 @@ def codec_times(sc: Scenario, codec: Codec, gradients: Sequence[torch.Tensor], d
                             seed=sc.seed, log=say)
         return CodecTimes(tuple(t + extra for t in ht.encode_s), tuple(t + extra for t in ht.decode_s),
                           0.0, 0.0, ht.source() + note, False)
-    works = [codec.work(tuple(g.shape)) for g in gradients]
     spec = codec.spec()
     if cal_path is not None:
         cal = load_calibration(cal_path)
