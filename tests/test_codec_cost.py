@@ -30,7 +30,6 @@ from gradwire.codecs.calibrate import (
 from gradwire.codecs.cost import (
     CONSTANT_NAMES,
     DeviceConstants,
-    Work,
     codec_seconds,
     gpu_defaults,
 )
@@ -335,3 +334,15 @@ def test_same_scenario_same_seed_gives_byte_identical_csv_and_resume_uses_one_me
     for r in out.rows:  # (decode time grows with the payloads a rank receives; encode does not)
         by_codec.setdefault(r.codec, set()).add(r.encode_s)
     assert len(out.rows) == 6 and all(len(v) == 1 for v in by_codec.values()), by_codec
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA path")
+def test_gpu_check_script_skips_cleanly_without_cuda(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, str(root / "benchmarks" / "gpu_check.py"), "--out",
+                           str(tmp_path / "g.json")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "skipped" in proc.stdout
+    assert not (tmp_path / "g.json").exists()
