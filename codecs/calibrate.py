@@ -148,7 +148,7 @@ def measure_series(codecs: Sequence[str], *, device: str = "cpu", max_numel: int
         raise CalibrationError(f"threads={threads}: must be >= 1")
     before = (torch.get_num_threads(), numba.get_num_threads())
     torch.set_num_threads(threads)
-    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(min(threads, int(getattr(numba.config, "NUMBA_NUM_THREADS", 1))))
     try:
         return _measure(codecs, device, max_numel, repeats, seed, log)
     finally:
@@ -287,7 +287,7 @@ def fit(measurements: Sequence[Measurement], *, max_fit_error: float = MAX_FIT_E
     works = {id(m): _work_of(m) for m in measurements}
     a = np.stack([np.array(works[id(m)].vector()) for m in train])
     t = np.array([m.seconds for m in train])
-    consts = DeviceConstants.from_vector(_nnls_relative(a, t))
+    consts = DeviceConstants.from_vector([float(v) for v in _nnls_relative(a, t)])
     rel = np.abs(a @ consts.vector() / t - 1.0)
     fit_err = float(np.median(rel))
     if not fit_err <= max_fit_error:
@@ -307,8 +307,8 @@ def fit(measurements: Sequence[Measurement], *, max_fit_error: float = MAX_FIT_E
         groups.setdefault((m.codec, m.direction), []).append(m)
     for (codec, direction), ms in groups.items():
         cols = np.array([split_seconds(consts, works[id(m)]) for m in ms])
-        ab = _nnls_relative(cols, np.array([m.seconds for m in ms]))
-        refine.setdefault(codec, {})[direction] = (float(ab[0]), float(ab[1]))
+        sol = _nnls_relative(cols, np.array([m.seconds for m in ms]))
+        refine.setdefault(codec, {})[direction] = (float(sol[0]), float(sol[1]))
     held: dict[str, dict[str, list[float]]] = {}
     shared: dict[str, list[float]] = {}
     for m in measurements:
