@@ -16,7 +16,8 @@ order of precedence:
 
 A host CPU's time is never rescaled into a GPU's. ``codec.per_tensor_overhead_us`` adds a
 stated cost per tensor to every encode and decode whatever the source (another
-framework's implementation: a Python loop over tensors, unfused operations).
+framework's implementation: a Python loop over tensors, unfused operations); the
+identity (fp32), which runs no codec, pays none.
 """
 
 from __future__ import annotations
@@ -63,9 +64,10 @@ def codec_times(sc: Scenario, codec: Codec, gradients: Sequence[torch.Tensor], d
     if cal_path is None and target is not None:
         cal_path = _shipped(target)
     works = [codec.work(tuple(g.shape)) for g in gradients]
-    if all(w.encode == Work() and w.decode == Work() for w in works):  # the identity
-        zeros = tuple(extra for _ in gradients)
-        return CodecTimes(zeros, zeros, 0.0, 0.0, f"declared: {codec.spec()} runs no codec work{note}",
+    if all(w.encode == Work() and w.decode == Work() for w in works):
+        # the identity runs no codec at all, so no implementation's overhead applies to it
+        zeros = tuple(0.0 for _ in gradients)
+        return CodecTimes(zeros, zeros, 0.0, 0.0, f"declared: {codec.spec()} runs no codec work",
                           False)
     if cal_path is None and target is None:
         from gradwire.codecs.host_cache import measure_cached
