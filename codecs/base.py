@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 import torch
 
 from gradwire.codecs.cost import CodecWork
+from gradwire.codecs.exchange import PAYLOAD, Exchange
 from gradwire.errors import CodecError, ConfigError, NonFiniteGradientError
 from gradwire.registry import Registry
 
@@ -135,12 +136,15 @@ class Codec(ABC):
 
     Class attributes tell the simulator how payloads may travel:
     ``summable`` -- payloads can be reduced by allreduce without decoding (fp32, fp16, bf16);
-    ``stateful`` -- the codec keeps per-worker state across iterations (error feedback).
+    ``stateful`` -- the codec keeps per-worker state across iterations (error feedback);
+    ``exchange`` -- how a bucket crosses the network (:mod:`gradwire.codecs.exchange`);
+    it agrees with ``summable``.
     """
 
     name: ClassVar[str] = ""
     summable: ClassVar[bool] = False
     stateful: ClassVar[bool] = False
+    exchange: ClassVar[Exchange] = PAYLOAD
 
     def __init__(self, *, seed: int = 0) -> None:
         self.seed = int(seed)
@@ -163,6 +167,11 @@ class Codec(ABC):
         (:mod:`gradwire.codecs.cost`); every registered codec declares it in its own file."""
         raise CodecError(f"codec {self.name!r} declares no cost model (Codec.work); "
                          "declare its passes, launches and non-streaming work beside it")
+
+    def round_bits(self, nbits: int, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """How a payload of ``nbits`` for a tensor of ``shape`` splits over the exchange's
+        rounds (one entry per round of ``exchange.rounds``). One round: all of it."""
+        return (nbits,)
 
     def quantize(self, tensor: torch.Tensor, state: CodecState | None = None) -> torch.Tensor:
         """The value ``decode(encode(tensor, state))`` returns, computed without building bytes.

@@ -17,6 +17,7 @@ import torch
 
 from gradwire.codecs.base import CODECS, Codec, CodecState, Payload, check_finite
 from gradwire.codecs.cost import CodecWork, Work, stream
+from gradwire.codecs.exchange import CAST, IN_PLACE
 from gradwire.errors import CodecError
 
 
@@ -25,6 +26,7 @@ class CastCodec(Codec):
 
     wire_dtype: ClassVar[torch.dtype] = torch.float32
     summable = True
+    exchange = CAST
 
     def _wire(self, tensor: torch.Tensor) -> torch.Tensor:
         if not tensor.is_floating_point():
@@ -77,6 +79,8 @@ class FP32(CastCodec):
 
     name = "fp32"
     wire_dtype = torch.float32
+    # DDP's own allreduce of the gradient buffer: no codec work, the gradient's own bytes
+    exchange = IN_PLACE
 
 
 @CODECS.register("fp16")

@@ -39,6 +39,14 @@ class RunOutcome:
     elapsed_s: float = 0.0
 
 
+def convergence_exchange(quantized: str) -> str:
+    """How the convergence runner combines quantized payloads, from the collective's
+    declaration: re-quantized at every hop, or every worker's payload decoded."""
+    from gradwire.simulator.collectives.base import collective_info
+
+    return "compressed_allreduce" if collective_info(quantized).requantizes else "allgather"
+
+
 def _matches(row: Row, point: dict[str, Any]) -> bool:
     for k, v in point.items():
         have = row.params.get(k, getattr(row, k, None))
@@ -84,8 +92,7 @@ def run_convergence_study(sc: Scenario, rows: Sequence[Row], *, progress: bool) 
                              workers=cfg.workers or sc.workers, steps=cfg.steps,
                              batch_per_worker=cfg.batch_per_worker, lr=cfg.lr, seed=sc.seed,
                              eval_every=cfg.eval_every, progress=progress,
-                             exchange="compressed_allreduce" if sc.exchange.quantized == "compressed_allreduce"
-                             else "allgather")
+                             exchange=convergence_exchange(sc.exchange.quantized))
     first = min((r.point for r in rows), default=0)
     iteration_s = {r.codec: r.iteration_s for r in rows if r.point == first}
     ttt = time_to_accuracy(curves, iteration_s, target=cfg.target, target_fraction=cfg.target_fraction)
