@@ -163,3 +163,52 @@ def _times(doc: dict[str, Any], *, cached: bool) -> HostTimes:
         f"{doc['device']} {doc['device_name']}", str(doc["date"]), float(doc["load_average"]),
         int(doc["cores"]), str(doc["key"]), cached,
     )
+
+
+def accumulate_cached(tensors: Sequence[torch.Tensor], *, device: str, repeats: int = 3,
+                      cache_dir: str | Path | None = None, cache: bool = True,
+                      log: Callable[[str], None] | None = None) -> tuple[float, ...]:
+    """Per tensor, the seconds to add one decoded gradient into a float32 sum
+    (:func:`gradwire.codecs.measure.measure_accumulate`), cached like codec times."""
+    import platform
+
+    import numba
+
+    from gradwire.codecs.calibrate import device_name
+    from gradwire.codecs.measure import measure_accumulate
+
+    say = log or (lambda _m: None)
+    fields: dict[str, Any] = {
+        "format": CACHE_FORMAT, "work": "accumulate", "repeats": repeats,
+        "shapes": [list(t.shape) for t in tensors], "device": device,
+        "device_name": device_name(device), "torch": str(torch.__version__),
+        "numba": str(numba.__version__), "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+    }
+    key = hashlib.sha256(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    path = root / f"accumulate-{key[:24]}.json"
+    if cache and path.exists():
+        try:
+            doc = json.loads(path.read_text())
+            if doc.get("key") == key:
+                return tuple(float(v) for v in doc["seconds"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    load0, cores = _busy()
+    seconds = [measure_accumulate(t, repeats=repeats) for t in tensors]
+    load = max(load0, _busy()[0])
+    if load > cores:
+        msg = (f"load average {load:.1f} exceeds this host's {cores} cores while timing the "
+               f"gradient sums; re-run on an idle host after deleting {path}")
+        warnings.warn(msg, HostLoadWarning, stacklevel=2)
+        say(f"warning: {msg}")
+    doc = {"format": CACHE_FORMAT, "key": key, "device": device, "load_average": load,
+           "cores": cores, "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+           "seconds": seconds}
+    if cache:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(doc))
+        os.replace(tmp, path)
+    return tuple(float(v) for v in json.loads(json.dumps(seconds)))
