@@ -81,7 +81,10 @@ def _run(args: argparse.Namespace, console: Console) -> int:
                            log=lambda m: console.print(f"[dim]{m}[/dim]"))
     print_summary(outcome.rows, console, args.format)
     if outcome.time_to_target:
-        _print_records(console, "Time to target accuracy (real training x simulated clock)", outcome.time_to_target,
+        first = outcome.time_to_target[0]
+        how = "a proxy: another model, batch or worker count than the point" if first.get("proxy") else "the same workers"
+        _print_records(console, f"Time to target accuracy (real training x simulated clock of point "
+                                f"{first.get('joined_point')}; {how})", outcome.time_to_target,
                        ["codec", "target", "reached", "steps_to_target", "time_to_target_s",
                         "speedup_to_target_vs_fp32", "speedup_to_target_vs_onebit"])
     if outcome.published:
