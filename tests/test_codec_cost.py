@@ -349,3 +349,29 @@ def test_gpu_check_script_skips_cleanly_without_cuda(tmp_path: Path) -> None:
                            str(tmp_path / "g.json")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "skipped" in proc.stdout
     assert not (tmp_path / "g.json").exists()
+
+
+@pytest.mark.slow
+def test_a_calibration_file_prices_the_codecs_of_a_scenario(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from gradwire.models import build_model
+    from gradwire.pipeline import prepare
+
+    monkeypatch.setenv("GRADWIRE_CACHE", str(tmp_path / "cache"))
+    path = _file(tmp_path)  # made for this host; calibrates qsgd(bits=4), onebit among others
+    cal = load_calibration(path)
+    sc = _small([f"codec.costs={path}"])
+    prep = prepare(sc, progress=False)  # type: ignore[arg-type]
+    wl = next(iter(prep.workloads.values()))
+    shapes = dict(build_model("mlp").named_parameters())
+    for (_, spec), prof in prep.codecs.items():
+        if spec == "fp32":
+            continue
+        codec = make_codec(spec)
+        assert prof.codec_source.startswith("measured file costs.json") and not prof.estimate
+        assert codec.spec() in cal.refine  # the file's per-codec pair is the one applied
+        for p, name in zip(prof.params, wl.names, strict=True):
+            w = codec.work(tuple(shapes[name].shape))
+            assert p.encode_s == pytest.approx(cal.seconds(codec.spec(), "encode", w.encode)[0])
+            assert p.decode_s == pytest.approx(cal.seconds(codec.spec(), "decode", w.decode)[0])
+        assert prof.encode_call_s == pytest.approx(cal.constants.call_s * cal.refine[codec.spec()]["encode"][1])
