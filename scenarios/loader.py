@@ -136,7 +136,26 @@ def _semantic_problems(sc: Scenario, prefix: str = "") -> list[Problem]:
         if sc.convergence.model not in MODELS:
             add("convergence.model", f"unknown model {sc.convergence.model!r}")
     problems.extend(Problem(prefix + p.path, p.message) for p in _cluster_problems(sc, TOPOLOGIES))
+    if sc.codec.costs is not None:
+        problems.extend(Problem(prefix + p.path, p.message) for p in _calibration_problems(sc))
     return problems
+
+
+def _calibration_problems(sc: Scenario) -> list[Problem]:
+    """A codec calibration file must be readable, current, and from the scenario's device."""
+    from gradwire.codecs.calibrate import check_device, load_calibration
+
+    try:
+        cal = load_calibration(str(sc.codec.costs))
+        host = sc.model.device
+        if host == "auto":
+            import torch
+
+            host = "cuda" if torch.cuda.is_available() else "cpu"
+        check_device(cal, target_device=sc.model.target_device, host_device=host)
+    except GradWireError as exc:
+        return [Problem("codec.costs", str(exc))]
+    return []
 
 
 def _exchange_problems(sc: Scenario, key: str) -> list[str]:
@@ -264,6 +283,13 @@ def _sweep_problems(sc: Scenario) -> list[Problem]:
 
 def _set_path(data: dict[str, Any], path: str, value: Any) -> None:
     parts = path.split(".")
+    if parts[0] == "sweep" and len(parts) > 2:
+        # a sweep axis is itself a dotted path: sweep.cluster.nic_bandwidth_Gbps
+        sweep = data.setdefault("sweep", {})
+        if not isinstance(sweep, dict):
+            raise ScenarioError([Problem("sweep", f"is not a section; cannot set {path}")])
+        sweep[".".join(parts[1:])] = value
+        return
     node = data
     for part in parts[:-1]:
         child = node.get(part)
