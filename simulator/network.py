@@ -336,6 +336,7 @@ class Network:
         self._records_cache: TransferRecords | None = None
         self._coast: _Coast | None = None
         self._n_coasts = 0
+        self._split_parts: dict[tuple[int, bytes], _Partition] = {}
 
     # ------------------------------------------------------------------ issuing
     def transfer(self, src: int, dst: int, nbytes: float, tag: str = "") -> simpy.Event:
@@ -439,7 +440,16 @@ class Network:
             self._bytes_total += n * size
         else:
             values, cls = np.unique(size, return_inverse=True)
-            part = self._partition(pat, cls.astype(np.int64), len(values))
+            cls = cls.astype(np.int64)
+            # the same split recurs step after step (a ring allgather of unequal payloads):
+            # one partition object per split, so the rates solved for it are reused
+            pkey = (pat.pid, cls.tobytes())
+            part = self._split_parts.get(pkey)  # type: ignore[assignment]
+            if part is None:
+                part = self._partition(pat, cls, len(values))
+                if len(self._split_parts) > 4096:
+                    self._split_parts.clear()
+                self._split_parts[pkey] = part
             rem = values.astype(float)
             self._bytes += np.bincount(pat.link_of, weights=size[pat.flow_of],
                                        minlength=self.topology.num_links)
