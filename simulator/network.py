@@ -237,10 +237,13 @@ def max_min_rates(flow_of: np.ndarray, link_of: np.ndarray, n_flows: int,
     rate = np.full(n_flows, math.inf)
     if len(link_of) == 0:
         return rate
-    # links indexed densely by id: O(pairs + links) per level, no sort
-    lidx = link_of
-    n_l = len(capacity)
-    cap = np.array(capacity, dtype=float)
+    # the links in use, numbered by a lookup table (no sort): per level O(pairs + used links)
+    used_l = np.flatnonzero(np.bincount(link_of, minlength=len(capacity)))
+    lut = np.empty(len(capacity), dtype=np.int64)
+    lut[used_l] = np.arange(len(used_l))
+    lidx = lut[link_of]
+    n_l = len(used_l)
+    cap = capacity[used_l].astype(float)
     cnt = np.bincount(lidx, minlength=n_l).astype(float)
     shared_pair = cnt[lidx] > 1
     shared = np.zeros(n_flows, dtype=bool)
@@ -495,7 +498,8 @@ class Network:
             self._coast = coast
             final = t_next + left * step_s - rep.gap_s
             ev = self.env.timeout(final - now)
-            ev.callbacks.append(lambda _e, tok=coast.token: self._coast_end(tok, final))
+            tok = coast.token
+            ev.callbacks.append(lambda _e: self._coast_end(tok, final))
             return
         ev = self.env.timeout(t_next - now)
         ev.callbacks.append(lambda _e: self._next_step(rep))
@@ -643,24 +647,20 @@ class Network:
         links = np.concatenate(inc_link)
         rates = max_min_rates(np.concatenate(inc_row), links, off, self._capacity)
         slots: list[tuple[_Partition, np.ndarray | None, np.ndarray]] = []
-        for g, (act, lo, cnt) in zip(groups, spans, strict=True):
+        for g, (acts, lo, cnt) in zip(groups, spans, strict=True):
             part = g.part
             r = rates[lo:lo + cnt]
-            cls = part.cls if act is None else part.cls[act]
-            rmin = np.full(part.n_cls, math.inf)
-            rmax = np.full(part.n_cls, -math.inf)
-            np.minimum.at(rmin, cls, r)
-            np.maximum.at(rmax, cls, r)
-            alive = g.alive
-            same = (rmin[alive] == rmax[alive]).all()
-            if same:
-                slots.append((part, None, np.where(alive, rmin, 0.0)))
+            cls = part.cls if acts is None else part.cls[acts]
+            crate = np.zeros(part.n_cls)
+            crate[cls] = r  # one flow's rate per class; the class is whole if all agree
+            if (r == crate[cls]).all():
+                slots.append((part, None, crate))
                 continue
             flow_rate = np.full(part.pattern.n, -1.0)
-            if act is None:
+            if acts is None:
                 flow_rate[:] = r
             else:
-                flow_rate[act] = r
+                flow_rate[acts] = r
             order = np.lexsort((flow_rate, part.cls))
             c_s, r_s = part.cls[order], flow_rate[order]
             head = np.ones(len(order), dtype=bool)
