@@ -214,8 +214,8 @@ def check_payload(payload: Any, codec: Codec) -> None:
     if not isinstance(payload.dtype, torch.dtype) or not payload.dtype.is_floating_point:
         raise payload_error(payload, name, f"dtype {payload.dtype!r} is not a floating-point dtype")
     nbits = payload.nbits
-    if isinstance(nbits, bool) or not isinstance(nbits, int) or not (
-            8 * data.numel() - 7 <= nbits <= 8 * data.numel()) and not (data.numel() == 0 and nbits == 0):
+    if isinstance(nbits, bool) or not isinstance(nbits, int) or (not (
+            8 * data.numel() - 7 <= nbits <= 8 * data.numel()) and not (data.numel() == 0 and nbits == 0)):
         raise payload_error(payload, name, f"nbits={nbits!r} does not fit its {data.numel()} bytes "
                                            "(8 * bytes - 7 <= nbits <= 8 * bytes)")
 
@@ -278,10 +278,10 @@ class Codec(ABC):
         super().__init_subclass__(**kwargs)
         enc = cls.__dict__.get("encode")
         if enc is not None and not getattr(enc, "_guarded", False):
-            setattr(cls, "encode", _guard_encode(enc))
+            cls.encode = _guard_encode(enc)
         dec = cls.__dict__.get("decode")
         if dec is not None and not getattr(dec, "_guarded", False):
-            setattr(cls, "decode", _guard_decode(dec))
+            cls.decode = _guard_decode(dec)
 
     def __init__(self, *, seed: int = 0) -> None:
         self.seed = int(seed)

@@ -15,7 +15,15 @@ from typing import ClassVar
 
 import torch
 
-from gradwire.codecs.base import CODECS, Codec, CodecState, Payload, check_finite, expect_finite, expect_nbytes
+from gradwire.codecs.base import (
+    CODECS,
+    Codec,
+    CodecState,
+    Payload,
+    check_finite,
+    expect_finite,
+    expect_nbytes,
+)
 from gradwire.errors import CodecError
 
 

@@ -27,10 +27,10 @@ from gradwire.codecs.base import (
     Payload,
     check_encoded_finite,
     check_finite,
-    expect_finite,
-    expect_nbytes,
     ef_input,
     ef_update,
+    expect_finite,
+    expect_nbytes,
     new_generator,
     state_for,
 )

@@ -48,6 +48,7 @@ from gradwire.codecs.elias import (
     put_bits,
     put_omega,
 )
+from gradwire.codecs.rng import u24
 
 BAD_VALUE = -3  # a level outside 1..s, or a gap past the end of its bucket
 BAD_SCALE = -4  # a bucket scale that is NaN, Inf or negative
@@ -70,7 +71,6 @@ def stream_problem(end: int, nbits: int, encoding: str) -> str:
 @numba.njit(cache=True, inline="always")
 def _bad_scale(x: Any) -> bool:
     return not (x >= numba.float32(0.0)) or x > numba.float32(3.4028234663852886e38)
-from gradwire.codecs.rng import u24
 
 
 @numba.njit(cache=True, inline="always")

@@ -46,7 +46,7 @@ def test_payload_carries_version_codec_and_spec(spec: str) -> None:
     torch.testing.assert_close(codec.decode(p).shape, g.shape)
     with pytest.raises(PayloadError, match="format version"):
         codec.decode(replace(p, version=FORMAT_VERSION + 1))
-    with pytest.raises(PayloadError, match="bytes|nbits|runs past|ends at bit"):
+    with pytest.raises(PayloadError, match=r"bytes|nbits|runs past|ends at bit"):
         codec.decode(replace(p, data=p.data[:-1].clone(), nbits=8 * (p.data.numel() - 1)))
     with pytest.raises(PayloadError, match="nbits"):
         codec.decode(replace(p, nbits=8 * p.data.numel() + 1))
@@ -66,7 +66,7 @@ def test_elias_stream_past_its_length_is_refused_not_read() -> None:
     codec = make_codec("qsgd(bits=4, encoding='elias')")
     g = torch.randn(20_000, generator=torch.Generator().manual_seed(2))
     p = codec.encode(g)
-    with pytest.raises(PayloadError, match="runs past|ends at bit"):
+    with pytest.raises(PayloadError, match=r"runs past|ends at bit"):
         codec.decode(replace(p, nbits=p.nbits - 1))
     ones = replace(p, data=torch.full_like(p.data, 255), nbits=8 * p.data.numel())
     with pytest.raises(PayloadError):
@@ -89,7 +89,7 @@ def test_meta_and_sparse_tensors_and_cuda_state_without_cuda() -> None:
     sparse = torch.zeros(200, 100).to_sparse()
     with pytest.raises(CodecError, match="dense"):
         codec.encode(sparse)
-    with pytest.raises(CodecError, match="torch.Tensor"):
+    with pytest.raises(CodecError, match=r"torch\.Tensor"):
         codec.encode([1.0, 2.0])  # type: ignore[arg-type]
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="no CUDA device"):
