@@ -284,6 +284,9 @@ class Codec(ABC):
             cls.decode = _guard_decode(dec)
 
     def __init__(self, *, seed: int = 0) -> None:
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+            raise ConfigError(f"codec {self.name!r}: seed={seed!r} is impossible; seed must be an "
+                              "integer in 0..2^32-1")
         self.seed = int(seed)
 
     # --- what a subclass implements -------------------------------------------------

@@ -40,6 +40,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="address of a running Dask scheduler (default: $DASK_SCHEDULER_ADDRESS; "
                    "with --engine dask and no address, a local cluster on this machine's cores)")
     p.add_argument("--check", action="store_true", help="validate the scenario, print its points, and exit")
+    p.add_argument("--max-points", type=int, default=None, metavar="N",
+                   help="run a sweep of more than the default 10,000 points (at most N)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -63,8 +65,13 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     from gradwire.run import run_scenario
     from gradwire.scenarios.loader import expand, load_scenario
 
+    from gradwire.scenarios.limits import DEFAULT_MAX_POINTS
+
     sc = load_scenario(args.scenario, args.overrides)
-    points = expand(sc)
+    max_points = DEFAULT_MAX_POINTS if args.max_points is None else args.max_points
+    if max_points < 1:
+        raise GradWireError(f"--max-points must be >= 1, got {max_points}")
+    points = expand(sc, max_points=max_points)
     axes = ", ".join(f"{k} ({len(v)})" for k, v in sc.sweep.items()) or "none"
     console.print(f"[bold]{sc.name}[/bold]: {len(points)} point(s), sweep axes: {axes}; "
                   f"codecs: {', '.join(sc.codecs)}")
@@ -76,7 +83,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     engine = args.engine or ("dask" if scheduler else "serial")
     out = args.out or os.path.join("results", sc.name)
     outcome = run_scenario(sc, out, engine=engine, scheduler=scheduler, progress=not args.quiet,
-                           log=lambda m: console.print(f"[dim]{m}[/dim]"))
+                           log=lambda m: console.print(f"[dim]{m}[/dim]"), max_points=max_points)
     print_summary(outcome.rows, console)
     if outcome.time_to_target:
         _print_records(console, "Time to target accuracy (real training x simulated clock)", outcome.time_to_target,

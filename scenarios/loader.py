@@ -3,7 +3,10 @@
 :func:`load_scenario` accepts a path or a built-in name, applies ``path=value`` overrides,
 and validates structure and meaning, raising one :class:`~gradwire.errors.ScenarioError`
 that lists every problem with its path. :func:`expand` turns the ``sweep`` axes into the
-cartesian product of resolved points, each validated again and given a stable id.
+cartesian product of resolved points, each validated again and given a stable id. The
+bounds on what is accepted (text, YAML depth and aliases, numbers, names, sweep size) live
+in :mod:`gradwire.scenarios.limits`; :func:`expand` also makes, for every point, the
+checks a run would make later (topology built, collective options, codec specs).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import hashlib
 import inspect
 import itertools
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +26,7 @@ import yaml
 from pydantic import ValidationError
 
 from gradwire.errors import GradWireError, Problem, ScenarioError
+from gradwire.scenarios import limits
 from gradwire.scenarios.convert import cluster_params, si_key, user_key
 from gradwire.scenarios.schema import Scenario
 
@@ -133,6 +138,63 @@ def _semantic_problems(sc: Scenario, prefix: str = "") -> list[Problem]:
         if sc.convergence.model not in MODELS:
             add("convergence.model", f"unknown model {sc.convergence.model!r}")
     problems.extend(Problem(prefix + p.path, p.message) for p in _cluster_problems(sc, TOPOLOGIES))
+    problems.extend(Problem(prefix + p.path, p.message) for p in _option_problems(sc, COLLECTIVES))
+    return problems
+
+
+def _option_problems(sc: Scenario, collectives: Any) -> list[Problem]:
+    """``exchange.options`` are passed to every collective the codecs use: each must take them."""
+    from gradwire.codecs import make_codec
+
+    options = set(sc.exchange.options)
+    if not options:
+        return []
+    used = set()
+    for spec in sc.codecs:
+        try:
+            used.add(sc.exchange.summable if make_codec(spec).summable else sc.exchange.quantized)
+        except GradWireError:
+            continue  # reported at codecs[i]
+    problems = []
+    for name in sorted(used):
+        if name not in collectives:
+            continue
+        sig = inspect.signature(collectives.get(name))
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()):
+            continue
+        accepted = {p.name for p in sig.parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+        accepted.discard("hop_s")
+        for key in sorted(options - accepted):
+            problems.append(Problem(f"exchange.options.{key}",
+                                    f"not an option of collective {name!r}; its options: "
+                                    f"{', '.join(sorted(accepted)) or 'none'}"))
+    return problems
+
+
+def _published_problems(sc: Scenario) -> list[Problem]:
+    """A published figure must name a codec that runs and select points that exist."""
+    problems: list[Problem] = []
+    axes = {path: list(values) for path, values in sc.sweep.items()}
+    case_keys: dict[str, list[Any]] = {}
+    for case in sc.cases:
+        for k, v in case.items():
+            case_keys.setdefault(k, []).append(v)
+    for i, fig in enumerate(sc.published):
+        where = f"published[{i}]"
+        if fig.codec not in sc.codecs and fig.quantity != "comm_fraction_fp32":
+            problems.append(Problem(f"{where}.codec", f"{fig.codec!r} is not one of the scenario's codecs "
+                                                      f"({', '.join(sc.codecs)}); a figure needs its codec run"))
+        if "fp32" not in sc.codecs:
+            problems.append(Problem(f"{where}.quantity", f"{fig.quantity} is measured against fp32: add 'fp32' "
+                                                         "to codecs"))
+        for key, value in fig.point.items():
+            choices = axes.get(key, case_keys.get(key))
+            if choices is None:
+                valid = ", ".join([*axes, *case_keys]) or "none (the scenario has one point)"
+                problems.append(Problem(f"{where}.point.{key}", f"not a sweep axis or case key; valid: {valid}"))
+            elif value not in choices:
+                problems.append(Problem(f"{where}.point.{key}", f"{value!r} matches no point; the values "
+                                                                f"are {choices}"))
     return problems
 
 
@@ -198,11 +260,22 @@ def _codec_problems(data: Mapping[str, Any]) -> list[Problem]:
                     make_codec(spec)
                 except GradWireError as exc:
                     problems.append(Problem(f"codecs[{i}]", str(exc)))
+        seen: set[str] = set()
+        for i, spec in enumerate(codecs):
+            if isinstance(spec, str) and spec in seen:
+                problems.append(Problem(f"codecs[{i}]", f"{spec!r} is listed twice"))
+            if isinstance(spec, str):
+                seen.add(spec)
     return problems
 
 
 def validate(data: Mapping[str, Any], source: str = "", *, semantic: bool = True) -> Scenario:
     """Validate a scenario dict; raise one ScenarioError listing every problem."""
+    if not isinstance(data, Mapping):
+        raise ScenarioError([Problem(limits.FILE, "a scenario must be a mapping of keys to values")], source)
+    bounded = limits.value_problems(data)
+    if bounded:  # nothing past this point is asked to read an unbounded value
+        raise ScenarioError(bounded, source)
     try:
         sc = Scenario.model_validate(data)
     except ValidationError as exc:
@@ -211,9 +284,9 @@ def validate(data: Mapping[str, Any], source: str = "", *, semantic: bool = True
         seen = {p.path for p in problems}
         extra = _unit_problems(data) + (_codec_problems(data) if semantic else [])
         raise ScenarioError(problems + [p for p in extra if p.path not in seen], source) from None
-    problems = _sweep_problems(sc) + _unit_problems(data)
+    problems = _sweep_problems(sc) + _unit_problems(data) + limits.field_problems(sc)
     if semantic:
-        problems += _semantic_problems(sc)
+        problems += _semantic_problems(sc) + _published_problems(sc)
     if problems:
         raise ScenarioError(problems, source)
     return sc
@@ -256,11 +329,15 @@ def parse_overrides(overrides: Sequence[str]) -> list[tuple[str, Any]]:
             problems.append(Problem("--set", f"{text!r}: expected path=value, e.g. workers=16"))
             continue
         path, raw = text.split("=", 1)
+        path = path.strip()
+        limits.check_set_value(path, raw)
         try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
+            value = limits.safe_load(raw, where=f"--set {path}")
+        except ScenarioError as exc:
+            if "not valid YAML" not in str(exc):
+                raise
             value = raw
-        out.append((path.strip(), value))
+        out.append((path, value))
     if problems:
         raise ScenarioError(problems)
     return out
@@ -277,14 +354,16 @@ def read_yaml(source: str | Path) -> tuple[dict[str, Any], str]:
                          f"built-in: {', '.join(list_builtin())}")]
         )
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ScenarioError([Problem("", f"not valid YAML: {exc}")], str(path)) from None
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ScenarioError([Problem(limits.FILE, f"cannot be read ({exc.strerror})")], str(path)) from None
+    data = limits.safe_load(limits.decode_text(raw, str(path)), source=str(path))
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ScenarioError([Problem("", "a scenario must be a mapping of keys to values")], str(path))
-    data.setdefault("name", path.stem)
+        raise ScenarioError([Problem(limits.FILE, "a scenario must be a mapping of keys to values")], str(path))
+    # a file's name becomes the scenario's (and its results folder's) unless it names itself
+    data.setdefault("name", re.sub(r"[^A-Za-z0-9._-]", "_", path.stem).lstrip(".-_")[: limits.MAX_NAME] or "scenario")
     return data, str(path)
 
 
@@ -316,33 +395,81 @@ def point_id(sc: Scenario) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def expand(sc: Scenario) -> list[Point]:
-    """The cartesian product of the sweep axes, each point validated; all problems at once."""
+MAX_REPORTED = 50  # problems listed from a sweep's points (the rest are counted)
+
+
+class _PointChecks:
+    """The checks a run makes of each point, made at expansion (``--check``) and cached:
+    structure, names and parameters, value ranges, unit values, the topology actually built
+    (so a ``sweep:`` or ``cases:`` value a builder refuses fails here, not mid-run)."""
+
+    def __init__(self) -> None:
+        self._topologies: dict[str, str | None] = {}
+        self._semantic: dict[str, list[Problem]] = {}
+
+    def problems(self, resolved: Scenario, data: Mapping[str, Any]) -> list[Problem]:
+        key = json.dumps(resolved.model_dump(mode="json", exclude={"name", "description", "seed"}),
+                         sort_keys=True, default=str)
+        if key not in self._semantic:
+            found = _unit_problems(data) + _semantic_problems(resolved)
+            if not found:
+                found = self._topology(resolved)
+            self._semantic[key] = found
+        return limits.field_problems(resolved) + self._semantic[key]
+
+    def _topology(self, sc: Scenario) -> list[Problem]:
+        from gradwire.pipeline import build_topology
+
+        key = sc.cluster.model_dump_json() + f"|{sc.workers}"
+        if key not in self._topologies:
+            try:
+                build_topology(sc)
+                self._topologies[key] = None
+            except GradWireError as exc:
+                self._topologies[key] = str(exc)
+        err = self._topologies[key]
+        return [] if err is None else [Problem("cluster", f"the topology cannot be built: {err}")]
+
+
+def expand(sc: Scenario, *, max_points: int = limits.DEFAULT_MAX_POINTS) -> list[Point]:
+    """The cartesian product of the sweep axes, each point validated; all problems at once.
+
+    Refuses (before building any point) a sweep of more than ``max_points`` points.
+    """
+    limits.check_sweep_size(sc, max_points)
     base = sc.model_dump(mode="python", exclude={"sweep", "cases"})
     axes = list(sc.sweep.items())
-    combos = list(itertools.product(*[vals for _, vals in axes])) if axes else [()]
     cases: list[dict[str, Any]] = list(sc.cases) or [{}]
     points: list[Point] = []
     problems: list[Problem] = []
-    grid = [(case, combo) for case in cases for combo in combos]
+    failed = 0
+    checks = _PointChecks()
+    grid = itertools.product(cases, itertools.product(*[vals for _, vals in axes]) if axes else [()])
     for i, (case, combo) in enumerate(grid):
         data = copy.deepcopy(base)
         values = dict(case)
         values.update({path: v for (path, _), v in zip(axes, combo, strict=True)})
-        for path, v in values.items():
-            if path != "case":  # a case's name: kept in the point's values, not a setting
-                _set_path(data, path, v)
         label = ", ".join(f"{k}={v}" for k, v in values.items())
+        prefix = f"sweep point {i} ({label[:200]}): "
+        found: list[Problem] = []
         try:
+            for path, v in values.items():
+                if path != "case":  # a case's name: kept in the point's values, not a setting
+                    _set_path(data, path, v)
             resolved = Scenario.model_validate(data)
+        except ScenarioError as exc:
+            found = exc.problems
         except ValidationError as exc:
-            problems += _structure_problems(exc, prefix=f"sweep point {i} ({label}): ")
-            continue
-        sem = _semantic_problems(resolved, prefix=f"sweep point {i} ({label}): ") if values else []
-        if sem:
-            problems += sem
+            found = _structure_problems(exc)
+        else:
+            found = checks.problems(resolved, data)
+        if found:
+            failed += 1
+            problems += [Problem(prefix + p.path, p.message) for p in found][: max(0, MAX_REPORTED - len(problems))]
             continue
         points.append(Point(i, point_id(resolved), values, resolved))
     if problems:
+        if failed > 1 and len(problems) >= MAX_REPORTED:
+            problems.append(Problem("sweep", f"{failed:,} points in all have problems; the first are listed"))
         raise ScenarioError(problems, sc.name)
     return points
