@@ -42,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true", help="validate the scenario, print its points, and exit")
     p.add_argument("--max-points", type=int, default=None, metavar="N",
                    help="run a sweep of more than the default 10,000 points (at most N)")
+    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                   help="when another run holds the output folder, wait this long for it (default: refuse)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -76,14 +78,18 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     console.print(f"[bold]{sc.name}[/bold]: {len(points)} point(s), sweep axes: {axes}; "
                   f"codecs: {', '.join(sc.codecs)}")
     if args.check:
-        for pt in points:
-            console.print(f"  point {pt.index} [{pt.point_id}] {pt.values}")
+        shown = 200  # every point was checked; listing 10^5 of them helps no one
+        for pt in points[:shown]:
+            console.print(f"  point {pt.index} [{pt.point_id}] {pt.values}", highlight=False)
+        if len(points) > shown:
+            console.print(f"  ... and {len(points) - shown:,} more point(s), all checked")
         return 0
     scheduler = args.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
     engine = args.engine or ("dask" if scheduler else "serial")
     out = args.out or os.path.join("results", sc.name)
     outcome = run_scenario(sc, out, engine=engine, scheduler=scheduler, progress=not args.quiet,
-                           log=lambda m: console.print(f"[dim]{m}[/dim]"), max_points=max_points)
+                           log=lambda m: console.print(f"[dim]{m}[/dim]"), max_points=max_points,
+                           wait_s=args.wait)
     print_summary(outcome.rows, console)
     if outcome.time_to_target:
         _print_records(console, "Time to target accuracy (real training x simulated clock)", outcome.time_to_target,
