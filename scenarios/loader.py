@@ -12,6 +12,7 @@ checks a run would make later (topology built, collective options, codec specs).
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import inspect
 import itertools
@@ -122,7 +123,7 @@ def _semantic_problems(sc: Scenario, prefix: str = "") -> list[Problem]:
                 "model.target_device",
                 f"unknown device {sc.model.target_device!r}; valid: {', '.join(list_devices())}",
             )
-    problems.extend(Problem(prefix + p.path, p.message) for p in _codec_problems({"codecs": sc.codecs}))
+    problems.extend(Problem(prefix + p.path, p.message) for p in _codec_list_problems(tuple(sc.codecs)))
     for key in ("summable", "quantized"):
         name = getattr(sc.exchange, key)
         if name not in COLLECTIVES:
@@ -246,6 +247,11 @@ def _unit_problems(data: Mapping[str, Any]) -> list[Problem]:
         if bad:
             problems.append(Problem(f"cluster.{key}", f"must be {op} 0{_unit_of(key)} (got {value!r})"))
     return problems
+
+
+@functools.lru_cache(maxsize=256)
+def _codec_list_problems(codecs: tuple[str, ...]) -> tuple[Problem, ...]:
+    return tuple(_codec_problems({"codecs": list(codecs)}))
 
 
 def _codec_problems(data: Mapping[str, Any]) -> list[Problem]:
@@ -420,7 +426,13 @@ class _PointChecks:
     def _topology(self, sc: Scenario) -> list[Problem]:
         from gradwire.pipeline import build_topology
 
-        key = sc.cluster.model_dump_json() + f"|{sc.workers}"
+        # A builder that sizes itself from the workers (star, ring, a fat-tree without k, ...)
+        # accepts any worker count within the limits once its parameters are valid: one build
+        # per cluster. Explicit sizes (k, rows, num_servers, a graph) are checked per count.
+        extra = set(sc.cluster.model_extra or {})
+        sized = bool(extra & {"num_gpus", "k", "rows", "cols", "num_servers"}) or sc.cluster.topology in (
+            "links", "graph_file") or sc.cluster.graph_file is not None
+        key = sc.cluster.model_dump_json() + (f"|{sc.workers}" if sized else "")
         if key not in self._topologies:
             try:
                 build_topology(sc)
