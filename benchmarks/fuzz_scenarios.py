@@ -23,7 +23,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, Phase, given, seed, settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from fuzz_scenarios import CASES, OVERRIDES, Counts, check_case  # noqa: E402
+from fuzz_scenarios import CASES, OVERRIDES, Counts, check_case
 
 
 def main() -> int:

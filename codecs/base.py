@@ -278,10 +278,10 @@ class Codec(ABC):
         super().__init_subclass__(**kwargs)
         enc = cls.__dict__.get("encode")
         if enc is not None and not getattr(enc, "_guarded", False):
-            cls.encode = _guard_encode(enc)
+            cls.encode = _guard_encode(enc)  # type: ignore[method-assign]
         dec = cls.__dict__.get("decode")
         if dec is not None and not getattr(dec, "_guarded", False):
-            cls.decode = _guard_decode(dec)
+            cls.decode = _guard_decode(dec)  # type: ignore[method-assign]
 
     def __init__(self, *, seed: int = 0) -> None:
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:

@@ -65,9 +65,8 @@ def _list(console: Console) -> int:
 def _run(args: argparse.Namespace, console: Console) -> int:
     from gradwire.report.table import print_summary
     from gradwire.run import run_scenario
-    from gradwire.scenarios.loader import expand, load_scenario
-
     from gradwire.scenarios.limits import DEFAULT_MAX_POINTS
+    from gradwire.scenarios.loader import expand, load_scenario
 
     sc = load_scenario(args.scenario, args.overrides)
     max_points = DEFAULT_MAX_POINTS if args.max_points is None else args.max_points

@@ -12,7 +12,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, Phase, given, settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fuzz_scenarios import CASES, OVERRIDES, Counts, check_case  # noqa: E402
+from fuzz_scenarios import CASES, OVERRIDES, Counts, check_case
 
 COUNTS = Counts()
 
