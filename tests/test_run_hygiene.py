@@ -229,3 +229,31 @@ def test_leftovers_of_a_killed_run_are_removed_and_reported(tmp_path: Path) -> N
     assert any(f"ended worker process {orphan.pid}" in s for s in said)
     assert any(f"removed temporary folder {stale}" in s for s in said)
     assert remove_leftovers(str(tmp_path)) == []
+
+
+@pytest.mark.slow
+def test_two_quickstart_runs_are_byte_identical(tmp_path: Path) -> None:
+    """Same scenario and seed on the same machine: the same results.csv, byte for byte.
+
+    That needs codec costs from a repeatable source (a cache of host measurements or a cost
+    model): with costs measured again in every run, the iteration times move with the
+    machine's load, so there is nothing to compare yet.
+    """
+    from gradwire.pipeline import Prepared
+    from gradwire.sweep.provenance import DEFAULT_COST_SOURCE
+
+    source = getattr(Prepared(), "codec_cost_source", DEFAULT_COST_SOURCE)
+    if source == DEFAULT_COST_SOURCE:
+        pytest.skip("codec costs are measured again in each run; byte-identical results need a "
+                    "repeatable codec cost source")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from test_end_to_end import REDUCED, _run
+
+    outs = [tmp_path / "a", tmp_path / "b"]
+    for out in outs:
+        args = ["quickstart", "--out", str(out), "--quiet"]
+        for o in REDUCED:
+            args += ["--set", o]
+        proc = _run(args, tmp_path)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (outs[0] / "results.csv").read_bytes() == (outs[1] / "results.csv").read_bytes()
