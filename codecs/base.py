@@ -282,6 +282,10 @@ class Codec(ABC):
         dec = cls.__dict__.get("decode")
         if dec is not None and not getattr(dec, "_guarded", False):
             cls.decode = _guard_decode(dec)  # type: ignore[method-assign]
+        for name in ("quantize", "quantize_many"):
+            fn = cls.__dict__.get(name)
+            if fn is not None and not getattr(fn, "_guarded", False):
+                setattr(cls, name, _guard_input(fn))
 
     def __init__(self, *, seed: int = 0) -> None:
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
@@ -362,6 +366,16 @@ def _guard_encode(encode: Callable[..., Payload]) -> Callable[..., Payload]:
         check_input(tensor, self.name)
         payload = encode(self, tensor, state)
         return payload if payload.spec else replace(payload, spec=self.spec())
+
+    guarded._guarded = True  # type: ignore[attr-defined]
+    return guarded
+
+
+def _guard_input(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    @functools.wraps(fn)
+    def guarded(self: Codec, tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        check_input(tensor, self.name)
+        return fn(self, tensor, *args, **kwargs)
 
     guarded._guarded = True  # type: ignore[attr-defined]
     return guarded

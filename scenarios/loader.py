@@ -115,6 +115,11 @@ def _semantic_problems(sc: Scenario, prefix: str = "") -> list[Problem]:
 
     if sc.model.name not in MODELS:
         add("model.name", f"unknown model {sc.model.name!r}; valid: {', '.join(MODELS.names())}")
+    if sc.model.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            add("model.device", "'cuda' was asked for but no CUDA device is available; use 'auto' or 'cpu'")
     if sc.model.target_device is not None:
         from gradwire.models.devices import list_devices
 

@@ -18,6 +18,16 @@ from gradwire.errors import CodecError, ConfigError, PayloadError
 HERE = Path(__file__).resolve().parent
 
 
+def test_payload_fuzzer_covers_every_registered_codec() -> None:
+    sys.path.insert(0, str(HERE))
+    from fuzz_payloads import SPECS
+
+    from gradwire.codecs import CODECS
+    from gradwire.registry import parse_spec
+
+    assert {parse_spec(s)[0] for s in SPECS} == set(CODECS.names())
+
+
 def test_payload_fuzzer_in_a_subprocess() -> None:
     """Corrupted, truncated and extended payloads of every codec: decoded cleanly or refused
     with PayloadError; a crash of the child (a segfault) fails here through its exit code."""
@@ -86,6 +96,8 @@ def test_meta_and_sparse_tensors_and_cuda_state_without_cuda() -> None:
     codec = make_codec("qsgd(bits=4)")
     with pytest.raises(CodecError, match="meta"):
         codec.encode(torch.empty(20_000, device="meta"))
+    with pytest.raises(CodecError, match="meta"):
+        codec.quantize_many(torch.empty(2, 20_000, device="meta"), [codec.new_state()] * 2)
     sparse = torch.zeros(200, 100).to_sparse()
     with pytest.raises(CodecError, match="dense"):
         codec.encode(sparse)
