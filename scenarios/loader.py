@@ -444,6 +444,9 @@ class _PointChecks:
                 self._topologies[key] = None
             except GradWireError as exc:
                 self._topologies[key] = str(exc)
+            except (TypeError, ValueError, ArithmeticError) as exc:
+                # a parameter of a kind the builder did not expect (a list for a count)
+                self._topologies[key] = f"a parameter has the wrong kind or value ({type(exc).__name__}: {exc})"
         err = self._topologies[key]
         return [] if err is None else [Problem("cluster", f"the topology cannot be built: {err}")]
 
@@ -467,7 +470,7 @@ def expand(sc: Scenario, *, max_points: int = limits.DEFAULT_MAX_POINTS) -> list
         values = dict(case)
         values.update({path: v for (path, _), v in zip(axes, combo, strict=True)})
         label = ", ".join(f"{k}={v}" for k, v in values.items())
-        prefix = f"sweep point {i} ({label[:200]}): "
+        prefix = f"sweep point {i} ({label[:200]}): " if values else ""
         found: list[Problem] = []
         try:
             for path, v in values.items():
