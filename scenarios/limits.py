@@ -137,7 +137,10 @@ def value_problems(data: Any, prefix: str = "") -> list[Problem]:
     def walk(v: Any, path: str, depth: int) -> None:
         nonlocal count
         count += 1
-        if count > MAX_NODES or depth > MAX_DEPTH:
+        if count > MAX_NODES:
+            return
+        if depth > MAX_DEPTH:
+            problems.append(Problem(path, f"nests deeper than {MAX_DEPTH} levels of mappings and lists"))
             return
         if isinstance(v, Mapping | list | tuple):
             if id(v) in active:

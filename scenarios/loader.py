@@ -381,6 +381,9 @@ def read_yaml(source: str | Path) -> tuple[dict[str, Any], str]:
 def load_scenario(source: str | Path | Mapping[str, Any], overrides: Sequence[str] = ()) -> Scenario:
     """Load and validate a scenario from a path, a built-in name, or a dict."""
     if isinstance(source, Mapping):
+        bounded = limits.value_problems(source)  # before deepcopy recurses into it
+        if bounded:
+            raise ScenarioError(bounded, "<dict>")
         data, label = copy.deepcopy(dict(source)), "<dict>"
     else:
         data, label = read_yaml(source)
