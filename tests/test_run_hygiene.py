@@ -68,7 +68,7 @@ def _stored(out: Path) -> int:
     try:
         with ResultStore(out) as store:
             return len(store)
-    except Exception:  # noqa: BLE001 -- the driver may be creating the tables
+    except Exception:
         return 0
 
 
