@@ -115,3 +115,28 @@ def test_received_lengths_are_bounded_before_buffers_are_sized() -> None:
     for bad in (-1, MAX_BITS_PER_ELEMENT * 10 + 1025, 2**62):
         with pytest.raises(PayloadError, match="rank 3"):
             check_received_nbits(bad, 10, "qsgd", 3)
+
+
+def test_torch_path_checks_levels_and_scales() -> None:
+    """The pure-torch decoder (the path CUDA tensors take) refuses what the numba one refuses."""
+    codec = make_codec("qsgd(levels=5, bucket=512)")  # 3 magnitude bits: levels 6 and 7 are invalid
+    codec.force_torch = True
+    g = torch.randn(20_000, generator=torch.Generator().manual_seed(4))
+    p = codec.encode(g)
+    nb = -(-20_000 // 512)
+    levels = p.data.clone()
+    levels[4 * nb] = 0x77  # two 4-bit codes of level 7 > s = 5
+    with pytest.raises(PayloadError, match="level exceeds s=5"):
+        codec.decode(replace(p, data=levels))
+    codec.force_torch = False  # the numba dequantizer counts the bucket holding them
+    with pytest.raises(PayloadError, match="1 bucket\\(s\\) hold a level above s=5"):
+        codec.decode(replace(p, data=levels))
+    codec.force_torch = True
+    scales = p.data.clone()
+    scales[:4] = torch.tensor([0, 0, 0xC0, 0x7F], dtype=torch.uint8)  # float32 NaN
+    with pytest.raises(PayloadError, match="NaN or Inf"):
+        codec.decode(replace(p, data=scales))
+    negative = p.data.clone()
+    negative[:4] = torch.tensor([0, 0, 0x80, 0xBF], dtype=torch.uint8)  # -1.0
+    with pytest.raises(PayloadError, match="negative"):
+        codec.decode(replace(p, data=negative))
