@@ -24,6 +24,7 @@ from gradwire.codecs.base import (
     expect_finite,
     expect_nbytes,
 )
+from gradwire.codecs.exchange import CAST, IN_PLACE
 from gradwire.errors import CodecError
 
 
@@ -32,6 +33,7 @@ class CastCodec(Codec):
 
     wire_dtype: ClassVar[torch.dtype] = torch.float32
     summable = True
+    exchange = CAST
 
     def _wire(self, tensor: torch.Tensor) -> torch.Tensor:
         if not tensor.is_floating_point():
@@ -75,6 +77,8 @@ class FP32(CastCodec):
 
     name = "fp32"
     wire_dtype = torch.float32
+    # DDP's own allreduce of the gradient buffer: no codec work, the gradient's own bytes
+    exchange = IN_PLACE
 
 
 @CODECS.register("fp16")

@@ -48,6 +48,14 @@ class RunOutcome:
     elapsed_s: float = 0.0
 
 
+def convergence_exchange(quantized: str) -> str:
+    """How the convergence runner combines quantized payloads, from the collective's
+    declaration: re-quantized at every hop, or every worker's payload decoded."""
+    from gradwire.simulator.collectives.base import collective_info
+
+    return "compressed_allreduce" if collective_info(quantized).requantizes else "allgather"
+
+
 def _matches(row: Row, point: dict[str, Any]) -> bool:
     for k, v in point.items():
         have = row.params.get(k, getattr(row, k, None))
@@ -93,8 +101,7 @@ def run_convergence_study(sc: Scenario, rows: Sequence[Row], *, progress: bool) 
                              workers=cfg.workers or sc.workers, steps=cfg.steps,
                              batch_per_worker=cfg.batch_per_worker, lr=cfg.lr, seed=sc.seed,
                              eval_every=cfg.eval_every, progress=progress,
-                             exchange="compressed_allreduce" if sc.exchange.quantized == "compressed_allreduce"
-                             else "allgather")
+                             exchange=convergence_exchange(sc.exchange.quantized))
     first = min((r.point for r in rows), default=0)
     iteration_s = {r.codec: r.iteration_s for r in rows if r.point == first}
     ttt = time_to_accuracy(curves, iteration_s, target=cfg.target, target_fraction=cfg.target_fraction)
@@ -102,15 +109,27 @@ def run_convergence_study(sc: Scenario, rows: Sequence[Row], *, progress: bool) 
 
 
 def _point_inputs(point: Point, prepared: Prepared) -> list[Any]:
-    """The prepared inputs a point's simulation reads (its workload and codec costs)."""
+    """The prepared inputs a point's simulation reads: of every field of ``prepared``, the
+    entries of its workload (keyed by the workload key, or by (workload key, codec spec)
+    for one of its codecs), and every plain field but the preparation's own duration."""
+    from dataclasses import fields
+
     from gradwire.pipeline import workload_key
 
     key = workload_key(point.scenario)
-    workloads = getattr(prepared, "workloads", None)
-    codecs = getattr(prepared, "codecs", None)
-    if not isinstance(workloads, dict) or not isinstance(codecs, dict) or key not in workloads:
-        return [prepared]  # a layout this function does not know: the whole of it
-    return [workloads[key], [codecs.get((key, spec)) for spec in point.scenario.codecs]]
+    codecs = set(point.scenario.codecs)
+    out: list[Any] = []
+    for f in fields(prepared):
+        value = getattr(prepared, f.name)
+        if f.name == "prepare_s":
+            continue
+        if isinstance(value, dict):
+            mine = {k: v for k, v in value.items()
+                    if k == key or (isinstance(k, tuple) and len(k) == 2 and k[0] == key and k[1] in codecs)}
+            out.append([f.name, sorted(mine.items(), key=lambda kv: str(kv[0]))])
+        else:
+            out.append([f.name, value])
+    return out
 
 
 def run_scenario(

@@ -52,7 +52,7 @@ VALUES = st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=
 PATHS = ["name", "seed", "workers", "model", "model.name", "model.batch_size", "model.device", "model.target_device",
          "cluster", "cluster.topology", "cluster.k", "cluster.bandwidth_Gbps", "cluster.num_servers",
          "cluster.gpus_per_server", "cluster.latency_us", "cluster.links", "cluster.gpus", "codecs", "codecs[0]",
-         "exchange.summable", "exchange.quantized", "exchange.options", "bucket_MB", "sweep", "sweep.workers",
+         "exchange.summable", "exchange.quantized", "exchange.quantized_options", "exchange.summable_options", "bucket_MB", "sweep", "sweep.workers",
          "sweep.cluster.k", "sweep.cluster.bandwidth_Gbps", "cases", "convergence", "convergence.enabled",
          "convergence.batch_per_worker", "convergence.steps", "published", "stragglers", "measure.repeats",
          "jitter", "network.efficiency"]

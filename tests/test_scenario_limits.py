@@ -101,8 +101,10 @@ def test_check_builds_each_points_topology(tmp_path: Path) -> None:
 
 
 def test_collective_options_and_published_figures(tmp_path: Path) -> None:
-    got = _problems(tmp_path, STAR + "exchange: {options: {bogus: 1}}\n", points=False)
-    assert "not an option of collective 'ring_all" in got["exchange.options.bogus"]
+    # given through a sweep axis, a bad option fails at --check too
+    got = _problems(tmp_path, STAR + "sweep: {exchange.quantized_options: [{}, {bogus: 1}]}\n")
+    assert "takes no option 'bogus'" in got["sweep point 1 (exchange.quantized_options={'bogus': 1}): "
+                                            "exchange.quantized_options"]
     text = STAR + ("codecs: [fp32, onebit]\nsweep: {workers: [4, 8]}\npublished:\n"
                    "  - {figure: a, quantity: speedup_vs_fp32, codec: 'qsgd(bits=4)', value: 2, point: {workers: 16}}\n"
                    "  - {figure: b, quantity: speedup_vs_fp32, codec: onebit, value: 2, point: {bandwidth: 1}}\n")

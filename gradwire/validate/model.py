@@ -6,9 +6,11 @@ one-way time of a small gloo message: stack latency plus software) and ``efficie
 (payload bytes per shaped byte). The bulk transfer runs on an otherwise idle link, so it
 sees the data framing only; in ring collectives every link also carries the TCP
 acknowledgements of the opposite flow (66-byte frames; the receiver's segment count during
-the bulk transfer gives how many per data segment, one per two with delayed ACKs), which
-:meth:`Calibration.efficiency_for` adds from the frame sizes rather than from a fitted
-factor.
+the bulk transfer gives how many per data segment, one per two with delayed ACKs). With
+more than two hosts the calibration also times a concurrent ring of plain bulk transfers
+(every host sending to its successor at once), which measures that ring efficiency
+directly, host forwarding of K concurrent flows included; :meth:`Calibration.efficiency_for`
+uses it, and falls back to the frame-size estimate for two hosts.
 
 :func:`predict_collective` simulates gloo's allreduce and allgather on a star topology at
 the shaped rate; :func:`iteration_spec` builds the :class:`IterationSpec` of one DDP
@@ -17,6 +19,7 @@ training iteration from the measured compute profile, bucket layout and codec co
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,7 +31,6 @@ MTU_FRAME_BYTES = 1514  # what tbf counts for one full TCP segment: 1448 + 32 + 
 MSS_BYTES = 1448  # TCP payload per full segment with timestamps, MTU 1500
 ACK_FRAME_BYTES = 66  # a pure ACK with timestamps: 32 TCP + 20 IP + 14 Ethernet
 ACK_EVERY = 2  # delayed ACK: one acknowledgement per two full segments
-LENGTH_MESSAGE_BYTES = 8  # the int64 payload length each rank allgathers before a payload
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class Calibration:
     bulk_bytes: int
     bulk_s: float  # send of bulk_bytes plus a small acknowledgement message back
     acks_per_segment: float = 1.0 / ACK_EVERY  # receiver's TCP segments per data segment
+    ring_bulk_s: float | None = None  # every rank sends bulk_bytes to its successor at once
 
     @property
     def bandwidth_Bps(self) -> float:
@@ -62,9 +65,19 @@ class Calibration:
         return min(1.0, self.goodput_Bps / self.bandwidth_Bps)
 
     def efficiency_for(self, bidirectional: bool) -> float:
-        """Efficiency when the link's egress also carries ACKs of the flow coming in."""
+        """Efficiency when the link's egress also carries ACKs of the flow coming in.
+
+        Measured by the concurrent ring of bulk transfers when the calibration has one (it
+        also sees what forwarding K flows at once costs the host); otherwise the one-flow
+        efficiency less the ACK frames' share of the link."""
         if not bidirectional:
             return self.efficiency
+        if self.ring_bulk_s is not None:
+            drain = self.ring_bulk_s - 2.0 * self.one_way_s
+            if drain <= 0:
+                raise ConfigError(f"calibration: ring bulk transfer took {self.ring_bulk_s:.3g} s, no more "
+                                  "than two message latencies; use a larger bulk_bytes")
+            return min(1.0, self.bulk_bytes / drain / self.bandwidth_Bps)
         ack_share = ACK_FRAME_BYTES * self.acks_per_segment / MTU_FRAME_BYTES
         return self.efficiency / (1.0 + ack_share)
 
@@ -83,6 +96,7 @@ class Calibration:
             "rate_bps": self.rate_bps, "one_way_s": self.one_way_s, "bulk_bytes": self.bulk_bytes,
             "bulk_s": self.bulk_s, "efficiency": self.efficiency,
             "acks_per_segment": self.acks_per_segment,
+            "ring_bulk_s": self.ring_bulk_s if self.ring_bulk_s is not None else math.nan,
             "efficiency_ring": self.efficiency_for(True),
             "network_bound": float(self.network_bound),
         }
@@ -105,8 +119,9 @@ def calibration_from(result: Mapping[str, Any], rate_bps: float,
         sent, acked = int(result.get("out_segments", -1)), int(receiver.get("out_segments", -1))
         if sent > 0 and acked >= 0:
             acks = min(1.0, acked / sent)
+    ring = [float(x) for x in result.get("ring_bulk_s", [])]
     return Calibration(rate_bps, statistics.median(one_way), int(result["bulk_bytes"]),
-                       statistics.median(bulk), acks)
+                       statistics.median(bulk), acks, statistics.median(ring) if ring else None)
 
 
 def _topology(k: int, cal: Calibration) -> Any:
@@ -140,73 +155,52 @@ def predict_collective(op: str, size_bytes: float, k: int, cal: Calibration) -> 
     return run.time_s
 
 
-COST_SOURCES = ("in_situ", "standalone")
-
-
-def iteration_spec(train: Mapping[str, Any], ranks: Sequence[Mapping[str, Any]], k: int,
-                   costs: str = "in_situ") -> Any:
-    """The :class:`IterationSpec` of one measured DDP configuration.
+def iteration_spec(train: Mapping[str, Any], ranks: Sequence[Mapping[str, Any]], k: int) -> Any:
+    """The :class:`IterationSpec` of one measured DDP configuration, built by the same
+    function the user path uses (:func:`gradwire.iteration.iteration_spec`).
 
     ``train`` is rank 0's ``train`` entry for one codec; ``ranks`` the same entry of every
     rank (payload sizes differ per rank for variable-length codes). Compute times are the
-    slowest rank's medians; encode/decode the slowest rank's; a quantized bucket's
-    collective is the allgather of payloads padded to the longest (as the DDP hook sends
-    them), preceded by the allgather of the 8-byte lengths.
-
-    ``costs="in_situ"`` takes encode and decode times from the DDP hook's own timers in the
-    measured run (what the codec really cost there, with the other ranks competing for the
-    same cores); ``"standalone"`` from timing the codec on the same gradients outside DDP.
-    Either way the network side comes from the calibration alone.
+    slowest rank's medians; the buckets are the ones DDP used in the run; codec times come
+    from timing the codec on the same gradients outside DDP (the slowest rank's), never
+    from the measured run itself; the network side comes from the calibration alone.
+    gloo's collectives carry the exchange: its ring allreduce for summable codecs, its
+    allgather (the pair exchange for two ranks, as the DDP hook does) for payloads.
     """
-    if costs not in COST_SOURCES:
-        raise ConfigError(f"costs must be one of {COST_SOURCES}, got {costs!r}")
     from gradwire.codecs.base import make_codec
-    from gradwire.simulator.timeline import BucketCost, IterationSpec
+    from gradwire.iteration import BucketInput, ExchangeChoice
+    from gradwire.iteration import iteration_spec as build
 
     codec = make_codec(str(train["codec"]))
+    ex = codec.exchange
+    if len(ex.rounds) != 1:
+        raise ConfigError(f"validation measures one-round codecs; {codec.spec()!r} has {len(ex.rounds)} rounds")
     prof = [r["profile"] for r in ranks]
     ready = {p["name"]: max(pr["params"][i]["ready_s"] for pr in prof)
              for i, p in enumerate(prof[0]["params"])}
-    buckets: list[BucketCost] = []
-    summable = codec.summable
+    buckets = []
     for b, names in enumerate(train["buckets"]):
         cost = [r["costs"][b] for r in ranks]
-        ready_s = max(ready[n] for n in names)
-        numel = int(cost[0]["numel"])
-        if costs == "in_situ":
-            calls = [r["hook_calls"][b] for r in ranks]
-            enc = max(c["encode_s"] for c in calls)
-            dec_all = max(c["decode_s"] for c in calls)  # all k payloads decoded and averaged
-        else:
-            enc = max(c["encode_s"] for c in cost)
-            dec_all = k * max(c["decode_s"] for c in cost)
-        costs_b = cost
-        if codec.name == "fp32":
-            buckets.append(BucketCost(numel, ready_s, (4.0 * numel,), 0.0, 0.0))
-        elif summable:
-            buckets.append(BucketCost(numel, ready_s, (float(costs_b[0]["nbytes"]),), enc, 0.0))
-        else:
-            padded = float(max(c["nbytes"] for c in costs_b))
-            buckets.append(BucketCost(1, ready_s, (LENGTH_MESSAGE_BYTES,), enc, 0.0))
-            # The hook decodes all k payloads (its own too) before averaging; the timeline
-            # charges k decodes after an allgather, so the bucket carries one payload's.
-            buckets.append(BucketCost(numel, ready_s, (padded,), 0.0, dec_all / k))
-    # Two ranks exchange quantized payloads as one message each way (see the DDP hook).
-    collective = ("gloo_ring_allreduce" if summable
-                  else "gloo_pair_allgather" if k == 2 else "gloo_ring_allgather")
-    return IterationSpec(
-        forward_s=max(p["forward_s"] for p in prof),
-        backward_s=max(p["backward_s"] for p in prof),
-        optimizer_s=max(p["optimizer_s"] for p in prof),
-        buckets=tuple(buckets), collective=collective, collective_opts={}, overlap=True,
+        buckets.append(BucketInput(
+            numel=int(cost[0]["numel"]), ready_s=max(ready[n] for n in names),
+            round_bytes=tuple((float(c["nbytes"]),) for c in cost),
+            encode_s=max(float(c["encode_s"]) for c in cost),
+            decode_s=max(float(c["decode_s"]) for c in cost),
+            sum_s=max(float(c.get("sum_s", 0.0)) for c in cost),
+        ))
+    choice = ExchangeChoice("gloo_ring_allreduce", "gloo_pair_allgather" if k == 2 else "gloo_ring_allgather")
+    return build(
+        forward_s=max(p["forward_s"] for p in prof), backward_s=max(p["backward_s"] for p in prof),
+        optimizer_s=max(p["optimizer_s"] for p in prof), buckets=buckets, exchange=ex,
+        codec=codec.spec(), choice=choice, p=k, overlap=True, codec_overlap="shared",
     )
 
 
 def predict_iteration(train: Mapping[str, Any], ranks: Sequence[Mapping[str, Any]], k: int,
-                      cal: Calibration, costs: str = "in_situ") -> Any:
+                      cal: Calibration) -> Any:
     """Simulated :class:`IterationResult` of one measured DDP configuration."""
     from gradwire.simulator.timeline import simulate_iteration
 
-    spec = iteration_spec(train, ranks, k, costs)
+    spec = iteration_spec(train, ranks, k)
     return simulate_iteration(spec, _topology(k, cal), per_message_overhead_s=cal.one_way_s,
                               efficiency=cal.efficiency_for(bidirectional=True))
