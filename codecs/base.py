@@ -189,6 +189,16 @@ def check_received_nbits(nbits: int, numel: int, codec: str, rank: int) -> None:
         )
 
 
+def wire_spec(codec: Codec) -> str:
+    """``codec.spec()``, computed once per codec: a codec's parameters define its wire format
+    and do not change after construction, and this runs on every encode and decode."""
+    cached = codec.__dict__.get("_wire_spec")
+    if cached is None:
+        cached = codec.spec()
+        codec.__dict__["_wire_spec"] = cached
+    return str(cached)
+
+
 def check_payload(payload: Any, codec: Codec) -> None:
     """What every decoder checks before reading: type, version, codec and spec, lengths."""
     name = codec.name
@@ -199,7 +209,7 @@ def check_payload(payload: Any, codec: Codec) -> None:
                                            f"version {FORMAT_VERSION}")
     if payload.codec and payload.codec != name:
         raise payload_error(payload, name, f"it was encoded by codec {payload.codec!r}")
-    if payload.spec and payload.spec != codec.spec():
+    if payload.spec and payload.spec != wire_spec(codec):
         raise payload_error(payload, name, f"it was encoded by {payload.spec}, not {codec.spec()}")
     data = payload.data
     if not isinstance(data, torch.Tensor) or data.dtype != torch.uint8 or data.dim() != 1:
@@ -374,7 +384,7 @@ def _guard_encode(encode: Callable[..., Payload]) -> Callable[..., Payload]:
     def guarded(self: Codec, tensor: torch.Tensor, state: CodecState | None = None) -> Payload:
         check_input(tensor, self.name)
         payload = encode(self, tensor, state)
-        return payload if payload.spec else replace(payload, spec=self.spec())
+        return payload if payload.spec else replace(payload, spec=wire_spec(self))
 
     guarded._guarded = True  # type: ignore[attr-defined]
     return guarded
