@@ -362,15 +362,27 @@ def parse_overrides(overrides: Sequence[str]) -> list[tuple[str, Any]]:
 
 def read_yaml(source: str | Path) -> tuple[dict[str, Any], str]:
     """The raw dict of a scenario file or built-in name, and a label for messages."""
+    text = str(source)
+    if "\x00" in text or len(text) > 4096:
+        raise ScenarioError([Problem(limits.FILE, f"{text[:60]!r} is not a usable file name")])
     path = Path(source)
-    if not path.exists() and str(source) in list_builtin():
+    try:
+        exists = path.exists()
+    except OSError as exc:
+        raise ScenarioError([Problem(limits.FILE, f"{text[:60]!r}: {exc.strerror}")]) from None
+    if not exists and text in list_builtin():
         path = BUILTIN_DIR / f"{source}.yaml"
-    if not path.exists():
+    elif not exists:
         raise ScenarioError(
-            [Problem("", f"no scenario file {str(source)!r} and no built-in scenario of that name; "
+            [Problem(limits.FILE, f"no scenario file {str(source)!r} and no built-in scenario of that name; "
                          f"built-in: {', '.join(list_builtin())}")]
         )
     try:
+        if not path.is_file():  # a folder, a FIFO or a device such as /dev/zero: never read
+            raise ScenarioError([Problem(limits.FILE, "is not a regular file")], str(path))
+        if path.stat().st_size > limits.MAX_FILE_BYTES:
+            raise ScenarioError([Problem(limits.FILE, f"is {path.stat().st_size:,} bytes; a scenario file may "
+                                                      f"have at most {limits.MAX_FILE_BYTES:,}")], str(path))
         raw = path.read_bytes()
     except OSError as exc:
         raise ScenarioError([Problem(limits.FILE, f"cannot be read ({exc.strerror})")], str(path)) from None

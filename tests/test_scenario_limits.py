@@ -133,3 +133,16 @@ def test_builtins_still_load_and_expand() -> None:
 
     for name in list_builtin():
         assert expand(load_scenario(name))
+
+
+def test_files_that_cannot_be_scenarios(tmp_path: Path) -> None:
+    for source, expect in (("/dev/zero", "not a regular file"), (str(tmp_path), "not a regular file"),
+                           ("a\x00b", "not a usable file name"), ("x" * 5000, "not a usable file name"),
+                           (str(tmp_path / "missing.yaml"), "no scenario file")):
+        with pytest.raises(ScenarioError) as info:
+            load_scenario(source)
+        assert [p.path for p in info.value.problems] == ["file"] and expect in str(info.value)
+    big = tmp_path / "big.yaml"
+    big.write_bytes(b"#" * 1_000_001)
+    with pytest.raises(ScenarioError, match="1,000,001 bytes"):
+        load_scenario(big)
