@@ -177,6 +177,23 @@ def _point_inputs(point: Point, prepared: Prepared) -> list[Any]:
     return out
 
 
+def _cost_source(point: Point, prepared: Prepared) -> str:
+    """Where the point's codec times come from, as a kind that is stable across runs:
+    ``measured here``, ``measured file H200.json``, ``model``, ``declared: ...``. (The
+    profiles' full descriptions also say "measured now" or "cached", which differ between
+    two runs of the same numbers; the numbers themselves are in the inputs digest.)"""
+    from gradwire.pipeline import workload_key
+
+    key = workload_key(point.scenario)
+    kinds = set()
+    for spec in point.scenario.codecs:
+        prof = prepared.codecs.get((key, spec))
+        text = str(getattr(prof, "codec_source", "") or "")
+        if text:
+            kinds.add(text.split(" (", 1)[0])
+    return "; ".join(sorted(kinds)) or DEFAULT_COST_SOURCE
+
+
 def run_scenario(
     sc: Scenario,
     out_dir: str | Path,
@@ -215,8 +232,8 @@ def _run_locked(sc: Scenario, out: Path, points: list[Point], *, engine: str, sc
     # every point's inputs are prepared, stored or not: a stored point is reused only when
     # the inputs it was simulated from are the ones this run has
     prepared = prepare(sc, points=points, progress=progress, log=say) if points else Prepared()
-    source = str(getattr(prepared, "codec_cost_source", DEFAULT_COST_SOURCE))
-    prov = {p.point_id: point_provenance(inputs_digest(_point_inputs(p, prepared)), source) for p in points}
+    prov = {p.point_id: point_provenance(inputs_digest(_point_inputs(p, prepared)), _cost_source(p, prepared))
+            for p in points}
     done, stored = store.done_ids(), store.provenance()
     stale = explain_stale({pid: stored.get(pid, {}) for pid in done if pid in prov}, prov)
     if stale:

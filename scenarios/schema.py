@@ -94,6 +94,15 @@ class MeasureCfg(_Strict):
     ranks: Annotated[int, Field(gt=0, le=64)] = 2  # distinct seeds whose payload sizes are measured
 
 
+class CodecCostCfg(_Strict):
+    """Where codec times come from (see gradwire.codec_costs) and stated overheads."""
+
+    costs: str | None = None  # calibration file made by `run_sim.py calibrate-codecs`
+    # extra host time per tensor per encode and per decode: another framework's codec
+    # implementation (a Python loop over tensors, unfused operations)
+    per_tensor_overhead_us: NonNegFloat = 0.0
+
+
 class ConvergenceCfg(_Strict):
     enabled: bool = False
     model: str = "mlp"
@@ -142,6 +151,7 @@ class Scenario(_Strict):
     stragglers: list[Straggler] = Field(default_factory=list)
     jitter: Annotated[float, Field(ge=0, le=1)] = 0.0  # std of compute time / mean
     measure: MeasureCfg = Field(default_factory=MeasureCfg)
+    codec: CodecCostCfg = Field(default_factory=CodecCostCfg)
     sweep: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(default_factory=dict)
     # explicit points (each a set of path: value overrides, plus an optional `case` name),
     # crossed with the sweep axes

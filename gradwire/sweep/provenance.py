@@ -34,7 +34,7 @@ __all__ = ["DEFAULT_COST_SOURCE", "LOCK_NAME", "OutputLock", "device_fingerprint
            "inputs_digest", "open_out_dir", "point_provenance"]
 
 LOCK_NAME = ".gradwire.lock"
-# what a run says about its codec costs when the prepared data names no source of its own
+# what a run says about its codec costs when the prepared profiles name no source
 DEFAULT_COST_SOURCE = "measured in this run"
 
 
@@ -63,7 +63,10 @@ def device_fingerprint() -> str:
 def _canonical(value: Any) -> Any:
     """A JSON-ready, order-stable form of prepared inputs (dataclasses, tuples, floats)."""
     if hasattr(value, "__dataclass_fields__"):
-        return {k: _canonical(getattr(value, k)) for k in sorted(value.__dataclass_fields__)}
+        # descriptions of where numbers come from ("..., measured now" then "..., cached" for
+        # the same numbers) are not inputs: the provenance's cost source carries their kind
+        return {k: _canonical(getattr(value, k)) for k in sorted(value.__dataclass_fields__)
+                if not k.endswith("_source")}
     if isinstance(value, Mapping):
         return {str(k): _canonical(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
     if isinstance(value, list | tuple):
