@@ -9,12 +9,16 @@ per link this is the alpha-beta cost ``alpha + n/B``. ``efficiency`` is payload 
 wire byte (protocol framing), so a flow's payload drains at ``efficiency`` times the link
 rate.
 
-Speed comes from batches: :meth:`Network.transfers` starts many flows with one event and
-fires one event when all are done; the routes of a (sources, destinations) pattern are
-looked up once, and the max-min rates of a set of in-flight patterns are computed once
-and reused, so a ring step on 1024 GPUs costs a few vector operations, not 1024 Python
-iterations. Every transfer is recorded (:attr:`Network.records`) and per-link busy time
-and bytes are kept for :meth:`Network.link_usage`.
+Speed comes from batches, classes and repetition. :meth:`Network.transfers` starts many
+flows with one event and fires one event when all are done; the routes of a (sources,
+destinations) pattern are looked up once. A batch in flight is kept as classes of flows
+that drain alike (same bytes left, same max-min rate), so an event costs O(classes), not
+O(flows); the max-min rates of a set of in-flight (partition, alive classes) are solved
+once over every flow and reused. A batch repeated lock-step (``repeat``) that ran alone is
+not simulated again while the network stays quiet. Every transfer can be listed
+(:attr:`Network.records`, rebuilt from the classes on demand) and per-link busy time and
+bytes are kept for :meth:`Network.link_usage`. The engine equals the one-row-per-flow
+:class:`~gradwire.simulator.network_ungrouped.UngroupedNetwork` (tests/test_network_grouped.py).
 """
 
 from __future__ import annotations
