@@ -166,6 +166,12 @@ def test_options_are_checked_by_name_and_value() -> None:
     assert check_options("nccl_allreduce", {"algorithm": "tree", "protocol": "ll128"}, "exchange.summable_options") == []
     bad = check_options("nccl_allreduce", {"algo": "tree"}, "exchange.summable_options")
     assert bad and "algo" in bad[0] and "algorithm" in bad[0]
+    # values are checked with the scenario, every bad one named
+    vals = check_options("nccl_allreduce", {"algorithm": "halving", "channels": 1.5, "ll128": "no"},
+                         "exchange.summable_options")
+    assert [v.split(":")[0] for v in vals] == ["exchange.summable_options.algorithm",
+                                               "exchange.summable_options.channels",
+                                               "exchange.summable_options.ll128"]
     topo = star(4, 1e9)
     with pytest.raises(ConfigError, match=r"exchange\.summable_options\.algorithm"):
         run_collective(topo, "nccl_allreduce", 1e6, algorithm="halving")

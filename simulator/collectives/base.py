@@ -33,6 +33,7 @@ Carries = Literal["sum", "payload", "any", "none"]
 Delivers = Literal["reduced", "all", "chunks"]
 WorkFn = Callable[[str, float], simpy.Event]
 ClosedForm = Callable[..., float]
+OptionCheck = Callable[[Mapping[str, Any]], list[tuple[str, str]]]
 # keyword parameters every collective may take that are not user options
 RESERVED_OPTIONS = frozenset({"tag", "work", "hop_encode_s", "hop_decode_s"})
 
@@ -64,6 +65,8 @@ class CollectiveInfo:
     # contention-free network; None with the reason when there is none
     closed_form: ClosedForm | None = None
     no_closed_form_why: str = ""
+    # (options) -> [(option, problem)]: checks of option values, run with the names' check
+    check_values: OptionCheck | None = None
 
     def options(self) -> tuple[str, ...]:
         """The keyword options a scenario may set (``exchange.*_options``)."""
@@ -90,7 +93,8 @@ COLLECTIVE_INFO: dict[str, CollectiveInfo] = {}
 
 def collective(name: str, *, carries: Carries, delivers: Delivers = "reduced",
                requantizes: bool = False, length_prefix: bool = False,
-               closed_form: ClosedForm | None = None, no_closed_form_why: str = ""
+               closed_form: ClosedForm | None = None, no_closed_form_why: str = "",
+               check_values: OptionCheck | None = None
                ) -> Callable[[CollectiveFn], CollectiveFn]:
     """Register a collective under ``name`` with its declaration (see :class:`CollectiveInfo`).
 
@@ -101,7 +105,7 @@ def collective(name: str, *, carries: Carries, delivers: Delivers = "reduced",
     def deco(fn: CollectiveFn) -> CollectiveFn:
         COLLECTIVES.register(name)(fn)
         COLLECTIVE_INFO[name] = CollectiveInfo(name, fn, carries, delivers, requantizes, length_prefix,
-                                               closed_form, no_closed_form_why)
+                                               closed_form, no_closed_form_why, check_values)
         return fn
 
     return deco
@@ -119,7 +123,9 @@ def check_options(name: str, opts: Mapping[str, Any], field: str) -> list[str]:
     allowed = info.options()
     bad = sorted(k for k in opts if k not in allowed)
     if not bad:
-        return []
+        if info.check_values is None:
+            return []
+        return [f"{field}.{opt}: {msg}" for opt, msg in info.check_values(opts)]
     valid = ", ".join(allowed) if allowed else "none"
     return [f"{field}: {name} takes no option {k!r} (its options: {valid})" for k in bad]
 

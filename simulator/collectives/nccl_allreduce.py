@@ -22,7 +22,7 @@ Route latencies and per-message overheads of the network come on top, per step.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -36,19 +36,37 @@ from gradwire.simulator.topology import Topology
 FIELD = "exchange.summable_options"
 
 
-def check_nccl_options(algorithm: Any, protocol: Any, channels: Any, chunk_bytes: Any) -> None:
-    """A :class:`ConfigError` naming the first bad option and its valid values."""
+def option_problems(opts: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """``(option, problem)`` for every bad value among ``opts`` (the scenario check)."""
+    out = []
+    algorithm = opts.get("algorithm", "auto")
+    protocol = opts.get("protocol", "auto")
+    channels = opts.get("channels", 0)
+    chunk_bytes = opts.get("chunk_bytes", nccl.DEFAULT_CHUNK_BYTES)
     if algorithm not in ("auto", *nccl.ALGORITHMS):
-        raise ConfigError(f"{FIELD}.algorithm: nccl_allreduce takes auto, {', '.join(nccl.ALGORITHMS)}; "
-                          f"got {algorithm!r}")
+        out.append(("algorithm", f"nccl_allreduce takes auto, {', '.join(nccl.ALGORITHMS)}; got {algorithm!r}"))
     if protocol not in ("auto", *nccl.PROTOCOLS):
-        raise ConfigError(f"{FIELD}.protocol: nccl_allreduce takes auto, {', '.join(nccl.PROTOCOLS)}; "
-                          f"got {protocol!r}")
+        out.append(("protocol", f"nccl_allreduce takes auto, {', '.join(nccl.PROTOCOLS)}; got {protocol!r}"))
     if isinstance(channels, bool) or not isinstance(channels, int) or channels < 0:
-        raise ConfigError(f"{FIELD}.channels must be an integer >= 1 (0: NCCL's default), got {channels!r}")
+        out.append(("channels", f"must be an integer >= 1 (0: NCCL's default), got {channels!r}"))
     if (isinstance(chunk_bytes, bool) or not isinstance(chunk_bytes, (int, float))
             or not math.isfinite(chunk_bytes) or chunk_bytes <= 0):
-        raise ConfigError(f"{FIELD}.chunk_bytes must be a number of bytes > 0, got {chunk_bytes!r}")
+        out.append(("chunk_bytes", f"must be a number of bytes > 0, got {chunk_bytes!r}"))
+    ll128 = opts.get("ll128", True)
+    if not isinstance(ll128, bool):
+        out.append(("ll128", f"must be true or false, got {ll128!r}"))
+    elif not ll128 and protocol == "ll128":
+        out.append(("protocol", "ll128 is disabled here (ll128: false); use ll or simple"))
+    return out
+
+
+def check_nccl_options(algorithm: Any, protocol: Any, channels: Any, chunk_bytes: Any) -> None:
+    """A :class:`ConfigError` naming the first bad option and its valid values."""
+    bad = option_problems({"algorithm": algorithm, "protocol": protocol, "channels": channels,
+                           "chunk_bytes": chunk_bytes})
+    if bad:
+        opt, msg = bad[0]
+        raise ConfigError(f"{FIELD}.{opt}: {msg}")
 
 
 def plan(topology: Topology, ranks: np.ndarray, nbytes: float, efficiency: float, *,
@@ -112,7 +130,7 @@ def cf_nccl_allreduce(topo: Topology, rk: list[int], sz: list[float], ov: float,
     return float(total)
 
 
-@collective("nccl_allreduce", carries="sum", closed_form=cf_nccl_allreduce)
+@collective("nccl_allreduce", carries="sum", closed_form=cf_nccl_allreduce, check_values=option_problems)
 def nccl_allreduce(net: Network, ranks: Sequence[int], sizes: Sequence[float], *,
                    algorithm: str = "auto", protocol: str = "auto", channels: int = 0,
                    chunk_bytes: float = nccl.DEFAULT_CHUNK_BYTES, ll128: bool = True,
