@@ -21,6 +21,7 @@ import argparse
 import csv
 import io
 import json
+import re
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -50,6 +51,13 @@ _TBIG_PREFIX = "Transformer big"
 _GPUS = {"A100-80GB": "A100", "A100-40GB": "A100-40GB", "V100-16GB": "V100-16GB",
          "V100-32GB": "V100"}  # fmt: skip
 _PRECISIONS = {"FP32": "fp32", "TF32": "tf32", "AMP (mixed)": "amp_fp16"}
+# Bytes each example's optimizer moves per parameter element (float32 state), relative to
+# the SGD-with-momentum step the estimate prices (3 reads + 2 writes): Adam reads
+# parameter, gradient and two moments and writes three (7 accesses); LAMB adds a second
+# pass that reads the update and the parameter and writes the parameter (10 accesses).
+_OPTIMIZER_ACCESSES = {"ResNet-50": 5, "BERT-Large": 10, "GNMT v2": 7, "Transformer-big": 7,
+                       "Transformer-XL": 10}  # fmt: skip
+_ACCUMULATION = re.compile(r"accumulation steps (\d+)")
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,7 @@ class RefRow:
     precision: str
     batch: int
     step_s: float
+    optimizer_scale: float = 1.0  # optimizer work per step relative to SGD with momentum
 
 
 def load_reference(text: str | None = None) -> tuple[list[RefRow], list[str]]:
@@ -85,8 +94,11 @@ def load_reference(text: str | None = None) -> tuple[list[RefRow], list[str]]:
         else:
             family, model, per_seq = _MODELS[r["model"]]
             seqs, step = batch, batch * per_seq / thr
+        # With gradient accumulation the optimizer runs once per that many steps.
+        acc = _ACCUMULATION.search(r["note"])
+        opt = _OPTIMIZER_ACCESSES[family] / 5 / (int(acc.group(1)) if acc else 1)
         rows.append(RefRow(r["id"], family, model, r["gpu"], _GPUS[r["gpu"]],
-                           _PRECISIONS[r["precision"]], seqs, step))  # fmt: skip
+                           _PRECISIONS[r["precision"]], seqs, step, opt))  # fmt: skip
     return rows, skipped
 
 
@@ -100,7 +112,9 @@ def design(rows: Sequence[RefRow]) -> np.ndarray:
     out = []
     for r in rows:
         dev = get_device(r.device)
-        out.append(step_terms(_trace(r.model, r.batch), dev, resolve_precision(dev, r.precision)))
+        terms = step_terms(_trace(r.model, r.batch), dev, resolve_precision(dev, r.precision))
+        terms[3] *= r.optimizer_scale
+        out.append(terms)
     return np.array(out)
 
 

@@ -9,7 +9,9 @@ bytes it reads and writes (every input and output tensor once; views move nothin
 Post-accumulate-grad hooks on the parameters record, between the operations, the moment
 each gradient is complete, so the parameter list comes out in the order backward produces
 it (the order the autograd engine runs on any device) with the number of backward
-operations that precede it. Nothing is timed: a ResNet-50 or GPT-2 step is traced in
+operations that precede it. Attention called through ``scaled_dot_product_attention``
+is traced as the fused kernel a GPU runs, and batch normalization as the two passes it
+makes over its input. Nothing is timed: a ResNet-50 or GPT-2 step is traced in
 seconds, whatever the batch, and the trace is a pure function of (model, batch).
 """
 
@@ -42,7 +44,13 @@ _CONV_OPS = {"convolution", "_convolution", "cudnn_convolution", "convolution_ov
 # Ops that allocate or describe tensors without touching their data.
 _FREE_OPS = {"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "detach",
              "lift_fresh", "alias", "_to_copy_meta", "sym_size", "sym_stride", "is_same_size",
-             "_local_scalar_dense", "set_", "resize_", "scalar_tensor", "_has_compatible_shallow_copy_type"}  # fmt: skip
+             "_local_scalar_dense", "set_", "resize_", "scalar_tensor", "_has_compatible_shallow_copy_type",
+             "_unsafe_view"}  # fmt: skip
+# Batch normalization in training makes two passes over its input (statistics, then
+# normalization), and its backward two over the input and the output gradient.
+_TWO_PASS = {"native_batch_norm": (0,), "_native_batch_norm_legit": (0,),
+             "cudnn_batch_norm": (0,), "native_batch_norm_backward": (0, 1),
+             "cudnn_batch_norm_backward": (0, 1)}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -110,11 +118,34 @@ class _Recorder(TorchDispatchMode):
             if getattr(func, "is_view", False) or name in _FREE_OPS or name.startswith("sym_"):
                 return out
         nbytes = _nbytes(args) + _nbytes(kwargs) + _nbytes(out)
+        for i in _TWO_PASS.get(name, ()):
+            nbytes += _nbytes(args[i])
         self.rows.append((self.phase, cls, flops, float(nbytes)))
         self.names.append(name)
         if self.phase == BACKWARD:
             self.backward_ops += 1
         return out
+
+
+def _fused_sdpa(
+    q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None, dropout_p: float = 0.0,
+    is_causal: bool = False, scale: float | None = None, enable_gqa: bool = False,
+) -> Tensor:
+    """``scaled_dot_product_attention`` as a GPU runs it: one fused (memory-efficient)
+    attention kernel and its backward, which never write the score matrix to memory. On
+    the meta device PyTorch would otherwise pick the unfused math path."""
+    if enable_gqa and k.shape[-3] != q.shape[-3]:
+        rep = q.shape[-3] // k.shape[-3]
+        k, v = k.repeat_interleave(rep, dim=-3), v.repeat_interleave(rep, dim=-3)
+    bias = attn_mask
+    if bias is not None:
+        if bias.dtype == torch.bool:
+            bias = torch.zeros(bias.shape, dtype=q.dtype, device=q.device).masked_fill(
+                ~bias, float("-inf"))
+        bias = bias.expand(q.shape[0], q.shape[1], q.shape[2], k.shape[2])
+    out = torch.ops.aten._scaled_dot_product_efficient_attention(
+        q, k, v, bias, True, dropout_p, is_causal, scale=scale)
+    return out[0]  # type: ignore[no-any-return]
 
 
 def trace_spec(spec: ModelSpec, batch_size: int, *, seed: int = 0) -> OpTrace:
@@ -140,12 +171,15 @@ def trace_spec(spec: ModelSpec, batch_size: int, *, seed: int = 0) -> OpTrace:
         return hook
 
     handles = [p.register_post_accumulate_grad_hook(hook_for(n, tuple(p.shape))) for n, p in named]
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    torch.nn.functional.scaled_dot_product_attention = _fused_sdpa  # type: ignore[assignment]
     try:
         with rec:
             loss = spec.loss(model(x), y)
             rec.phase = BACKWARD
             loss.backward()
     finally:
+        torch.nn.functional.scaled_dot_product_attention = sdpa
         for h in handles:
             h.remove()
     if len(order) != len(named):
