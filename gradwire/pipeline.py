@@ -56,6 +56,7 @@ class CodecProfile:
     summable: bool
     params: tuple[ParamCost, ...]  # in the workload's backward order
     estimate: bool = False  # times rescaled to a target device
+    source: str = ""  # where the codec times come from (shown in rows)
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,10 @@ class WorkloadSummary:
     names: tuple[str, ...]
     estimate: bool
     data_source: str
+    target_device: str = ""  # provenance (gradwire.models.sources.WorkloadOrigin)
+    precision: str = ""
+    compute_source: str = ""
+    efficiency_source: str = ""
 
     @property
     def num_params(self) -> int:
@@ -92,8 +97,10 @@ class Prepared:
 def workload_key(sc: Scenario) -> str:
     m = sc.model
     measured = m.measured.model_dump_json() if m.measured else ""
+    eff = m.efficiency.model_dump_json() if m.efficiency else ""
     return (f"{m.name}|{m.batch_size}|{m.device}|{m.dtype}|{m.target_device}|{m.compute_efficiency}|"
-            f"{m.memory_efficiency}|{measured}|{m.profile_iters}")
+            f"{m.memory_efficiency}|{measured}|{m.profile_iters}|{m.module}|{m.loss}|{m.profile}|"
+            f"{m.precision}|{eff}")
 
 
 def _device(sc: Scenario) -> str:
@@ -137,7 +144,7 @@ def prepare(scenario: Scenario, *, points: Sequence[Point] | None = None, progre
 
     from gradwire.codecs import make_codec
     from gradwire.codecs.measure import measure_codec
-    from gradwire.models.profile import profile_model
+    from gradwire.models.sources import prepare_workload
 
     say = log or (lambda _msg: None)
     t_start = time.perf_counter()
@@ -149,20 +156,12 @@ def prepare(scenario: Scenario, *, points: Sequence[Point] | None = None, progre
     for key, sc in seen.items():
         dev = _device(sc)
         prep.measured_on = dev
-        say(f"profiling {sc.model.name} (batch {sc.model.batch_size}, {sc.model.dtype}) on {dev}")
-        wl = profile_model(sc.model.name, sc.model.batch_size, device=dev, dtype=sc.model.dtype,
-                           iters=sc.model.profile_iters, seed=sc.seed, keep_gradients=True, progress=progress)
-        if sc.model.measured is not None:
-            from gradwire.models.devices import with_measured_times
-
-            m = sc.model.measured
-            wl = with_measured_times(wl, m.forward_ms / 1e3, m.backward_ms / 1e3, m.optimizer_ms / 1e3)
+        # compute: a profile file, the user's measured times, an estimate, or a profile here
+        wl, origin = prepare_workload(sc, dev, progress=progress, say=say)
         codec_scale = 1.0
         if sc.model.target_device is not None:
-            from gradwire.models.devices import get_device, rescale
+            from gradwire.models.devices import get_device
 
-            wl = rescale(wl, sc.model.target_device, compute_efficiency=sc.model.compute_efficiency,
-                         memory_efficiency=sc.model.memory_efficiency)
             # codec kernels are memory bound: scale by the ratio of memory bandwidths
             target_bw = get_device(sc.model.target_device).memory_bandwidth_Bps * sc.model.memory_efficiency
             codec_scale = _copy_bandwidth_Bps(dev) / target_bw
@@ -172,7 +171,8 @@ def prepare(scenario: Scenario, *, points: Sequence[Point] | None = None, progre
             forward_s=wl.forward_s, backward_s=wl.backward_s, optimizer_s=wl.optimizer_s,
             numels=tuple(p.numel for p in wl.params), ready_s=tuple(p.ready_s for p in wl.params),
             names=tuple(p.name for p in wl.params), estimate=bool(wl.estimate),
-            data_source=wl.data_source,
+            data_source=wl.data_source, target_device=origin.target_device, precision=origin.precision,
+            compute_source=origin.compute_source, efficiency_source=origin.efficiency_source,
         )
         specs = list(dict.fromkeys(s for pt in pts if workload_key(pt.scenario) == key for s in pt.scenario.codecs))
         ranks = sc.measure.ranks
@@ -187,8 +187,11 @@ def prepare(scenario: Scenario, *, points: Sequence[Point] | None = None, progre
                 for r in range(1, ranks):
                     bits.append(codec.encode(g, codec.new_state(dev, worker=r)).nbits)
                 costs.append(ParamCost(prm.numel, tuple(bits), cost.encode_s * codec_scale, cost.decode_s * codec_scale))
-            prep.codecs[(key, spec)] = CodecProfile(spec, codec.name, codec.summable, tuple(costs),
-                                                    estimate=sc.model.target_device is not None)
+            on_target = sc.model.target_device is not None
+            prep.codecs[(key, spec)] = CodecProfile(
+                spec, codec.name, codec.summable, tuple(costs), estimate=on_target,
+                source=("estimate (measured here, scaled by memory bandwidth to the target; no stated error)"
+                        if on_target else f"measured here ({dev})"))
         del wl
         if dev == "cuda":
             torch.cuda.empty_cache()
@@ -289,6 +292,9 @@ def evaluate_point(point: Point, prepared: Prepared) -> tuple[list[Row], list[Tr
             bytes_per_rank=res.bytes_per_rank, bits_per_element=mean_bits / max(1, total_numel),
             compression_ratio=32 * total_numel / max(1.0, mean_bits),
             estimate=wl.estimate or prof.estimate, params=dict(point.values),
+            target_device=wl.target_device, precision=wl.precision, efficiency_source=wl.efficiency_source,
+            compute_source=wl.compute_source, codec_source=prof.source,
+            network_source="estimate (simulated network model)",
         ))
         traces.append(Trace(point=point.index, codec=spec, segments=res.segments, links=res.links,
                             positions=positions, node_kinds=kinds))

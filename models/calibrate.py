@@ -166,7 +166,7 @@ def to_json(cal: Calibration) -> dict[str, object]:
         "source": "fitted on published single-GPU throughputs (NVIDIA DeepLearningExamples, "
         "gpu_throughput.csv) by gradwire.models.calibrate",
         "efficiencies": {"gemm": 1 / x[0], "small_gemm": 1 / x[1], "memory": 1 / x[2],
-                         "optimizer": 1 / x[3], "launch_s": x[4]},  # fmt: skip
+                         "optimizer": 1 / x[3], "launch_s": x[4]},
         "heldout": {
             "method": "leave-one-model-out cross-validation",
             "median_abs_error": float(np.median(errs)),
@@ -176,7 +176,7 @@ def to_json(cal: Calibration) -> dict[str, object]:
                       "batch": r.batch, "measured_step_s": r.step_s, "heldout_error": float(e),
                       "fitted_error": float(f)}
                      for r, e, f in zip(cal.rows, cal.heldout_error, cal.fitted_error, strict=True)],
-        },  # fmt: skip
+        },
         "skipped": cal.skipped,
     }
 

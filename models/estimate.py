@@ -108,6 +108,8 @@ class Efficiencies:
                          1 / self.optimizer, self.launch_s])  # fmt: skip
 
     def stated(self) -> str:
+        if not self.error_median == self.error_median:  # NaN: no measured error
+            return f"estimate ({self.source}; no stated error)"
         return (f"estimate (±{100 * self.error_median:.0f}% median, {100 * self.error_max:.0f}% "
                 "max held-out on published throughputs)")  # fmt: skip
 

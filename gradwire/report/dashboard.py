@@ -251,7 +251,13 @@ def build_dashboard(
     models = sorted({r.model for r in rows})
     devices = sorted({r.device for r in rows})
     if models or devices:
-        meta2 = f"Model {', '.join(models)} · device {', '.join(devices)}"
+        meta2 = f"Model {', '.join(models)} · measured on {', '.join(devices)}"
+        for label, key in (("target", "target_device"), ("precision", "precision"),
+                           ("compute", "compute_source"), ("efficiencies", "efficiency_source"),
+                           ("codecs", "codec_source"), ("network", "network_source")):
+            vals = sorted({str(getattr(r, key)) for r in rows if getattr(r, key)})
+            if vals:
+                meta2 += f" · {label}: {'; '.join(vals)}"
     else:
         meta2 = ""
 

@@ -1,0 +1,1 @@
+"""Runnable examples of GradWire's extension points (see docs/models.md)."""
