@@ -283,7 +283,7 @@ def evaluate_point(point: Point, prepared: Prepared) -> tuple[list[Row], list[Tr
         mean_bits = sum(sum(c.nbits) / len(c.nbits) for c in prof.params)
         rows.append(Row(
             scenario=sc.name, point=point.index, point_id=point.point_id, codec=spec, codec_name=prof.name,
-            model=sc.model.name, batch_size=sc.model.batch_size, workers=sc.workers,
+            model=sc.model.module or sc.model.name, batch_size=sc.model.batch_size, workers=sc.workers,
             topology=sc.cluster.topology, collective=collective, device=wl.device, seed=sc.seed,
             overlap=sc.overlap, iteration_s=res.iteration_s, compute_s=res.compute_s,
             forward_s=res.forward_s, backward_s=res.backward_s, optimizer_s=res.optimizer_s,
