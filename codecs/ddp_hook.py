@@ -10,8 +10,9 @@ The hook receives DDP's flat gradient bucket and, per codec family:
   (one small allgather), then allgather the ``uint8`` payloads padded to the longest;
   every rank decodes all payloads in rank order and averages them, so every rank applies
   bit-identical gradients;
-* PowerSGD (Vogels et al., NeurIPS 2019, Algorithm 1): its two allreduces, of ``P = M Q``
-  and of ``Q = M^T P_hat``, with error feedback and the warm-started ``Q`` kept per rank.
+* PowerSGD (Vogels et al., NeurIPS 2019, Algorithm 1): the codec's own layer-wise two
+  allreduces, of every ``P = M Q`` and of every ``Q = M^T P_hat``, with error feedback and
+  the warm-started ``Q`` kept per rank and per gradient.
 
 Codec state (generator, error-feedback residual, warm start) lives in
 :class:`DDPHookState`, one :class:`~gradwire.codecs.base.CodecState` per bucket index,
@@ -228,60 +229,46 @@ def _quantized_hook(state: DDPHookState, bucket: dist.GradBucket) -> torch.futur
     return fut.then(finish)
 
 
-def _orthonormalize(m: torch.Tensor) -> torch.Tensor:
-    """Gram-Schmidt columns of ``m`` (PowerSGD Algorithm 1, line 5), via reduced QR."""
-    q, _ = torch.linalg.qr(m, mode="reduced")
-    return q
-
-
 def _powersgd_hook(state: DDPHookState, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
-    """PowerSGD rank-r with error feedback: allreduce P = M Q, orthonormalize, allreduce Q."""
+    """PowerSGD, layer-wise: the codec's own two rounds over the bucket's gradients.
+
+    Each gradient in the bucket is compressed as the codec compresses it (its own matrix
+    ``[shape[0], -1]``, small ones raw), exactly as in simulation and in the convergence
+    runner: round 1 allreduces every ``P_k = M_k Q`` and the raw gradients in one flat
+    buffer, the codec orthogonalizes the averaged ``P``s, round 2 allreduces every
+    ``Q_k = M_k^T P``, and ``P Q^T`` is written back into the bucket. The bytes of the two
+    rounds are the codec's :meth:`~gradwire.codecs.powersgd.PowerSGD.round_bits`.
+    """
+    from gradwire.codecs.powersgd import PowerSGD
+
     t0 = time.perf_counter()
+    codec = state.codec
+    assert isinstance(codec, PowerSGD)  # internal: chosen by make_ddp_hook for this codec
     flat = bucket.buffer()
+    grads = bucket.gradients()
     world = state.world_size
     group = state.process_group
-    codec = state.codec
-    rank_r = int(codec.params().get("rank", 1))
-    n = flat.numel()
-    # The bucket as a near-square matrix (rows x cols >= n, zero padded): low rank needs 2-D.
-    rows = math.ceil(math.sqrt(n))
-    cols = math.ceil(n / rows)
-    r = max(1, min(rank_r, rows, cols))
-    min_compression = float(codec.params().get("min_compression", 2.0))
-    if (rows + cols) * r * min_compression > n:
-        # The factors would not save min_compression x: the bucket goes in fp32, as the
-        # codec sends such tensors raw.
-        return _allreduce_hook(state, bucket)
-    cst = state.state_for(bucket.index(), flat)
-    val = flat.detach().to(torch.float32)
-    if cst.residual is not None:
-        val = val + cst.residual
-    mat = torch.zeros(rows * cols, dtype=torch.float32, device=flat.device)
-    mat[:n] = val
-    m = mat.view(rows, cols)
-    q = cst.extra.get("q")
-    if q is None or q.shape != (cols, r):
-        # The same warm start on every rank (seeded per bucket, not per rank), as in
-        # PowerSGD: the allreduced P is only meaningful if every rank multiplies the same Q.
-        gen = torch.Generator(device=flat.device)
-        gen.manual_seed(codec.seed * 1_000_003 + 7919 * bucket.index())
-        q = torch.randn(cols, r, generator=gen, device=flat.device)
-    p_mat = m @ q
+    states = [state.state_for(bucket.index() * 1_000_003 + i, g) for i, g in enumerate(grads)]
+    firsts, ctx = codec.first_round(grads, states)
+    buf1 = torch.cat([x.reshape(-1) for x in firsts])
     enc = time.perf_counter() - t0
-    dist.all_reduce(p_mat, group=group)
-    p_hat = _orthonormalize(p_mat / world)
-    q_new = m.t() @ p_hat
-    dist.all_reduce(q_new, group=group)
-    q_new /= world
-    approx = (p_hat @ q_new.t()).reshape(-1)[:n]
-    # Error feedback against what every rank applies (the averaged approximation), as in
-    # PyTorch's PowerSGD hook: what this rank's gradient lost stays for the next step.
-    cst.residual = val - approx
-    cst.extra["q"] = q_new
-    flat.copy_(approx)
-    nbytes = 4 * (rows * r + cols * r)
+    dist.all_reduce(buf1, group=group)
+    buf1 /= world
+    p_mean = [part.view_as(x) for part, x in zip(buf1.split([x.numel() for x in firsts]), firsts, strict=True)]
+    seconds = codec.second_round(ctx, p_mean)
+    bytes2 = 0
+    q_mean: list[torch.Tensor] = []
+    if seconds:
+        buf2 = torch.cat([x.reshape(-1) for x in seconds])
+        bytes2 = buf2.numel() * 4
+        dist.all_reduce(buf2, group=group)
+        buf2 /= world
+        q_mean = [part.view_as(x) for part, x in zip(buf2.split([x.numel() for x in seconds]), seconds, strict=True)]
+    decoded = codec.finish(ctx, q_mean)
+    flat.copy_(torch.cat([d.reshape(-1).to(flat.dtype) for d in decoded]))
+    nbytes = buf1.numel() * 4 + bytes2
     done = time.perf_counter()
-    state.record(BucketCall(bucket.index(), n, t0, enc, nbytes, nbytes, 0.0, done))
+    state.record(BucketCall(bucket.index(), flat.numel(), t0, enc, nbytes, nbytes, 0.0, done))
     return _done(flat)
 
 
@@ -316,21 +303,23 @@ def make_ddp_hook(
             f"make_ddp_hook: codec {c.spec()!r} is not summable, so exchange='allreduce' "
             "cannot carry it; use exchange='auto' or 'allgather'"
         )
-    if exchange == "allgather":
+    ex = c.exchange  # the codec's declared exchange picks the hook
+    if exchange == "allgather" or not ex.summable:
         hook = _quantized_hook
-    elif c.name == "fp32":
+    elif ex.in_place:
         hook = _allreduce_hook
-    elif c.name == "powersgd":
+    elif len(ex.rounds) == 2 and hasattr(c, "first_round"):
         hook = _powersgd_hook
-    elif c.summable:
+    elif len(ex.rounds) == 1:
         if not hasattr(c, "wire_dtype"):
             raise ConfigError(
-                f"codec {c.spec()!r} is summable but names no wire dtype; a summable codec "
-                "for DDP must be a cast (fp16, bf16)"
+                f"codec {c.spec()!r} is summable but names no wire dtype; a one-round summable "
+                "codec for DDP must be a cast (fp16, bf16)"
             )
         hook = _cast_hook
     else:
-        hook = _quantized_hook
+        raise ConfigError(f"codec {c.spec()!r} declares {len(ex.rounds)} summable rounds; "
+                          "no DDP hook implements that exchange")
     return state, hook
 
 

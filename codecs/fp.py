@@ -16,6 +16,7 @@ from typing import ClassVar
 import torch
 
 from gradwire.codecs.base import CODECS, Codec, CodecState, Payload, check_finite
+from gradwire.codecs.exchange import CAST, IN_PLACE
 from gradwire.errors import CodecError
 
 
@@ -24,6 +25,7 @@ class CastCodec(Codec):
 
     wire_dtype: ClassVar[torch.dtype] = torch.float32
     summable = True
+    exchange = CAST
 
     def _wire(self, tensor: torch.Tensor) -> torch.Tensor:
         if not tensor.is_floating_point():
@@ -63,6 +65,8 @@ class FP32(CastCodec):
 
     name = "fp32"
     wire_dtype = torch.float32
+    # DDP's own allreduce of the gradient buffer: no codec work, the gradient's own bytes
+    exchange = IN_PLACE
 
 
 @CODECS.register("fp16")

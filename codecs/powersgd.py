@@ -16,6 +16,7 @@ least ``min_compression`` (default 2x), are sent raw in fp32 (allreduced in full
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -31,6 +32,7 @@ from gradwire.codecs.base import (
     new_generator,
     state_for,
 )
+from gradwire.codecs.exchange import Exchange
 from gradwire.codecs.qsgd import check_int
 from gradwire.errors import ConfigError
 
@@ -49,6 +51,10 @@ class PowerSGD(Codec):
     name = "powersgd"
     summable = True
     stateful = True
+    # P then Q: two dependent allreduces. The encode work is the two equal matrix products
+    # M Q (before round 1) and M^T P (after orthogonalizing the averaged P, before round 2),
+    # each 2·rows·cols·r FLOPs; the QR of P is O(rows·r^2) and is counted with the second.
+    exchange = Exchange(("sum", "sum"), encode_split=(0.5, 0.5))
 
     def __init__(self, *, rank: int = 2, warm_start: bool = True, min_compression: float = 2.0,
                  seed: int = 0) -> None:
@@ -129,28 +135,97 @@ class PowerSGD(Codec):
         """Single-worker value; the same arithmetic as :meth:`encode` then :meth:`decode`."""
         return self.decode(self.encode(tensor, state))
 
+    def round_bits(self, nbits: int, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Round 1 carries P (``rows * r`` fp32) or the raw tensor; round 2 carries Q."""
+        ms = self.matrix_shape(shape)
+        if ms is None:
+            return (nbits, 0)
+        rows, cols = ms
+        r = self._rank(rows, cols)
+        return (32 * rows * r, 32 * cols * r)
+
+    # --- the two-round protocol, one worker's side (the DDP hook and aggregate use it) --
+    def first_round(self, tensors: Sequence[torch.Tensor], states: Sequence[CodecState]
+                    ) -> tuple[list[torch.Tensor], PowerSGDContext]:
+        """What this worker allreduces first: ``P_k = M_k Q`` per compressed tensor, the
+        tensor itself (fp32) per raw one; plus the context the later steps need."""
+        if len(tensors) != len(states):
+            raise ConfigError("powersgd: one state per tensor is required")
+        out: list[torch.Tensor] = []
+        ctx = PowerSGDContext([], [], [], [])
+        for t, st in zip(tensors, states, strict=True):
+            check_finite(t, self.name)
+            shape = tuple(t.shape)
+            ms = self.matrix_shape(shape)
+            ctx.shapes.append(shape)
+            ctx.states.append(st)
+            if ms is None:
+                ctx.vals.append(None)
+                ctx.mats.append(None)
+                out.append(t.detach().to(torch.float32).reshape(-1))
+                continue
+            rows, cols = ms
+            val = ef_input(t, st)
+            m = val.reshape(rows, cols)
+            ctx.vals.append(val)
+            ctx.mats.append(m)
+            out.append(m @ self._q(st, cols, self._rank(rows, cols), m.device))
+        return out, ctx
+
+    def second_round(self, ctx: PowerSGDContext, p_mean: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Local work between the rounds: orthogonalize the averaged ``P`` (kept in the
+        context) and return ``Q_k = M_k^T P`` per compressed tensor, to be allreduced."""
+        out: list[torch.Tensor] = []
+        ctx.p_hat = []
+        for m, p in zip(ctx.mats, p_mean, strict=True):
+            if m is None:
+                ctx.p_hat.append(p)
+                continue
+            ph = orthogonalize(p)
+            ctx.p_hat.append(ph)
+            out.append(m.T @ ph)
+        return out
+
+    def finish(self, ctx: PowerSGDContext, q_mean: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Decode ``P Q^T`` per tensor (raw ones: the averaged tensor), update each worker's
+        error feedback against what every worker applies, keep ``Q`` as the warm start."""
+        out: list[torch.Tensor] = []
+        qs = iter(q_mean)
+        for shape, st, val, ph in zip(ctx.shapes, ctx.states, ctx.vals, ctx.p_hat, strict=True):
+            if val is None:
+                out.append(ph.reshape(shape))
+                continue
+            q = next(qs)
+            decoded = (ph @ q.T).reshape(shape)
+            ef_update(st, val, decoded)
+            st.extra["Q"] = q
+            out.append(decoded)
+        return out
+
     # --- the two-round protocol over K workers -----------------------------------------
     def aggregate(
         self, tensors: Sequence[torch.Tensor], states: Sequence[CodecState]
     ) -> torch.Tensor:
+        """K workers' exchange of one tensor: the same steps as the DDP hook, with the
+        allreduces as means over the workers."""
         if len(tensors) != len(states) or not tensors:
             raise ConfigError("aggregate: one state per tensor is required (at least one worker)")
-        shape = tuple(tensors[0].shape)
-        for t in tensors:
-            check_finite(t, self.name)
-        ms = self.matrix_shape(shape)
-        if ms is None:
-            total = torch.stack([t.detach().to(torch.float32) for t in tensors]).mean(0)
-            return total.to(tensors[0].dtype)
-        rows, cols = ms
-        r = self._rank(rows, cols)
-        vals = [ef_input(t, st) for t, st in zip(tensors, states, strict=True)]
-        mats = torch.stack([v.reshape(rows, cols) for v in vals])
-        q0 = self._q(states[0], cols, r, mats.device)
-        p = orthogonalize((mats @ q0).mean(0))  # allreduce #1 (mean of P_k)
-        q = (mats.transpose(1, 2) @ p).mean(0)  # allreduce #2 (mean of Q_k)
-        decoded = (p @ q.T).reshape(shape)
-        for v, st in zip(vals, states, strict=True):
-            ef_update(st, v, decoded)
-            st.extra["Q"] = q
-        return decoded.to(tensors[0].dtype)
+        firsts = [self.first_round([t], [st]) for t, st in zip(tensors, states, strict=True)]
+        p_mean = torch.stack([f[0][0] for f in firsts]).mean(0)  # allreduce #1
+        seconds = [self.second_round(ctx, [p_mean]) for _, ctx in firsts]
+        q_mean = [torch.stack([s[0] for s in seconds]).mean(0)] if seconds[0] else []  # allreduce #2
+        # every worker finishes (its own error feedback); all decode the same value
+        decoded = [self.finish(ctx, q_mean)[0] for _, ctx in firsts]
+        return decoded[0].to(tensors[0].dtype)
+
+
+@dataclass
+class PowerSGDContext:
+    """One worker's PowerSGD step between its rounds: per tensor its shape, state, the
+    error-fed value and matrix (None for a tensor sent raw), and the orthogonalized P."""
+
+    shapes: list[tuple[int, ...]]
+    states: list[CodecState]
+    vals: list[torch.Tensor | None]
+    mats: list[torch.Tensor | None]
+    p_hat: list[torch.Tensor] = field(default_factory=list)

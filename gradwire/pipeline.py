@@ -19,7 +19,16 @@ from typing import Any
 
 import networkx as nx
 
+from gradwire.codecs.exchange import PAYLOAD, Exchange
 from gradwire.errors import ConfigError
+from gradwire.iteration import (
+    DDP_BUCKET_CAP_MIB,
+    DDP_FIRST_BUCKET_BYTES,
+    BucketInput,
+    ExchangeChoice,
+    ddp_buckets,
+    iteration_spec,
+)
 from gradwire.results import Row, Trace, add_speedups
 from gradwire.scenarios.convert import cluster_params
 from gradwire.scenarios.loader import Point, expand
@@ -31,22 +40,31 @@ __all__ = [
     "Point",
     "Prepared",
     "WorkloadSummary",
+    "bucket_inputs",
     "build_topology",
     "ddp_buckets",
     "evaluate_point",
     "expand",
+    "point_buckets",
     "prepare",
 ]
 
 
 @dataclass(frozen=True)
 class ParamCost:
-    """One parameter's gradient through one codec: bits for each measured rank, seconds."""
+    """One parameter's gradient through one codec: bits for each measured rank, seconds.
+
+    ``round_bits[r]`` splits rank r's bits over the codec's exchange rounds (empty: one
+    round of all ``nbits``)."""
 
     numel: int
     nbits: tuple[int, ...]
     encode_s: float
     decode_s: float
+    round_bits: tuple[tuple[int, ...], ...] = ()
+
+    def bits_in_rounds(self, rank: int) -> tuple[int, ...]:
+        return self.round_bits[rank] if self.round_bits else (self.nbits[rank],)
 
 
 @dataclass(frozen=True)
@@ -56,6 +74,7 @@ class CodecProfile:
     summable: bool
     params: tuple[ParamCost, ...]  # in the workload's backward order
     estimate: bool = False  # times rescaled to a target device
+    exchange: Exchange = PAYLOAD  # the codec's declared exchange
     source: str = ""  # where the codec times come from (shown in rows)
 
 
@@ -186,10 +205,12 @@ def prepare(scenario: Scenario, *, points: Sequence[Point] | None = None, progre
                 bits = [cost.nbits]
                 for r in range(1, ranks):
                     bits.append(codec.encode(g, codec.new_state(dev, worker=r)).nbits)
-                costs.append(ParamCost(prm.numel, tuple(bits), cost.encode_s * codec_scale, cost.decode_s * codec_scale))
+                shape = tuple(prm.shape)
+                costs.append(ParamCost(prm.numel, tuple(bits), cost.encode_s * codec_scale, cost.decode_s * codec_scale,
+                                       tuple(codec.round_bits(b, shape) for b in bits)))
             on_target = sc.model.target_device is not None
             prep.codecs[(key, spec)] = CodecProfile(
-                spec, codec.name, codec.summable, tuple(costs), estimate=on_target,
+                spec, codec.name, codec.summable, tuple(costs), estimate=on_target, exchange=codec.exchange,
                 source=("estimate (measured here, scaled by memory bandwidth to the target; no stated error)"
                         if on_target else f"measured here ({dev})"))
         del wl
@@ -197,28 +218,6 @@ def prepare(scenario: Scenario, *, points: Sequence[Point] | None = None, progre
             torch.cuda.empty_cache()
     prep.prepare_s = time.perf_counter() - t_start
     return prep
-
-
-def ddp_buckets(numels: Sequence[int], bucket_bytes: float, elem_bytes: int = 4) -> list[list[int]]:
-    """Group parameter indices (given in backward order) into DDP-style buckets.
-
-    PyTorch DDP fills buckets in reverse registration order, which is the order backward
-    produces gradients, closing a bucket once it holds ``bucket_bytes`` (25 MB default).
-    """
-    if bucket_bytes <= 0:
-        raise ConfigError(f"bucket size must be > 0 bytes, got {bucket_bytes}")
-    buckets: list[list[int]] = []
-    cur: list[int] = []
-    size = 0.0
-    for i, n in enumerate(numels):
-        cur.append(i)
-        size += n * elem_bytes
-        if size >= bucket_bytes:
-            buckets.append(cur)
-            cur, size = [], 0.0
-    if cur:
-        buckets.append(cur)
-    return buckets
 
 
 def build_topology(sc: Scenario) -> Any:
@@ -248,39 +247,73 @@ def _layout(topology: Any) -> tuple[dict[str, tuple[float, float]], dict[str, st
     return topology.positions(), topology.node_kinds()
 
 
+GRAD_ELEM_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+
+
+def point_buckets(sc: Scenario, numels: Sequence[int]) -> list[list[int]]:
+    """DDP's buckets of the point over the gradient dtype's bytes: ``bucket_MB`` in MiB as
+    ``bucket_cap_mb``; unset, DDP's default (25 MiB after a 1 MiB first bucket)."""
+    cap = (sc.bucket_MB if sc.bucket_MB is not None else DDP_BUCKET_CAP_MIB) * 2**20
+    if sc.first_bucket_MB is not None:
+        first = sc.first_bucket_MB * 2**20
+    else:
+        first = DDP_FIRST_BUCKET_BYTES if sc.bucket_MB is None else cap
+    return ddp_buckets(numels, cap, elem_bytes=GRAD_ELEM_BYTES[sc.model.dtype], first_bucket_bytes=first)
+
+
+def bucket_inputs(prof: CodecProfile, groups: Sequence[Sequence[int]], ready_s: Sequence[float]) -> list[BucketInput]:
+    """Per bucket: its elements, ready time, bytes per measured rank and round, codec times."""
+    nranks = len(prof.params[0].nbits) if prof.params else 1
+    nrounds = len(prof.exchange.rounds)
+    out = []
+    for grp in groups:
+        costs = [prof.params[i] for i in grp]
+        rb = tuple(
+            tuple(float(sum((c.bits_in_rounds(r)[k] + 7) // 8 for c in costs)) for k in range(nrounds))
+            for r in range(nranks)
+        )
+        out.append(BucketInput(
+            numel=sum(c.numel for c in costs), ready_s=max(ready_s[i] for i in grp), round_bytes=rb,
+            encode_s=sum(c.encode_s for c in costs), decode_s=sum(c.decode_s for c in costs),
+        ))
+    return out
+
+
+def exchange_choice(sc: Scenario) -> ExchangeChoice:
+    e = sc.exchange
+    return ExchangeChoice(e.summable, e.quantized, dict(e.summable_options), dict(e.quantized_options))
+
+
 def evaluate_point(point: Point, prepared: Prepared) -> tuple[list[Row], list[Trace]]:
     """One row (and one trace) per codec of the point."""
-    from gradwire.simulator.timeline import BucketCost, IterationSpec, simulate_iteration
+    from gradwire.simulator.timeline import simulate_iteration
 
     sc = point.scenario
     wl = prepared.workloads[workload_key(sc)]
     topo = build_topology(sc)
     positions, kinds = _layout(topo)
-    groups = ddp_buckets(wl.numels, sc.bucket_MB * 1e6)
+    groups = point_buckets(sc, wl.numels)
     stragglers = {s.rank: s.slowdown for s in sc.stragglers}
+    choice = exchange_choice(sc)
     rows: list[Row] = []
     traces: list[Trace] = []
     total_numel = wl.num_params
     for spec in sc.codecs:
         prof = prepared.codecs[(workload_key(sc), spec)]
-        nranks = len(prof.params[0].nbits) if prof.params else 1
-        buckets = []
-        for grp in groups:
-            costs = [prof.params[i] for i in grp]
-            buckets.append(BucketCost(
-                numel=sum(c.numel for c in costs),
-                ready_s=max(wl.ready_s[i] for i in grp),
-                payload_bytes=tuple(float(sum((c.nbits[r] + 7) // 8 for c in costs)) for r in range(nranks)),
-                encode_s=sum(c.encode_s for c in costs),
-                decode_s=sum(c.decode_s for c in costs),
-            ))
-        collective = sc.exchange.summable if prof.summable else sc.exchange.quantized
-        ispec = IterationSpec(wl.forward_s, wl.backward_s, wl.optimizer_s, tuple(buckets), collective,
-                              dict(sc.exchange.options), sc.overlap)
+        ispec = iteration_spec(
+            forward_s=wl.forward_s, backward_s=wl.backward_s, optimizer_s=wl.optimizer_s,
+            buckets=bucket_inputs(prof, groups, wl.ready_s), exchange=prof.exchange, codec=spec,
+            choice=choice, p=sc.workers, grad_elem_bytes=GRAD_ELEM_BYTES[sc.model.dtype],
+            overlap=sc.overlap, codec_overlap=sc.codec_overlap,
+        )
         res = simulate_iteration(ispec, topo, per_message_overhead_s=sc.network.per_message_overhead_us * 1e-6,
                                  efficiency=sc.network.efficiency, stragglers=stragglers, jitter=sc.jitter,
                                  seed=sc.seed)
-        mean_bits = sum(sum(c.nbits) / len(c.nbits) for c in prof.params)
+        if prof.exchange.in_place:
+            mean_bits = 8.0 * GRAD_ELEM_BYTES[sc.model.dtype] * total_numel
+        else:
+            mean_bits = sum(sum(c.nbits) / len(c.nbits) for c in prof.params)
+        collective = ispec.collective
         rows.append(Row(
             scenario=sc.name, point=point.index, point_id=point.point_id, codec=spec, codec_name=prof.name,
             model=sc.model.module or sc.model.name, batch_size=sc.model.batch_size, workers=sc.workers,

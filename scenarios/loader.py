@@ -126,6 +126,9 @@ def _semantic_problems(sc: Scenario, prefix: str = "") -> list[Problem]:
         name = getattr(sc.exchange, key)
         if name not in COLLECTIVES:
             add(f"exchange.{key}", f"unknown collective {name!r}; valid: {', '.join(COLLECTIVES.names())}")
+        else:
+            problems.extend(Problem(prefix + msg.split(": ", 1)[0], msg.split(": ", 1)[1])
+                            for msg in _exchange_problems(sc, key))
     for i, s in enumerate(sc.stragglers):
         if s.rank >= sc.workers:
             add(f"stragglers[{i}].rank", f"must be < workers ({sc.workers}), got {s.rank}")
@@ -138,6 +141,32 @@ def _semantic_problems(sc: Scenario, prefix: str = "") -> list[Problem]:
             add("convergence.model", f"unknown model {sc.convergence.model!r}")
     problems.extend(Problem(prefix + p.path, p.message) for p in _cluster_problems(sc, TOPOLOGIES))
     return problems
+
+
+def _exchange_problems(sc: Scenario, key: str) -> list[str]:
+    """The options of ``exchange.<key>`` against the collective's parameters, and whether it
+    can carry the codecs that would use it (``"path: message"`` strings)."""
+    from gradwire.codecs import make_codec
+    from gradwire.simulator.collectives.base import check_options, collective_info
+
+    name = getattr(sc.exchange, key)
+    out = check_options(name, getattr(sc.exchange, f"{key}_options"), f"exchange.{key}_options")
+    info = collective_info(name)
+    summable = key == "summable"
+    if not info.can_carry(summable):
+        users = []
+        for spec in sc.codecs:
+            try:
+                ex = make_codec(spec).exchange
+            except GradWireError:
+                continue  # reported with the codec
+            if ex.summable == summable:
+                users.append(spec)
+        if users:
+            what = "summable payloads" if summable else "encoded payloads that must be decoded before summing"
+            out.append(f"exchange.{key}: {name} cannot carry {what} (codecs {', '.join(users)}); "
+                       f"choose a collective that {'sums' if summable else 'gathers or re-quantizes'}")
+    return out
 
 
 def _cluster_problems(sc: Scenario, topologies: Any) -> list[Problem]:

@@ -89,11 +89,14 @@ class NetworkCfg(_Strict):
 
 
 class ExchangeCfg(_Strict):
-    """Which collective each kind of payload uses."""
+    """Which collective each kind of payload uses, with that collective's own options
+    (checked against its parameters, e.g. ``summable_options: {num_servers: 2}`` for a
+    parameter server)."""
 
     summable: str = "ring_allreduce"  # fp32/fp16/bf16/powersgd payloads
     quantized: str = "ring_allgather"  # payloads that cannot be summed without decoding
-    options: dict[str, Any] = Field(default_factory=dict)  # e.g. {num_servers: 2}
+    summable_options: dict[str, Any] = Field(default_factory=dict)
+    quantized_options: dict[str, Any] = Field(default_factory=dict)
 
 
 class Straggler(_Strict):
@@ -141,8 +144,16 @@ class Scenario(_Strict):
         default_factory=lambda: ["fp32", "qsgd(bits=4, bucket=512)", "onebit"]
     )
     exchange: ExchangeCfg = Field(default_factory=ExchangeCfg)
-    bucket_MB: PosFloat = 25.0
+    # DDP's bucket_cap_mb (MiB). Left unset, DDP's default: 25 MiB with a first bucket of
+    # 1 MiB, which starts communication early in backward; DDP gives an explicit
+    # bucket_cap_mb no small first bucket (first_bucket_MB = bucket_MB) unless
+    # first_bucket_MB says otherwise.
+    bucket_MB: PosFloat | None = None
+    first_bucket_MB: PosFloat | None = None
     overlap: bool = True
+    # codec work on the same device as compute ("shared": it slows backward) or on other
+    # hardware ("free")
+    codec_overlap: Literal["shared", "free"] = "shared"
     stragglers: list[Straggler] = Field(default_factory=list)
     jitter: Annotated[float, Field(ge=0, le=1)] = 0.0  # std of compute time / mean
     measure: MeasureCfg = Field(default_factory=MeasureCfg)

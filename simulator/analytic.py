@@ -145,14 +145,15 @@ def hierarchical_allreduce_time(gpus_per_server: int, num_servers: int, nbytes: 
 
 
 def compressed_allreduce_time(sizes: Sequence[float], alpha_s: float, bandwidth_Bps: float,
-                              hop_s: float = 0.0, ag_hop_s: float = 0.0) -> float:
-    """Compressed ring reduce-scatter + allgather with codec time per hop:
-    ``(p-1)·(alpha + m/(p·B) + hop_s) + (p-1)·(alpha + m/(p·B) + ag_hop_s)``, m = max size."""
+                              hop_s: float = 0.0) -> float:
+    """Compressed ring reduce-scatter + allgather with codec time ``hop_s`` (decode + re-encode
+    of one chunk) per reduce-scatter hop: ``(p-1)·(alpha + m/(p·B) + hop_s) +
+    (p-1)·(alpha + m/(p·B))``, m = max size."""
     p = len(sizes)
     if p <= 1:
         return 0.0
     step = alpha_s + max(sizes) / p / bandwidth_Bps
-    return (p - 1) * (step + hop_s) + (p - 1) * (step + ag_hop_s)
+    return (p - 1) * (step + hop_s) + (p - 1) * step
 
 
 # ---------------------------------------------------------------------- from a topology
@@ -166,72 +167,112 @@ def _alpha_beta(topo: Topology, pairs: Sequence[tuple[int, int]], overhead_s: fl
     return alpha, bw
 
 
+Opts = dict[str, Any]
+
+
+def _ring(rk: Sequence[int]) -> list[tuple[int, int]]:
+    p = len(rk)
+    return [(rk[i], rk[(i + 1) % p]) for i in range(p)] if p > 1 else []
+
+
+def cf_ring_allreduce(topo: Topology, rk: list[int], sz: list[float], ov: float, eff: float, opts: Opts) -> float:
+    a, b = _alpha_beta(topo, _ring(rk), ov, eff)
+    return ring_allreduce_time(len(rk), max(sz), a, b)
+
+
+def cf_ring_reduce_scatter(topo: Topology, rk: list[int], sz: list[float], ov: float, eff: float, opts: Opts) -> float:
+    a, b = _alpha_beta(topo, _ring(rk), ov, eff)
+    return ring_reduce_scatter_time(len(rk), max(sz), a, b)
+
+
+def cf_ring_allgather(topo: Topology, rk: list[int], sz: list[float], ov: float, eff: float, opts: Opts) -> float:
+    a, b = _alpha_beta(topo, _ring(rk), ov, eff)
+    return ring_allgather_time(sz, a, b)
+
+
+def cf_compressed_allreduce(topo: Topology, rk: list[int], sz: list[float], ov: float, eff: float,
+                            opts: Opts) -> float:
+    a, b = _alpha_beta(topo, _ring(rk), ov, eff)
+    return compressed_allreduce_time(sz, a, b, opts.get("hop_decode_s", 0.0) + opts.get("hop_encode_s", 0.0))
+
+
+def cf_halving_doubling(topo: Topology, rk: list[int], sz: list[float], ov: float, eff: float, opts: Opts) -> float:
+    p = len(rk)
+    pairs = [(rk[i], rk[j]) for i in range(p) for j in range(p) if i != j and bin(i ^ j).count("1") == 1]
+    a, b = _alpha_beta(topo, pairs, ov, eff)
+    return halving_doubling_time(p, max(sz), a, b)
+
+
+def _tree_pairs(rk: list[int]) -> list[tuple[int, int]]:
+    p = len(rk)
+    return [(rk[i], rk[j]) for i in range(p) for j in (2 * i + 1, 2 * i + 2) if j < p]
+
+
+def cf_tree_allreduce(topo: Topology, rk: list[int], sz: list[float], ov: float, eff: float, opts: Opts) -> float:
+    pairs = _tree_pairs(rk)
+    a, b = _alpha_beta(topo, pairs + [(y, x) for x, y in pairs], ov, eff)
+    m = max(sz)
+    return tree_allreduce_time(len(rk), m / 2 if opts.get("double", False) else m, a, b)
+
+
+def cf_broadcast(topo: Topology, rk: list[int], sz: list[float], ov: float, eff: float, opts: Opts) -> float:
+    root = int(opts.get("root", 0))
+    pairs = [(rk[root], r) for r in rk if r != rk[root]]
+    a, b = _alpha_beta(topo, pairs + [(y, x) for x, y in pairs], ov, eff)
+    return broadcast_time(len(rk), sz[root], a, b)
+
+
+def cf_parameter_server(topo: Topology, rk: list[int], sz: list[float], ov: float, eff: float, opts: Opts) -> float:
+    servers = opts.get("servers")
+    s = len(servers) if servers is not None else int(opts.get("num_servers", 1))
+    srv = list(servers) if servers is not None else rk[:s]
+    pairs = [(w, x) for w in rk for x in srv if w != x]
+    a, b = _alpha_beta(topo, pairs, ov, eff)
+    return parameter_server_time(len(rk), max(sz), a, b, num_servers=s, colocated=servers is None,
+                                 pull=bool(opts.get("pull", True)))
+
+
+def cf_hierarchical_allreduce(topo: Topology, rk: list[int], sz: list[float], ov: float, eff: float,
+                              opts: Opts) -> float:
+    if topo.servers is None:
+        raise ConfigError(f"hierarchical_allreduce needs a topology with servers; {topo.name!r} has none")
+    groups = [[r for r in srv if r in set(rk)] for srv in topo.servers]
+    groups = [grp for grp in groups if grp]
+    g, s = len(groups[0]), len(groups)
+    intra = [(grp[i], grp[(i + 1) % g]) for grp in groups for i in range(g)] if g > 1 else []
+    inter = [(groups[i][j], groups[(i + 1) % s][j]) for i in range(s) for j in range(g)] if s > 1 else []
+    ai, bi = _alpha_beta(topo, intra, ov, eff)
+    an, bn = _alpha_beta(topo, inter, ov, eff)
+    # the g inter-server rings of a server share its NICs: per-server bandwidth
+    nics = _server_nic_bandwidth(topo, groups[0]) * eff if s > 1 else math.inf
+    return hierarchical_allreduce_time(g, s, max(sz), ai, bi, an, min(nics, bn * g))
+
+
+def cf_alltoall(topo: Topology, rk: list[int], sz: list[float], ov: float, eff: float, opts: Opts) -> float:
+    pairs = [(x, y) for x in rk for y in rk if x != y]
+    a, b = _alpha_beta(topo, pairs, ov, eff)
+    return alltoall_time(len(rk), max(sz), a, b)
+
+
 def closed_form(topology: Topology, name: str, sizes: Sequence[float] | float, *,
                 ranks: Sequence[int] | None = None, per_message_overhead_s: float = 0.0,
                 efficiency: float = 1.0, **opts: Any) -> float:
-    """The closed-form time (seconds) of collective ``name`` on ``topology``.
+    """The closed-form time (seconds) of collective ``name`` on ``topology``: the form the
+    collective declares (``CollectiveInfo.closed_form``).
 
     Alpha is the largest route latency among the pairs the collective uses plus the
     per-message overhead; B the smallest bottleneck bandwidth among them times
     ``efficiency``. Exact on contention-free topologies; elsewhere a lower bound that
     ignores link sharing (the event-driven engine is the reference then).
     """
+    from gradwire.simulator.collectives.base import collective_info
+
+    info = collective_info(name)
+    if info.closed_form is None:
+        raise ConfigError(f"no closed form for collective {name!r}: {info.no_closed_form_why}")
     rk = list(range(topology.num_ranks)) if ranks is None else [int(r) for r in ranks]
-    p = len(rk)
-    sz = [float(x) for x in np.broadcast_to(np.asarray(sizes, dtype=float), (p,))]
-    m = max(sz)
-    ring = [(rk[i], rk[(i + 1) % p]) for i in range(p)] if p > 1 else []
-    ov, eff = per_message_overhead_s, efficiency
-    if name in ("ring_allreduce", "ring_reduce_scatter", "ring_allgather", "compressed_allreduce"):
-        a, b = _alpha_beta(topology, ring, ov, eff)
-        if name == "ring_allreduce":
-            return ring_allreduce_time(p, m, a, b)
-        if name == "ring_reduce_scatter":
-            return ring_reduce_scatter_time(p, m, a, b)
-        if name == "ring_allgather":
-            return ring_allgather_time(sz, a, b)
-        return compressed_allreduce_time(sz, a, b, opts.get("hop_s", 0.0), opts.get("ag_hop_s", 0.0))
-    if name == "halving_doubling_allreduce":
-        pairs = [(rk[i], rk[j]) for i in range(p) for j in range(p) if i != j and bin(i ^ j).count("1") == 1]
-        a, b = _alpha_beta(topology, pairs, ov, eff)
-        return halving_doubling_time(p, m, a, b)
-    if name in ("tree_allreduce", "broadcast"):
-        pairs = [(rk[i], rk[j]) for i in range(p) for j in (2 * i + 1, 2 * i + 2) if j < p]
-        if name == "broadcast":
-            root = int(opts.get("root", 0))
-            pairs = [(rk[root], r) for r in rk if r != rk[root]]
-        a, b = _alpha_beta(topology, pairs + [(y, x) for x, y in pairs], ov, eff)
-        if name == "broadcast":
-            return broadcast_time(p, sz[int(opts.get("root", 0))], a, b)
-        if opts.get("double", False):
-            return tree_allreduce_time(p, m / 2, a, b)
-        return tree_allreduce_time(p, m, a, b)
-    if name == "parameter_server":
-        servers = opts.get("servers")
-        s = len(servers) if servers is not None else int(opts.get("num_servers", 1))
-        srv = list(servers) if servers is not None else rk[:s]
-        pairs = [(w, x) for w in rk for x in srv if w != x]
-        a, b = _alpha_beta(topology, pairs, ov, eff)
-        return parameter_server_time(p, m, a, b, num_servers=s, colocated=servers is None,
-                                     pull=bool(opts.get("pull", True)))
-    if name == "hierarchical_allreduce":
-        if topology.servers is None:
-            raise ConfigError(f"hierarchical_allreduce needs a topology with servers; {topology.name!r} has none")
-        groups = [[r for r in srv if r in set(rk)] for srv in topology.servers]
-        groups = [grp for grp in groups if grp]
-        g, s = len(groups[0]), len(groups)
-        intra = [(grp[i], grp[(i + 1) % g]) for grp in groups for i in range(g)] if g > 1 else []
-        inter = [(groups[i][j], groups[(i + 1) % s][j]) for i in range(s) for j in range(g)] if s > 1 else []
-        ai, bi = _alpha_beta(topology, intra, ov, eff)
-        an, bn = _alpha_beta(topology, inter, ov, eff)
-        # the g inter-server rings of a server share its NICs: per-server bandwidth
-        nics = _server_nic_bandwidth(topology, groups[0]) * eff if s > 1 else math.inf
-        return hierarchical_allreduce_time(g, s, m, ai, bi, an, min(nics, bn * g))
-    if name == "alltoall":
-        pairs = [(x, y) for x in rk for y in rk if x != y]
-        a, b = _alpha_beta(topology, pairs, ov, eff)
-        return alltoall_time(p, m, a, b)
-    raise ConfigError(f"no closed form for collective {name!r}")
+    sz = [float(x) for x in np.broadcast_to(np.asarray(sizes, dtype=float), (len(rk),))]
+    return float(info.closed_form(topology, rk, sz, per_message_overhead_s, efficiency, dict(opts)))
 
 
 def _server_nic_bandwidth(topo: Topology, members: Sequence[int]) -> float:

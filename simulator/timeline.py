@@ -1,25 +1,35 @@
 """One data-parallel training iteration on every rank, as a SimPy timeline.
 
-Forward; backward producing each DDP bucket at its profiled ready time; per bucket an
-encode on the rank's codec stream, the exchange (a collective over the simulated
-network; buckets' collectives run one after another, as on one communication stream),
-the decode(s) and sum; then the optimizer step once backward and every decode are done.
-With ``overlap`` (the default; the QSGD paper's double buffering is the same idea) a
-bucket is encoded and sent as soon as it is ready, under the rest of backward; without it
-every bucket waits for backward to end and buckets go strictly one after another, so the
-iteration is ``compute + sum(encode + collective + decode)``.
+Forward; backward producing each DDP bucket at its profiled ready time; per bucket the
+codec's declared exchange: an encode on the rank's codec stream, then each round of the
+exchange as a collective over the simulated network (rounds of all buckets run one after
+another on one communication stream, in the order they are issued), with the codec's local
+work between rounds (PowerSGD orthogonalizes P before sending Q), then the decode(s) -- as
+many payloads as the last round's collective declares it hands a rank; then the optimizer
+step once backward and every decode are done. With ``overlap`` (the default; the QSGD
+paper's double buffering is the same idea) a bucket is encoded and sent as soon as it is
+ready, under the rest of backward; without it every bucket waits for backward to end and
+buckets go strictly one after another.
 
-Ranks with the same compute speed behave identically, so the codec streams are simulated
-once per speed class (stragglers and jitter make more classes); only the network sees
-every rank. Plain numbers in, plain numbers out: no torch here.
+Where codec work runs is ``codec_overlap``: ``"shared"`` (the default) puts compute and
+the codec stream on one device that serves them by processor sharing -- while both have
+work each runs at half speed, so an encode overlapping backward stretches backward by the
+encode's own length, as codec kernels sharing a GPU's SMs and memory bandwidth (or a CPU's
+cores) with backward do; ``"free"`` runs codec work beside compute at full speed (a codec
+offloaded to other hardware). A collective that re-quantizes at every hop asks for its
+per-hop decode and re-encode through the same codec stream, so that work is codec time,
+not communication.
+
+Ranks with the same compute speed behave identically, so compute and codec streams are
+simulated once per speed class (stragglers and jitter make more classes); only the
+network sees every rank. Plain numbers in, plain numbers out: no torch here.
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import simpy
@@ -27,34 +37,60 @@ import simpy
 from gradwire.errors import ConfigError
 from gradwire.results import LinkUse, Segment
 from gradwire.simulator.collectives import COLLECTIVES
-from gradwire.simulator.collectives.base import GATHERS_PAYLOADS
+from gradwire.simulator.collectives.base import collective_info
 from gradwire.simulator.network import Network
 from gradwire.simulator.topology import Topology
 
-
-def decodes_per_bucket(collective: str, p: int) -> int:
-    """Payloads a rank decodes after a bucket's collective: an allgather hands every rank
-    all p payloads; a summing collective hands back one (already summed) value."""
-    return p if collective in GATHERS_PAYLOADS else 1
+CodecOverlap = Literal["shared", "free"]
+CODEC_OVERLAPS: tuple[str, ...] = ("shared", "free")
 
 
+@dataclass(frozen=True)
+class Round:
+    """One collective of a bucket's exchange after the first (PowerSGD's Q, say).
+
+    ``payload_bytes`` per rank (reused cyclically); ``collective`` None means the
+    iteration's collective; ``work_before_s`` the codec work every rank does after the
+    previous round and before this one; ``options`` the collective's keyword options.
+    """
+
+    payload_bytes: tuple[float, ...]
+    collective: str | None = None
+    work_before_s: float = 0.0
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def bytes_for(self, p: int) -> list[float]:
+        if not self.payload_bytes:
+            raise ConfigError("Round.payload_bytes must hold at least one size")
+        n = len(self.payload_bytes)
+        return [float(self.payload_bytes[r % n]) for r in range(p)]
 
 
 @dataclass(frozen=True)
 class BucketCost:
-    """What one DDP bucket costs: sizes in elements and bytes, times in seconds."""
+    """What one DDP bucket costs: sizes in elements and bytes, times in seconds.
+
+    The exchange is ``rounds`` when given, else the one round ``payload_bytes`` through the
+    iteration's collective. ``encode_s`` runs before the first round; ``decode_s`` is the
+    time to decode ONE payload the last round hands a rank (its collective declares how
+    many). ``hop_decode_s``/``hop_encode_s`` are the per-hop codec work of a collective
+    that re-quantizes (one 1/p chunk each).
+    """
 
     numel: int  # gradient elements in the bucket
     ready_s: float  # when its last gradient is ready, seconds after backward starts
     payload_bytes: tuple[float, ...]  # per rank (fewer entries than ranks: reused cyclically)
-    encode_s: float  # encode the bucket on one rank
-    decode_s: float  # decode ONE payload of this bucket
+    encode_s: float  # encode the bucket on one rank (before the first round)
+    decode_s: float  # decode ONE payload of the last round
+    rounds: tuple[Round, ...] = ()
+    hop_decode_s: float = 0.0
+    hop_encode_s: float = 0.0
 
     def bytes_for(self, p: int) -> list[float]:
-        if not self.payload_bytes:
-            raise ConfigError("BucketCost.payload_bytes must hold at least one size")
-        n = len(self.payload_bytes)
-        return [float(self.payload_bytes[r % n]) for r in range(p)]
+        return Round(self.payload_bytes).bytes_for(p)
+
+    def all_rounds(self) -> tuple[Round, ...]:
+        return self.rounds if self.rounds else (Round(self.payload_bytes),)
 
 
 @dataclass(frozen=True)
@@ -66,18 +102,21 @@ class IterationSpec:
     collective: str
     collective_opts: Mapping[str, Any] = field(default_factory=dict)
     overlap: bool = True
+    codec_overlap: str = "shared"
 
 
 @dataclass
 class IterationResult:
     """Times of the critical rank (the last to finish; the slowest on ties).
 
-    Additive breakdown: ``iteration_s == compute_s + encode_s + decode_s + exposed_comm_s``
-    where encode/decode are the codec time *exposed* on the critical path and
-    ``exposed_comm_s`` also holds waiting for the other ranks (synchronization).
-    ``comm_s`` is the time any collective was in flight; ``hidden_comm_s`` the part of it
-    overlapped with compute or codec work. ``encode_total_s``/``decode_total_s`` are the
-    critical rank's whole codec time.
+    Additive breakdown: ``iteration_s == compute_s + encode_s + decode_s + exposed_comm_s``.
+    With ``codec_overlap="shared"`` the device's time is split by share: ``compute_s`` is
+    exactly the compute work and ``encode_s``/``decode_s`` all the codec work (none of it
+    hides under backward); with ``"free"`` codec time counts only where no compute runs.
+    ``exposed_comm_s`` is the time the device is idle (communication in flight, or waiting
+    for the other ranks). ``comm_s`` is the time any collective was in flight;
+    ``hidden_comm_s`` the part of it overlapped with compute or codec work.
+    ``encode_total_s``/``decode_total_s`` are the critical rank's whole codec work.
     """
 
     iteration_s: float
@@ -99,6 +138,126 @@ class IterationResult:
     links: list[LinkUse] = field(default_factory=list)
 
 
+@dataclass
+class _Job:
+    work: float
+    remaining: float
+    kind: str
+    done: simpy.Event
+
+
+class _Device:
+    """One rank's device: compute and the codec stream served by processor sharing
+    (``shared``: n active jobs each progress at 1/n) or side by side (each at full speed).
+
+    ``log`` holds ``(t0, t1, kind, share)`` pieces; every job active in ``[t0, t1]`` has
+    one, and no piece straddles another job's arrival or completion.
+    """
+
+    def __init__(self, env: simpy.Environment, shared: bool) -> None:
+        self.env = env
+        self.shared = shared
+        self.jobs: list[_Job] = []
+        self.t_last = 0.0
+        self.version = 0
+        self.log: list[tuple[float, float, str, float]] = []
+
+    def run(self, work_s: float, kind: str) -> simpy.Event:
+        done = self.env.event()
+        if work_s <= 0:
+            done.succeed()
+            return done
+        self._advance()
+        self.jobs.append(_Job(work_s, work_s, kind, done))
+        self._schedule()
+        return done
+
+    def _rate(self) -> float:
+        return 1.0 / len(self.jobs) if self.shared and self.jobs else 1.0
+
+    def _advance(self) -> None:
+        now = float(self.env.now)
+        dt = now - self.t_last
+        if dt > 0 and self.jobs:
+            rate = self._rate()
+            for j in self.jobs:
+                j.remaining -= dt * rate
+                self.log.append((self.t_last, now, j.kind, rate))
+        self.t_last = now
+
+    def _schedule(self) -> None:
+        self.version += 1
+        if self.jobs:
+            dt = min(j.remaining for j in self.jobs) / self._rate()
+            self.env.process(self._timer(self.version, max(0.0, dt)))
+
+    def _timer(self, version: int, dt: float) -> Any:
+        yield self.env.timeout(dt)
+        if version != self.version:
+            return
+        self._advance()
+        finished = [j for j in self.jobs if j.remaining <= 1e-12 * j.work + 1e-15]
+        self.jobs = [j for j in self.jobs if j not in finished]
+        for j in finished:
+            j.done.succeed()
+        self._schedule()
+
+
+def _union(intervals: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Sorted, disjoint union of intervals."""
+    out: list[tuple[float, float]] = []
+    for a, b in sorted(intervals):
+        if b <= a:
+            continue
+        if out and a <= out[-1][1]:
+            if b > out[-1][1]:
+                out[-1] = (out[-1][0], b)
+        else:
+            out.append((a, b))
+    return out
+
+
+def _measure(intervals: Sequence[tuple[float, float]]) -> float:
+    """Total length of a union of intervals."""
+    return float(sum(b - a for a, b in _union(intervals)))
+
+
+def _overlap(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> float:
+    """Length of the intersection of two sorted disjoint interval lists."""
+    i = j = 0
+    total = 0.0
+    while i < len(a) and j < len(b):
+        lo, hi = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
+        if hi > lo:
+            total += hi - lo
+        if a[i][1] < b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return total
+
+
+_PRIORITY = {"compute": 0, "encode": 1, "decode": 2}
+
+
+def _attribute(log: Sequence[tuple[float, float, str, float]], shared: bool) -> dict[str, float]:
+    """Seconds of the device's time per kind: by share when shared, else each piece of
+    time to the highest-priority kind running then (compute, encode, decode)."""
+    out = {"compute": 0.0, "encode": 0.0, "decode": 0.0}
+    if shared:
+        for a, b, kind, share in log:
+            out[kind] += (b - a) * share
+        return out
+    best: dict[tuple[float, float], str] = {}
+    for a, b, kind, _ in log:
+        k = (a, b)
+        if k not in best or _PRIORITY[kind] < _PRIORITY[best[k]]:
+            best[k] = kind
+    for (a, b), kind in best.items():
+        out[kind] += b - a
+    return out
+
+
 def _compute_factors(p: int, stragglers: Mapping[int, float] | None, jitter: float, seed: int) -> np.ndarray:
     factors = np.ones(p)
     if jitter > 0:
@@ -111,25 +270,6 @@ def _compute_factors(p: int, stragglers: Mapping[int, float] | None, jitter: flo
             raise ConfigError(f"straggler slowdown must be >= 1, got {slow} for rank {rank}")
         factors[rank] *= slow
     return factors
-
-
-def _measure(intervals: list[tuple[float, float]]) -> float:
-    """Total length of a union of intervals."""
-    total, end = 0.0, -np.inf
-    for a, b in sorted(intervals):
-        if b <= end:
-            continue
-        total += b - max(a, end)
-        end = b
-    return total
-
-
-def _covered(points: np.ndarray, intervals: list[tuple[float, float]]) -> np.ndarray:
-    """Boolean mask: which of ``points`` (segment midpoints) fall inside any interval."""
-    mask = np.zeros(points.shape, dtype=bool)
-    for a, b in intervals:
-        mask |= (points > a) & (points < b)
-    return mask
 
 
 def simulate_iteration(
@@ -148,11 +288,10 @@ def simulate_iteration(
     for name in ("forward_s", "backward_s", "optimizer_s"):
         if getattr(spec, name) < 0:
             raise ConfigError(f"IterationSpec.{name} must be >= 0, got {getattr(spec, name)}")
+    if spec.codec_overlap not in CODEC_OVERLAPS:
+        raise ConfigError(f"codec_overlap must be one of {', '.join(CODEC_OVERLAPS)}, got {spec.codec_overlap!r}")
     p = topology.num_ranks
-    coll = COLLECTIVES.get(spec.collective)
-    # a collective taking ``hop_s`` decodes, sums and re-encodes at every hop: give it the
-    # codec time of one 1/p chunk
-    per_hop = "hop_s" in inspect.signature(coll).parameters
+    COLLECTIVES.get(spec.collective)  # an unknown name lists the valid ones
     factors = _compute_factors(p, stragglers, jitter, seed)
     classes, rank_class = np.unique(factors, return_inverse=True)
     reps = [int(np.flatnonzero(rank_class == c)[0]) for c in range(len(classes))]
@@ -162,63 +301,93 @@ def simulate_iteration(
     ranks = list(range(p))
     nb = len(spec.buckets)
     ncls = len(classes)
+    shared = spec.codec_overlap == "shared"
+    devices = [_Device(env, shared) for _ in range(ncls)]
     streams = [simpy.Resource(env, capacity=1) for _ in range(ncls)]
+    comm_stream = simpy.Resource(env, capacity=1)
+    ready = [[env.event() for _ in range(nb)] for _ in range(ncls)]
+    bwd_done = [env.event() for _ in range(ncls)]
     enc_done = [[env.event() for _ in range(nb)] for _ in range(ncls)]
     dec_done = [[env.event() for _ in range(nb)] for _ in range(ncls)]
     comm_done = [env.event() for _ in range(nb)]
-    enc_iv: list[list[tuple[float, float, int]]] = [[] for _ in range(ncls)]
-    dec_iv: list[list[tuple[float, float, int]]] = [[] for _ in range(ncls)]
+    codec_iv: list[list[tuple[float, float, str, int]]] = [[] for _ in range(ncls)]
     comm_iv: list[tuple[float, float, int]] = []
     end_t = np.zeros(ncls)
-    bwd_end = [(spec.forward_s + spec.backward_s) * f for f in classes]
+    bwd_end_t = np.zeros(ncls)
+    order = sorted(range(nb), key=lambda b: spec.buckets[b].ready_s)
 
-    def encoder(c: int, b: int) -> Any:
-        bucket = spec.buckets[b]
-        if spec.overlap:
-            ready = (spec.forward_s + bucket.ready_s) * classes[c]
-            yield env.timeout(max(0.0, ready - env.now))
-        elif b == 0:
-            yield env.timeout(bwd_end[c])
-        else:
-            yield dec_done[c][b - 1]
+    def compute(c: int) -> Any:
+        f = classes[c]
+        dev = devices[c]
+        yield dev.run(spec.forward_s * f, "compute")
+        done = 0.0
+        for b in order:
+            target = min(max(spec.buckets[b].ready_s, 0.0), spec.backward_s) * f
+            if target > done:
+                yield dev.run(target - done, "compute")
+                done = target
+            ready[c][b].succeed()
+        if spec.backward_s * f > done:
+            yield dev.run(spec.backward_s * f - done, "compute")
+        bwd_end_t[c] = env.now
+        bwd_done[c].succeed()
+
+    def codec_work(c: int, kind: str, seconds: float, b: int) -> Any:
         with streams[c].request() as req:
             yield req
             t0 = env.now
-            yield env.timeout(bucket.encode_s)
-            enc_iv[c].append((t0, env.now, b))
+            yield devices[c].run(seconds, kind)
+            if seconds > 0:
+                codec_iv[c].append((t0, env.now, kind, b))
+
+    def on_all(kind: str, seconds: float, b: int) -> simpy.Event:
+        return simpy.AllOf(env, [env.process(codec_work(c, kind, seconds, b)) for c in range(ncls)])
+
+    def encoder(c: int, b: int) -> Any:
+        if spec.overlap:
+            yield ready[c][b]
+        elif b == 0:
+            yield bwd_done[c]
+        else:
+            yield dec_done[c][b - 1]
+        yield env.process(codec_work(c, "encode", spec.buckets[b].encode_s, b))
         enc_done[c][b].succeed()
 
     def communicator(b: int) -> Any:
         bucket = spec.buckets[b]
-        waits = [enc_done[c][b] for c in range(ncls)]
-        if b > 0:
-            waits.append(comm_done[b - 1])
-        yield simpy.AllOf(env, waits)
-        opts = dict(spec.collective_opts)
-        if per_hop:
-            # decode + sum + re-encode of one 1/p chunk at every hop
-            opts.setdefault("hop_s", (bucket.encode_s + bucket.decode_s) / p)
-        t0 = env.now
-        yield env.process(coll(net, ranks, bucket.bytes_for(p), **opts))
-        comm_iv.append((t0, env.now, b))
+        yield simpy.AllOf(env, [enc_done[c][b] for c in range(ncls)])
+        for k, rnd in enumerate(bucket.all_rounds()):
+            if k > 0 and rnd.work_before_s > 0:
+                yield on_all("encode", rnd.work_before_s, b)
+            name = rnd.collective or spec.collective
+            info = collective_info(name)
+            opts = dict(spec.collective_opts if rnd.collective is None else {})
+            opts.update(rnd.options)
+            if info.requantizes:
+                opts.update(hop_decode_s=bucket.hop_decode_s, hop_encode_s=bucket.hop_encode_s,
+                            work=lambda kind, sec, _b=b: on_all(kind, sec, _b))
+            with comm_stream.request() as req:
+                yield req
+                t0 = env.now
+                yield env.process(info.fn(net, ranks, rnd.bytes_for(p), **opts))
+                comm_iv.append((t0, env.now, b))
         comm_done[b].succeed()
 
     def decoder(c: int, b: int) -> Any:
         bucket = spec.buckets[b]
         yield comm_done[b]
-        n = decodes_per_bucket(spec.collective, p)
-        with streams[c].request() as req:
-            yield req
-            t0 = env.now
-            yield env.timeout(bucket.decode_s * n)
-            dec_iv[c].append((t0, env.now, b))
+        last = bucket.all_rounds()[-1].collective or spec.collective
+        n = collective_info(last).decodes(p)
+        yield env.process(codec_work(c, "decode", bucket.decode_s * n, b))
         dec_done[c][b].succeed()
 
     def finisher(c: int) -> Any:
-        yield simpy.AllOf(env, [env.timeout(bwd_end[c]), *dec_done[c]])
-        yield env.timeout(spec.optimizer_s * classes[c])
+        yield simpy.AllOf(env, [bwd_done[c], *dec_done[c]])
+        yield devices[c].run(spec.optimizer_s * classes[c], "compute")
         end_t[c] = env.now
 
+    for c in range(ncls):
+        env.process(compute(c))
     for b in range(nb):
         env.process(communicator(b))
         for c in range(ncls):
@@ -233,47 +402,33 @@ def simulate_iteration(
     crit = int(max(range(ncls), key=lambda c: (round(float(end_t[c]), 12), float(classes[c]))))
     f = classes[crit]
     fwd, bwd, opt = spec.forward_s * f, spec.backward_s * f, spec.optimizer_s * f
-    opt_start = end_t[crit] - opt
-    compute_iv = [(0.0, fwd + bwd), (opt_start, float(end_t[crit]))]
-    comm_pairs = [(a, b) for a, b, _ in comm_iv]
-    enc_pairs = [(a, b) for a, b, _ in enc_iv[crit]]
-    dec_pairs = [(a, b) for a, b, _ in dec_iv[crit]]
-
-    # Attribute every instant of [0, T] on the critical rank: compute, else encode/decode
-    # work, else communication in flight (or waiting for it).
-    cuts = np.unique(np.array([0.0, T, *[x for iv in (compute_iv + comm_pairs + enc_pairs + dec_pairs) for x in iv]]))
-    cuts = cuts[(cuts >= 0) & (cuts <= T)]
-    lengths = np.diff(cuts)
-    mids = (cuts[:-1] + cuts[1:]) / 2
-    is_compute = _covered(mids, compute_iv)
-    is_enc = _covered(mids, enc_pairs) & ~is_compute
-    is_dec = _covered(mids, dec_pairs) & ~is_compute & ~is_enc
-    rest = ~is_compute & ~is_enc & ~is_dec
-    in_comm = _covered(mids, comm_pairs)
-    compute_s = float(lengths[is_compute].sum())
-    encode_x = float(lengths[is_enc].sum())
-    decode_x = float(lengths[is_dec].sum())
-    exposed = float(lengths[rest].sum())
-    comm_s = _measure(comm_pairs)
-    hidden = comm_s - float(lengths[rest & in_comm].sum())
+    log = devices[crit].log
+    shares = _attribute(log, shared)
+    busy = _union([(a, b) for a, b, _, _ in log])
+    comm_union = _union([(a, b) for a, b, _ in comm_iv])
+    busy_s = float(sum(b - a for a, b in busy))
+    comm_s = float(sum(b - a for a, b in comm_union))
+    exposed = max(0.0, T - busy_s)
+    comm_idle = comm_s - _overlap(comm_union, busy)
+    iv = codec_iv[crit]
 
     rec = net.records
     total_bytes = float(np.sum(rec.nbytes)) if len(rec) else 0.0
-    segments = _segments(spec, classes, rank_class, reps, crit, enc_iv, dec_iv, comm_iv, end_t, net,
-                         trace_ranks, trace_transfers)
+    segments = _segments(spec, classes, rank_class, reps, crit, codec_iv, comm_iv, bwd_end_t, end_t,
+                         net, trace_ranks, trace_transfers)
     return IterationResult(
         iteration_s=T,
-        compute_s=compute_s,
+        compute_s=shares["compute"],
         forward_s=fwd,
         backward_s=bwd,
         optimizer_s=opt,
-        encode_s=encode_x,
-        decode_s=decode_x,
+        encode_s=shares["encode"],
+        decode_s=shares["decode"],
         comm_s=comm_s,
         exposed_comm_s=exposed,
-        hidden_comm_s=max(0.0, hidden),
-        encode_total_s=_measure(enc_pairs),
-        decode_total_s=_measure(dec_pairs),
+        hidden_comm_s=max(0.0, comm_s - comm_idle),
+        encode_total_s=float(sum(_work(iv, "encode"))),
+        decode_total_s=float(sum(_work(iv, "decode"))),
         bytes_per_rank=total_bytes / p,
         n_transfers=net.n_transfers,
         critical_rank=reps[crit],
@@ -282,15 +437,19 @@ def simulate_iteration(
     )
 
 
+def _work(iv: Sequence[tuple[float, float, str, int]], kind: str) -> list[float]:
+    return [b - a for a, b, k, _ in iv if k == kind]
+
+
 def _segments(
     spec: IterationSpec,
     classes: np.ndarray,
     rank_class: np.ndarray,
     reps: Sequence[int],
     crit: int,
-    enc_iv: Sequence[Sequence[tuple[float, float, int]]],
-    dec_iv: Sequence[Sequence[tuple[float, float, int]]],
+    codec_iv: Sequence[Sequence[tuple[float, float, str, int]]],
     comm_iv: Sequence[tuple[float, float, int]],
+    bwd_end_t: np.ndarray,
     end_t: np.ndarray,
     net: Network,
     trace_ranks: int,
@@ -312,9 +471,8 @@ def _segments(
         f = classes[c]
         fb = spec.forward_s * f
         segs.append(Segment(r, "forward", 0.0, fb, "forward"))
-        segs.append(Segment(r, "backward", fb, fb + spec.backward_s * f, "backward"))
-        segs += [Segment(r, "encode", a, b, f"bucket {k}") for a, b, k in enc_iv[c]]
-        segs += [Segment(r, "decode", a, b, f"bucket {k}") for a, b, k in dec_iv[c]]
+        segs.append(Segment(r, "backward", fb, float(bwd_end_t[c]), "backward"))
+        segs += [Segment(r, kind, a, b, f"bucket {k}") for a, b, kind, k in codec_iv[c]]
         segs.append(Segment(r, "optimizer", float(end_t[c]) - spec.optimizer_s * f, float(end_t[c]), "optimizer"))
         if per_transfer and len(rec):
             mask = rec.src == r

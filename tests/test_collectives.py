@@ -138,12 +138,13 @@ def test_parameter_server_sharded_colocated(p: int, m: float, bw: float, lat: fl
 
 @settings(max_examples=20, deadline=None)
 @given(sizes=st.lists(st.floats(1e3, 1e7), min_size=2, max_size=12), bw=bw_st, lat=lat_st,
-       hop=st.floats(0, 1e-3), ag_hop=st.floats(0, 1e-4))
+       dec=st.floats(0, 1e-3), enc=st.floats(0, 1e-3))
 def test_compressed_allreduce_charges_codec_time_every_hop(sizes: list[float], bw: float, lat: float,
-                                                           hop: float, ag_hop: float) -> None:
+                                                           dec: float, enc: float) -> None:
+    """Decode + re-encode at each of the p-1 reduce-scatter hops, nothing in the allgather."""
     p = len(sizes)
-    run = run_collective(star(p, bw, lat), "compressed_allreduce", sizes, hop_s=hop, ag_hop_s=ag_hop)
-    expect = analytic.compressed_allreduce_time(sizes, 2 * lat, bw, hop, ag_hop)
+    run = run_collective(star(p, bw, lat), "compressed_allreduce", sizes, hop_decode_s=dec, hop_encode_s=enc)
+    expect = analytic.compressed_allreduce_time(sizes, 2 * lat, bw, dec + enc)
     assert run.time_s == pytest.approx(expect, rel=REL)
 
 
@@ -308,8 +309,8 @@ def test_collective_errors_are_clear() -> None:
         run_collective(topo, "hierarchical_allreduce", 1e6)
     with pytest.raises(ConfigError, match="root"):
         run_collective(topo, "broadcast", 1e6, root=7)
-    with pytest.raises(ConfigError, match="hop_s"):
-        run_collective(topo, "compressed_allreduce", 1e6, hop_s=-1.0)
+    with pytest.raises(ConfigError, match="hop_decode_s"):
+        run_collective(topo, "compressed_allreduce", 1e6, hop_decode_s=-1.0)
     with pytest.raises(ConfigError, match="num_servers"):
         run_collective(topo, "parameter_server", 1e6, num_servers=9)
     with pytest.raises(ConfigError, match="distinct"):
@@ -353,3 +354,29 @@ def test_gloo_pair_allgather_runs_the_two_directions_one_after_the_other() -> No
     assert t == pytest.approx(2 * alpha + 4e6 / 1e9, rel=1e-9)
     with pytest.raises(ConfigError, match="exactly 2 ranks"):
         run_collective(star(3, 1e9, 2e-6), "gloo_pair_allgather", 1e6)
+
+
+def test_every_registered_collective_is_declared_completely() -> None:
+    """Walk the registry: each collective declares what it carries and delivers, and its
+    closed form (checked against the engine on a contention-free star) or why it has none."""
+    from gradwire.simulator.collectives.base import COLLECTIVE_INFO, collective_info
+
+    assert set(COLLECTIVE_INFO) == set(COLLECTIVES.names())
+    topo = star(4, 1.25e9, 2e-6)
+    for name in COLLECTIVES.names():
+        info = collective_info(name)
+        assert info.carries in ("sum", "payload", "any", "none")
+        assert info.delivers in ("reduced", "all", "chunks")
+        assert info.decodes(4) in (1, 3, 4)
+        if info.requantizes:
+            assert "hop_decode_s" in info.fn.__code__.co_varnames and "work" in info.fn.__code__.co_varnames
+        if name == "hierarchical_allreduce":
+            continue  # needs servers; checked against its closed form in its own tests
+        if info.closed_form is None:
+            assert info.no_closed_form_why
+            with pytest.raises(ConfigError, match="no closed form"):
+                analytic.closed_form(topo, name, 1e6)
+            continue
+        engine = run_collective(topo, name, 1e6).time_s
+        assert engine == pytest.approx(analytic.closed_form(topo, name, 1e6), rel=1e-9), name
+

@@ -88,7 +88,7 @@ def test_broken_user_models_get_one_error_naming_model_module(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str, attr: str, message: str
 ) -> None:
     mod = _write_module(tmp_path, monkeypatch, body)
-    with pytest.raises(ConfigError, match="model.module") as err:
+    with pytest.raises(ConfigError, match=r"model\.module") as err:
         user_model(f"{mod}:{attr}")
     assert message in str(err.value)
 

@@ -136,16 +136,89 @@ def test_breakdown_is_additive(p, overlap, sizes, enc, dec, coll) -> None:
     assert res.iteration_s >= F + B + O
 
 
-def test_compressed_allreduce_is_charged_codec_time_at_every_hop() -> None:
-    """The timeline hands a per-hop collective the codec time of one 1/p chunk, and a rank
-    decodes one (summed) payload after it, not p of them."""
+def test_compressed_reduce_scatter_books_per_hop_work_as_codec_time() -> None:
+    """Each element is encoded once per hop it is re-encoded at: the first chunk's encode
+    plus p-1 re-encodes of 1/p make one whole encode; p-1 decodes of 1/p during the
+    reduce-scatter and p-1 after the allgather. Communication is the collective alone."""
     from gradwire.simulator.collectives import run_collective
 
     p, m, enc, dec = 4, 2e6, 4e-3, 2e-3
-    spec = IterationSpec(F, B, O, (one_bucket(m, enc=enc, dec=dec),), "compressed_allreduce", overlap=False)
+    bucket = BucketCost(numel=int(m // 4), ready_s=0.02, payload_bytes=(m,), encode_s=enc / p,
+                        decode_s=dec / p, hop_decode_s=dec / p, hop_encode_s=enc / p)
+    spec = IterationSpec(F, B, O, (bucket,), "compressed_allreduce", overlap=False)
     res = simulate_iteration(spec, star(p), per_message_overhead_s=OVH)
-    coll = run_collective(star(p), "compressed_allreduce", m, per_message_overhead_s=OVH,
-                          hop_s=(enc + dec) / p).time_s
-    no_hops = run_collective(star(p), "compressed_allreduce", m, per_message_overhead_s=OVH).time_s
-    assert coll == pytest.approx(no_hops + (p - 1) * (enc + dec) / p, rel=1e-9)
-    assert res.iteration_s == pytest.approx(F + B + enc + coll + dec + O, rel=1e-9)
+    alone = run_collective(star(p), "compressed_allreduce", m, per_message_overhead_s=OVH).time_s
+    assert alone == pytest.approx(2 * (p - 1) * (alpha() + m / p / BW), rel=1e-9)
+    codec = enc / p + (p - 1) * (dec + enc) / p + (p - 1) * dec / p
+    assert res.iteration_s == pytest.approx(F + B + O + alone + codec, rel=1e-9)
+    assert res.encode_total_s == pytest.approx(enc, rel=1e-9)
+    assert res.decode_total_s == pytest.approx(2 * (p - 1) * dec / p, rel=1e-9)
+    assert res.encode_s + res.decode_s == pytest.approx(codec, rel=1e-9)
+    assert res.exposed_comm_s == pytest.approx(alone, rel=1e-9)
+
+
+R = 0.005  # the bucket is ready 5 ms into backward
+
+
+def early_bucket(enc: float, dec: float = 0.0, m: float = 4e3) -> BucketCost:
+    return BucketCost(numel=int(m // 4), ready_s=R, payload_bytes=(m,), encode_s=enc, decode_s=dec)
+
+
+def test_shared_codec_work_stretches_backward_by_exactly_the_encode() -> None:
+    """One bucket encoded under backward: shared, backward and encode split the device, and
+    the iteration grows by the encode; free, the encode hides under backward."""
+    p, enc = 4, 3e-3
+    shared = simulate_iteration(IterationSpec(F, B, O, (early_bucket(enc),), "ring_allreduce"), star(p),
+                                per_message_overhead_s=OVH)
+    free = simulate_iteration(IterationSpec(F, B, O, (early_bucket(enc),), "ring_allreduce",
+                                            codec_overlap="free"), star(p), per_message_overhead_s=OVH)
+    comm = ring_allreduce_s(p, 4e3)
+    assert F + R + 2 * enc + comm < F + B + enc  # the exchange ends under backward
+    assert shared.iteration_s == pytest.approx(F + B + enc + O, rel=1e-9)
+    assert shared.compute_s == pytest.approx(F + B + O, rel=1e-9)
+    assert shared.encode_s == pytest.approx(enc, rel=1e-9)
+    assert free.iteration_s == pytest.approx(F + B + O, rel=1e-9)
+    assert free.encode_s == pytest.approx(0.0, abs=1e-12)
+    assert free.encode_total_s == pytest.approx(enc, rel=1e-9)
+
+
+def test_shared_encode_longer_than_the_rest_of_backward() -> None:
+    """Encode E > remaining backward: half speed for both until backward ends, then the
+    encode alone; it ends at F + B + E (shared) or F + R + E (free)."""
+    p, enc, dec = 4, 0.03, 1e-3
+    assert enc > B - R
+    comm = ring_allreduce_s(p, 4e3)
+    shared = simulate_iteration(IterationSpec(F, B, O, (early_bucket(enc, dec),), "ring_allreduce"),
+                                star(p), per_message_overhead_s=OVH)
+    free = simulate_iteration(IterationSpec(F, B, O, (early_bucket(enc, dec),), "ring_allreduce",
+                                            codec_overlap="free"), star(p), per_message_overhead_s=OVH)
+    assert shared.iteration_s == pytest.approx(F + B + enc + comm + dec + O, rel=1e-9)
+    assert free.iteration_s == pytest.approx(F + R + enc + comm + dec + O, rel=1e-9)
+    for res in (shared, free):
+        parts = res.compute_s + res.encode_s + res.decode_s + res.exposed_comm_s
+        assert parts == pytest.approx(res.iteration_s, rel=1e-9)
+
+
+def test_two_round_exchange_runs_its_rounds_in_order_with_work_between() -> None:
+    """PowerSGD-style: round 1, the local work, then round 2 (which needs round 1's result)."""
+    from gradwire.simulator.timeline import Round
+
+    p, m1, m2, enc, mid, dec = 4, 6e6, 2e6, 2e-3, 1.5e-3, 1e-3
+    bucket = BucketCost(numel=int(m1), ready_s=B, payload_bytes=(m1,), encode_s=enc, decode_s=dec,
+                        rounds=(Round((m1,)), Round((m2,), work_before_s=mid)))
+    res = simulate_iteration(IterationSpec(F, B, O, (bucket,), "ring_allreduce", overlap=False),
+                             star(p), per_message_overhead_s=OVH)
+    r1, r2 = ring_allreduce_s(p, m1), ring_allreduce_s(p, m2)
+    assert res.iteration_s == pytest.approx(F + B + enc + r1 + mid + r2 + dec + O, rel=1e-9)
+    assert res.comm_s == pytest.approx(r1 + r2, rel=1e-9)
+    assert res.encode_total_s == pytest.approx(enc + mid, rel=1e-9)
+    comm = sorted((s.start_s, s.end_s) for s in res.segments if s.kind == "comm" and s.rank == 0)
+    first_round_end = F + B + enc + r1
+    second = [s for s in comm if s[0] >= first_round_end - 1e-12]
+    assert second and min(a for a, _ in second) == pytest.approx(first_round_end + mid, rel=1e-9)
+
+
+def test_unknown_codec_overlap_is_refused() -> None:
+    with pytest.raises(ConfigError, match="codec_overlap"):
+        simulate_iteration(IterationSpec(F, B, O, (one_bucket(1e3),), "ring_allreduce",
+                                         codec_overlap="sometimes"), star(2))

@@ -141,7 +141,8 @@ class _Exchange:
         self.k = workers
         self.names = list(names)
         self.exchange = exchange
-        self.own_protocol = type(self.codec).aggregate is not Codec.aggregate
+        # a multi-round exchange (PowerSGD) runs the codec's own protocol
+        self.own_protocol = len(self.codec.exchange.rounds) > 1 or type(self.codec).aggregate is not Codec.aggregate
         # One independent seeded stream per (tensor, worker[, chunk]): the codec derives
         # the stream from ``worker``, so each state gets a distinct index.
         self.states: dict[str, list[Any]] = {}

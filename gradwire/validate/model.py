@@ -28,7 +28,6 @@ MTU_FRAME_BYTES = 1514  # what tbf counts for one full TCP segment: 1448 + 32 + 
 MSS_BYTES = 1448  # TCP payload per full segment with timestamps, MTU 1500
 ACK_FRAME_BYTES = 66  # a pure ACK with timestamps: 32 TCP + 20 IP + 14 Ethernet
 ACK_EVERY = 2  # delayed ACK: one acknowledgement per two full segments
-LENGTH_MESSAGE_BYTES = 8  # the int64 payload length each rank allgathers before a payload
 
 
 @dataclass(frozen=True)
@@ -140,73 +139,51 @@ def predict_collective(op: str, size_bytes: float, k: int, cal: Calibration) -> 
     return run.time_s
 
 
-COST_SOURCES = ("in_situ", "standalone")
-
-
-def iteration_spec(train: Mapping[str, Any], ranks: Sequence[Mapping[str, Any]], k: int,
-                   costs: str = "in_situ") -> Any:
-    """The :class:`IterationSpec` of one measured DDP configuration.
+def iteration_spec(train: Mapping[str, Any], ranks: Sequence[Mapping[str, Any]], k: int) -> Any:
+    """The :class:`IterationSpec` of one measured DDP configuration, built by the same
+    function the user path uses (:func:`gradwire.iteration.iteration_spec`).
 
     ``train`` is rank 0's ``train`` entry for one codec; ``ranks`` the same entry of every
     rank (payload sizes differ per rank for variable-length codes). Compute times are the
-    slowest rank's medians; encode/decode the slowest rank's; a quantized bucket's
-    collective is the allgather of payloads padded to the longest (as the DDP hook sends
-    them), preceded by the allgather of the 8-byte lengths.
-
-    ``costs="in_situ"`` takes encode and decode times from the DDP hook's own timers in the
-    measured run (what the codec really cost there, with the other ranks competing for the
-    same cores); ``"standalone"`` from timing the codec on the same gradients outside DDP.
-    Either way the network side comes from the calibration alone.
+    slowest rank's medians; the buckets are the ones DDP used in the run; codec times come
+    from timing the codec on the same gradients outside DDP (the slowest rank's), never
+    from the measured run itself; the network side comes from the calibration alone.
+    gloo's collectives carry the exchange: its ring allreduce for summable codecs, its
+    allgather (the pair exchange for two ranks, as the DDP hook does) for payloads.
     """
-    if costs not in COST_SOURCES:
-        raise ConfigError(f"costs must be one of {COST_SOURCES}, got {costs!r}")
     from gradwire.codecs.base import make_codec
-    from gradwire.simulator.timeline import BucketCost, IterationSpec
+    from gradwire.iteration import BucketInput, ExchangeChoice
+    from gradwire.iteration import iteration_spec as build
 
     codec = make_codec(str(train["codec"]))
+    ex = codec.exchange
+    if len(ex.rounds) != 1:
+        raise ConfigError(f"validation measures one-round codecs; {codec.spec()!r} has {len(ex.rounds)} rounds")
     prof = [r["profile"] for r in ranks]
     ready = {p["name"]: max(pr["params"][i]["ready_s"] for pr in prof)
              for i, p in enumerate(prof[0]["params"])}
-    buckets: list[BucketCost] = []
-    summable = codec.summable
+    buckets = []
     for b, names in enumerate(train["buckets"]):
         cost = [r["costs"][b] for r in ranks]
-        ready_s = max(ready[n] for n in names)
-        numel = int(cost[0]["numel"])
-        if costs == "in_situ":
-            calls = [r["hook_calls"][b] for r in ranks]
-            enc = max(c["encode_s"] for c in calls)
-            dec_all = max(c["decode_s"] for c in calls)  # all k payloads decoded and averaged
-        else:
-            enc = max(c["encode_s"] for c in cost)
-            dec_all = k * max(c["decode_s"] for c in cost)
-        costs_b = cost
-        if codec.name == "fp32":
-            buckets.append(BucketCost(numel, ready_s, (4.0 * numel,), 0.0, 0.0))
-        elif summable:
-            buckets.append(BucketCost(numel, ready_s, (float(costs_b[0]["nbytes"]),), enc, 0.0))
-        else:
-            padded = float(max(c["nbytes"] for c in costs_b))
-            buckets.append(BucketCost(1, ready_s, (LENGTH_MESSAGE_BYTES,), enc, 0.0))
-            # The hook decodes all k payloads (its own too) before averaging; the timeline
-            # charges k decodes after an allgather, so the bucket carries one payload's.
-            buckets.append(BucketCost(numel, ready_s, (padded,), 0.0, dec_all / k))
-    # Two ranks exchange quantized payloads as one message each way (see the DDP hook).
-    collective = ("gloo_ring_allreduce" if summable
-                  else "gloo_pair_allgather" if k == 2 else "gloo_ring_allgather")
-    return IterationSpec(
-        forward_s=max(p["forward_s"] for p in prof),
-        backward_s=max(p["backward_s"] for p in prof),
-        optimizer_s=max(p["optimizer_s"] for p in prof),
-        buckets=tuple(buckets), collective=collective, collective_opts={}, overlap=True,
+        buckets.append(BucketInput(
+            numel=int(cost[0]["numel"]), ready_s=max(ready[n] for n in names),
+            round_bytes=tuple((float(c["nbytes"]),) for c in cost),
+            encode_s=max(float(c["encode_s"]) for c in cost),
+            decode_s=max(float(c["decode_s"]) for c in cost),
+        ))
+    choice = ExchangeChoice("gloo_ring_allreduce", "gloo_pair_allgather" if k == 2 else "gloo_ring_allgather")
+    return build(
+        forward_s=max(p["forward_s"] for p in prof), backward_s=max(p["backward_s"] for p in prof),
+        optimizer_s=max(p["optimizer_s"] for p in prof), buckets=buckets, exchange=ex,
+        codec=codec.spec(), choice=choice, p=k, overlap=True, codec_overlap="shared",
     )
 
 
 def predict_iteration(train: Mapping[str, Any], ranks: Sequence[Mapping[str, Any]], k: int,
-                      cal: Calibration, costs: str = "in_situ") -> Any:
+                      cal: Calibration) -> Any:
     """Simulated :class:`IterationResult` of one measured DDP configuration."""
     from gradwire.simulator.timeline import simulate_iteration
 
-    spec = iteration_spec(train, ranks, k, costs)
+    spec = iteration_spec(train, ranks, k)
     return simulate_iteration(spec, _topology(k, cal), per_message_overhead_s=cal.one_way_s,
                               efficiency=cal.efficiency_for(bidirectional=True))

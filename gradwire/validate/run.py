@@ -160,12 +160,13 @@ def run_validation(
     return evaluate(result.raw)
 
 
-def evaluate(raw: Sequence[dict[str, Any]], *, costs: str = "in_situ") -> ValidationResult:
+def evaluate(raw: Sequence[dict[str, Any]]) -> ValidationResult:
     """Predict every case in ``raw`` (the stored measurements, ``validation_raw.json``).
 
     Measuring and predicting are separate so a stored run can be predicted again by a
-    changed model without measuring again: ``evaluate(json.load(open(path)))``.
-    ``costs`` picks where codec times come from (see :func:`~.model.iteration_spec`).
+    changed model without measuring again: ``evaluate(json.load(open(path)))``. Only the
+    calibration (ping-pong and one bulk transfer per network) feeds the network side; every
+    collective and training case is judged, none is fitted.
     """
     result = ValidationResult(raw=list(raw))
     for run in raw:
@@ -175,7 +176,7 @@ def evaluate(raw: Sequence[dict[str, Any]], *, costs: str = "in_situ") -> Valida
         if "collectives" in res[0]:
             result.cases += _collective_cases(res[0]["collectives"], k, rate, cal)
         if "train" in res[0]:
-            result.cases += _training_cases(res, k, rate, cal, costs)
+            result.cases += _training_cases(res, k, rate, cal)
     return result
 
 
@@ -192,14 +193,13 @@ def _collective_cases(meas: dict[str, Any], k: int, rate: float, cal: Calibratio
     return out
 
 
-def _training_cases(res: list[dict[str, Any]], k: int, rate: float, cal: Calibration,
-                    costs: str) -> list[Case]:
+def _training_cases(res: list[dict[str, Any]], k: int, rate: float, cal: Calibration) -> list[Case]:
     out = []
     for j, tr in enumerate(res[0]["train"]["train"]):
         ranks = [r["train"]["train"][j] for r in res]
         # Per iteration the slowest rank's period; the median over timed iterations.
         periods = [max(r["periods_s"][i] for r in ranks) for i in range(len(ranks[0]["periods_s"]))]
-        sim = predict_iteration(tr, ranks, k, cal, costs)
+        sim = predict_iteration(tr, ranks, k, cal)
         extra = {
             "compute_s": sim.compute_s, "comm_s": sim.comm_s, "exposed_comm_s": sim.exposed_comm_s,
             "encode_s": sim.encode_s, "decode_s": sim.decode_s, "bytes_per_rank": sim.bytes_per_rank,

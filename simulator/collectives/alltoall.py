@@ -12,11 +12,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from gradwire.simulator.collectives.base import COLLECTIVES, CollectiveProcess, check_args
+from gradwire.simulator import analytic
+from gradwire.simulator.collectives.base import CollectiveProcess, check_args, collective
 from gradwire.simulator.network import Network
 
 
-@COLLECTIVES.register("alltoall")
+@collective("alltoall", carries="none", closed_form=analytic.cf_alltoall)
 def alltoall(net: Network, ranks: Sequence[int], sizes: Sequence[float], *,
              tag: str = "alltoall") -> CollectiveProcess:
     """All-to-all of ``sizes[i]/p`` bytes from rank ``ranks[i]`` to each other rank."""

@@ -11,9 +11,11 @@ with other collectives on one :class:`~gradwire.simulator.network.Network`.
 
 from __future__ import annotations
 
+import inspect
 import math
-from collections.abc import Callable, Generator, Sequence
-from typing import Any
+from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 import simpy
@@ -26,10 +28,105 @@ CollectiveProcess = Generator[simpy.Event, Any, None]
 CollectiveFn = Callable[..., CollectiveProcess]
 
 COLLECTIVES: Registry[CollectiveProcess] = Registry("collective")
-# Collectives that hand every rank all p payloads (allgathers): after one of them a rank
-# decodes p payloads, after a summing collective only one. Each such collective adds its
-# name in its own file.
-GATHERS_PAYLOADS: set[str] = set()
+
+Carries = Literal["sum", "payload", "any", "none"]
+Delivers = Literal["reduced", "all", "chunks"]
+WorkFn = Callable[[str, float], simpy.Event]
+ClosedForm = Callable[..., float]
+# keyword parameters every collective may take that are not user options
+RESERVED_OPTIONS = frozenset({"tag", "work", "hop_encode_s", "hop_decode_s"})
+
+
+@dataclass(frozen=True)
+class CollectiveInfo:
+    """What a collective declares about itself, read by the iteration builder and timeline.
+
+    ``carries``: which payloads it can exchange -- ``"sum"`` (summable: it adds them on the
+    way), ``"payload"`` (encoded payloads that must be decoded before summing), ``"any"``
+    (both: it only moves bytes, e.g. an allgather), ``"none"`` (a building block, not a
+    gradient exchange). ``delivers``: what a rank holds at the end -- the reduced buffer
+    (``"reduced"``: one decode), every rank's whole payload (``"all"``: p decodes), or
+    p-1 received compressed chunks of 1/p of the buffer (``"chunks"``). ``requantizes``:
+    it decodes, sums and re-encodes a 1/p chunk at every reduce-scatter hop, asking the
+    timeline for that codec work through its ``work`` callback (``hop_decode_s`` then
+    ``hop_encode_s`` per hop). ``length_prefix``: payloads of per-rank lengths are gathered
+    into equal slots, so the exchange first gathers every rank's length (a small message)
+    and pads each payload to the longest.
+    """
+
+    name: str
+    fn: CollectiveFn
+    carries: Carries
+    delivers: Delivers = "reduced"
+    requantizes: bool = False
+    length_prefix: bool = False
+    # (topology, ranks, sizes, per_message_overhead_s, efficiency, options) -> seconds on a
+    # contention-free network; None with the reason when there is none
+    closed_form: ClosedForm | None = None
+    no_closed_form_why: str = ""
+
+    def options(self) -> tuple[str, ...]:
+        """The keyword options a scenario may set (``exchange.*_options``)."""
+        sig = inspect.signature(self.fn)
+        return tuple(n for n, prm in sig.parameters.items()
+                     if prm.kind is inspect.Parameter.KEYWORD_ONLY and n not in RESERVED_OPTIONS)
+
+    def decodes(self, p: int) -> int:
+        """Payloads a rank decodes after this collective, of size 1/p each for ``chunks``."""
+        if self.delivers == "all":
+            return p
+        if self.delivers == "chunks":
+            return max(0, p - 1) if p > 1 else 1
+        return 1
+
+    def can_carry(self, summable: bool) -> bool:
+        if self.carries in ("any",):
+            return True
+        return self.carries == ("sum" if summable else "payload")
+
+
+COLLECTIVE_INFO: dict[str, CollectiveInfo] = {}
+
+
+def collective(name: str, *, carries: Carries, delivers: Delivers = "reduced",
+               requantizes: bool = False, length_prefix: bool = False,
+               closed_form: ClosedForm | None = None, no_closed_form_why: str = ""
+               ) -> Callable[[CollectiveFn], CollectiveFn]:
+    """Register a collective under ``name`` with its declaration (see :class:`CollectiveInfo`).
+
+    A collective gives its closed form, or says why it has none."""
+    if closed_form is None and not no_closed_form_why:
+        raise ValueError(f"collective {name!r}: declare its closed form or why it has none")
+
+    def deco(fn: CollectiveFn) -> CollectiveFn:
+        COLLECTIVES.register(name)(fn)
+        COLLECTIVE_INFO[name] = CollectiveInfo(name, fn, carries, delivers, requantizes, length_prefix,
+                                               closed_form, no_closed_form_why)
+        return fn
+
+    return deco
+
+
+def collective_info(name: str) -> CollectiveInfo:
+    """The declaration of collective ``name`` (an unknown name lists the valid ones)."""
+    COLLECTIVES.get(name)  # raises UnknownNameError listing the registered names
+    return COLLECTIVE_INFO[name]
+
+
+def check_options(name: str, opts: Mapping[str, Any], field: str) -> list[str]:
+    """Problems with user options ``opts`` for collective ``name``, each naming ``field``."""
+    info = collective_info(name)
+    allowed = info.options()
+    bad = sorted(k for k in opts if k not in allowed)
+    if not bad:
+        return []
+    valid = ", ".join(allowed) if allowed else "none"
+    return [f"{field}: {name} takes no option {k!r} (its options: {valid})" for k in bad]
+
+
+def default_work(env: simpy.Environment) -> WorkFn:
+    """Codec work run as plain local time (a collective simulated alone)."""
+    return lambda _kind, seconds: env.timeout(seconds)
 
 
 def check_args(net: Network, ranks: Sequence[int], sizes: Sequence[float] | np.ndarray,
@@ -58,10 +155,14 @@ def check_seconds(value: Any, name: str) -> float:
 
 
 def ring_steps(net: Network, src: np.ndarray, dst: np.ndarray, chunk: Callable[[int], np.ndarray],
-               steps: int, tag: str, hop_s: float = 0.0) -> CollectiveProcess:
+               steps: int, tag: str, hop: Sequence[tuple[str, float]] = (),
+               work: WorkFn | None = None) -> CollectiveProcess:
     """``steps`` lock-step ring steps: all ``src[i] -> dst[i]`` at once, sizes ``chunk(step)``;
-    ``hop_s`` seconds of local work follow each step (decode + sum + re-encode)."""
+    after each step every rank does the local codec work ``hop`` (``(kind, seconds)`` in
+    order, e.g. decode the received chunk then re-encode the partial sum) through ``work``."""
+    run = work or default_work(net.env)
     for step in range(steps):
         yield net.transfers(src, dst, chunk(step), f"{tag}{step}")
-        if hop_s > 0:
-            yield net.env.timeout(hop_s)
+        for kind, seconds in hop:
+            if seconds > 0:
+                yield run(kind, seconds)

@@ -11,11 +11,12 @@ from collections.abc import Sequence
 import numpy as np
 
 from gradwire.errors import ConfigError
-from gradwire.simulator.collectives.base import COLLECTIVES, CollectiveProcess, check_args
+from gradwire.simulator import analytic
+from gradwire.simulator.collectives.base import CollectiveProcess, check_args, collective
 from gradwire.simulator.network import Network
 
 
-@COLLECTIVES.register("broadcast")
+@collective("broadcast", carries="none", closed_form=analytic.cf_broadcast)
 def broadcast(net: Network, ranks: Sequence[int], sizes: Sequence[float], *, root: int = 0,
               tag: str = "broadcast") -> CollectiveProcess:
     """Broadcast ``sizes[root]`` bytes from ``ranks[root]`` (``root`` indexes ``ranks``)."""

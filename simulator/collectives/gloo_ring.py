@@ -26,12 +26,7 @@ import numpy as np
 import simpy
 
 from gradwire.errors import ConfigError
-from gradwire.simulator.collectives.base import (
-    COLLECTIVES,
-    GATHERS_PAYLOADS,
-    CollectiveProcess,
-    check_args,
-)
+from gradwire.simulator.collectives.base import CollectiveProcess, check_args, collective
 from gradwire.simulator.network import Network
 
 GLOO_MAX_SEGMENT_BYTES = 1024 * 1024  # gloo AllreduceOptions kMaxSegmentSize
@@ -107,7 +102,11 @@ def gloo_pair_allgather(net: Network, ranks: Sequence[int], sizes: Sequence[floa
     yield net.transfer(int(r[1]), int(r[0]), float(s[1]), tag=f"{tag}:1")
 
 
-COLLECTIVES.register("gloo_ring_allreduce")(gloo_ring_allreduce)
-COLLECTIVES.register("gloo_ring_allgather")(gloo_ring_allgather)
-COLLECTIVES.register("gloo_pair_allgather")(gloo_pair_allgather)
-GATHERS_PAYLOADS.update({"gloo_ring_allgather", "gloo_pair_allgather"})
+_GLOO_WHY = ("two segments in flight hide each message's overhead behind the other's transfer "
+             "only partly; checked against gloo itself on shaped links (run_sim.py validate)")
+collective("gloo_ring_allreduce", carries="sum", no_closed_form_why=_GLOO_WHY)(gloo_ring_allreduce)
+collective("gloo_ring_allgather", carries="any", delivers="all", length_prefix=True,
+           no_closed_form_why=_GLOO_WHY)(gloo_ring_allgather)
+collective("gloo_pair_allgather", carries="any", delivers="all", length_prefix=True,
+           no_closed_form_why="the two directions run one after the other: sum of the two payloads' "
+                              "transfer times, checked against gloo on shaped links")(gloo_pair_allgather)

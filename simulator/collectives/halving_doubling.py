@@ -13,11 +13,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from gradwire.simulator.collectives.base import COLLECTIVES, CollectiveProcess, check_args
+from gradwire.simulator import analytic
+from gradwire.simulator.collectives.base import CollectiveProcess, check_args, collective
 from gradwire.simulator.network import Network
 
 
-@COLLECTIVES.register("halving_doubling_allreduce")
+@collective("halving_doubling_allreduce", carries="sum", closed_form=analytic.cf_halving_doubling)
 def halving_doubling_allreduce(net: Network, ranks: Sequence[int], sizes: Sequence[float], *,
                                tag: str = "halving_doubling") -> CollectiveProcess:
     """Halving-doubling allreduce of ``sizes[i]`` bytes per rank (any p >= 1)."""

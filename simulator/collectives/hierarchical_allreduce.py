@@ -16,10 +16,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from gradwire.errors import ConfigError
+from gradwire.simulator import analytic
 from gradwire.simulator.collectives.base import (
-    COLLECTIVES,
     CollectiveProcess,
     check_args,
+    collective,
     ring_steps,
 )
 from gradwire.simulator.network import Network
@@ -46,7 +47,7 @@ def server_groups(net: Network, ranks: np.ndarray) -> np.ndarray:
     return np.array(list(groups.values()), dtype=np.int64)
 
 
-@COLLECTIVES.register("hierarchical_allreduce")
+@collective("hierarchical_allreduce", carries="sum", closed_form=analytic.cf_hierarchical_allreduce)
 def hierarchical_allreduce(net: Network, ranks: Sequence[int], sizes: Sequence[float], *,
                            tag: str = "hierarchical") -> CollectiveProcess:
     """Hierarchical allreduce of ``max(sizes)`` bytes per rank over the topology's servers."""

@@ -17,11 +17,12 @@ import numpy as np
 import simpy
 
 from gradwire.errors import ConfigError
-from gradwire.simulator.collectives.base import COLLECTIVES, CollectiveProcess, check_args
+from gradwire.simulator import analytic
+from gradwire.simulator.collectives.base import CollectiveProcess, check_args, collective
 from gradwire.simulator.network import Network
 
 
-@COLLECTIVES.register("parameter_server")
+@collective("parameter_server", carries="sum", closed_form=analytic.cf_parameter_server)
 def parameter_server(net: Network, ranks: Sequence[int], sizes: Sequence[float], *,
                      num_servers: int = 1, pull: bool = True, servers: Sequence[int] | None = None,
                      pull_bytes: float | None = None, tag: str = "ps") -> CollectiveProcess:

@@ -12,19 +12,17 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from gradwire.simulator import analytic
 from gradwire.simulator.collectives.base import (
-    COLLECTIVES,
-    GATHERS_PAYLOADS,
     CollectiveProcess,
     check_args,
+    collective,
     ring_steps,
 )
 from gradwire.simulator.network import Network
 
-GATHERS_PAYLOADS.add("ring_allgather")
 
-
-@COLLECTIVES.register("ring_allgather")
+@collective("ring_allgather", carries="any", delivers="all", length_prefix=True, closed_form=analytic.cf_ring_allgather)
 def ring_allgather(net: Network, ranks: Sequence[int], sizes: Sequence[float], *,
                    tag: str = "ring_allgather") -> CollectiveProcess:
     """Ring allgather: ``sizes[i]`` is the payload of rank ``ranks[i]``."""

@@ -10,16 +10,17 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from gradwire.simulator import analytic
 from gradwire.simulator.collectives.base import (
-    COLLECTIVES,
     CollectiveProcess,
     check_args,
+    collective,
     ring_steps,
 )
 from gradwire.simulator.network import Network
 
 
-@COLLECTIVES.register("ring_allreduce")
+@collective("ring_allreduce", carries="sum", closed_form=analytic.cf_ring_allreduce)
 def ring_allreduce(net: Network, ranks: Sequence[int], sizes: Sequence[float], *,
                    tag: str = "ring_allreduce") -> CollectiveProcess:
     """Ring allreduce of ``sizes[i]`` bytes per rank; rank i's chunks are ``sizes[i]/p``."""

@@ -11,16 +11,17 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from gradwire.simulator import analytic
 from gradwire.simulator.collectives.base import (
-    COLLECTIVES,
     CollectiveProcess,
     check_args,
+    collective,
     ring_steps,
 )
 from gradwire.simulator.network import Network
 
 
-@COLLECTIVES.register("ring_reduce_scatter")
+@collective("ring_reduce_scatter", carries="none", closed_form=analytic.cf_ring_reduce_scatter)
 def ring_reduce_scatter(net: Network, ranks: Sequence[int], sizes: Sequence[float], *,
                         tag: str = "ring_reduce_scatter") -> CollectiveProcess:
     """Ring reduce-scatter of ``sizes[i]`` bytes per rank; rank i's chunks are ``sizes[i]/p``."""

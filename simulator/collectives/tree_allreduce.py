@@ -16,7 +16,8 @@ from collections.abc import Sequence
 import numpy as np
 import simpy
 
-from gradwire.simulator.collectives.base import COLLECTIVES, CollectiveProcess, check_args
+from gradwire.simulator import analytic
+from gradwire.simulator.collectives.base import CollectiveProcess, check_args, collective
 from gradwire.simulator.network import Network
 
 
@@ -45,7 +46,7 @@ def _one_tree(net: Network, order: np.ndarray, m: float, tag: str) -> Collective
     yield simpy.AllOf(env, procs)
 
 
-@COLLECTIVES.register("tree_allreduce")
+@collective("tree_allreduce", carries="sum", closed_form=analytic.cf_tree_allreduce)
 def tree_allreduce(net: Network, ranks: Sequence[int], sizes: Sequence[float], *,
                    double: bool = False, tag: str = "tree_allreduce") -> CollectiveProcess:
     """Tree allreduce of ``max(sizes)`` bytes (binary tree, or two trees if ``double``)."""

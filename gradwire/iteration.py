@@ -1,0 +1,162 @@
+"""The one place where a codec's declared exchange becomes the iteration the simulator runs.
+
+:func:`iteration_spec` turns (compute times, per-bucket codec costs and payload sizes, the
+codec's :class:`~gradwire.codecs.exchange.Exchange`, the collectives and their options)
+into an :class:`~gradwire.simulator.timeline.IterationSpec`. The user path
+(:func:`gradwire.pipeline.evaluate_point`) and the validation predictor
+(:mod:`gradwire.validate.model`) both call it, so what is validated is what users run.
+The accounting it applies, each from a declaration:
+
+* an in-place exchange (fp32 gradients allreduced as they are) costs no codec time and
+  moves the gradient's own bytes (2 per element for bf16/fp16 gradients);
+* a summable cast (fp16, bf16) pays its encode (one cast) and one decode (the cast back);
+* payloads that cannot be summed go through the quantized collective; a gathering
+  collective with ``length_prefix`` first gathers every rank's payload length (8 bytes,
+  as the DDP hook does) and moves every payload padded to the longest, and a rank decodes
+  as many payloads as the collective declares;
+* a re-quantizing collective (compressed reduce-scatter + allgather) gets the encode of
+  its first 1/p chunk up front and, per hop, the decode and re-encode of one 1/p chunk;
+* an exchange of several rounds (PowerSGD: P, then Q) splits the encode work as the
+  codec declares (``encode_split``), the later shares running between the rounds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from gradwire.codecs.exchange import Exchange
+from gradwire.errors import ConfigError
+from gradwire.simulator.collectives.base import check_options, collective_info
+from gradwire.simulator.timeline import BucketCost, IterationSpec, Round
+
+LENGTH_MESSAGE_BYTES = 8  # the int64 payload length (in bits) each rank gathers first
+
+# torch.distributed's DDP defaults: bucket_cap_mb=25 (MiB) and a first bucket capped at
+# 1 MiB (dist._DEFAULT_FIRST_BUCKET_BYTES) so that communication starts early in backward
+DDP_BUCKET_CAP_MIB = 25.0
+DDP_FIRST_BUCKET_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class BucketInput:
+    """One bucket's measured facts: ``round_bytes[r][k]`` is rank r's bytes in round k
+    (fewer ranks than the cluster: reused cyclically); seconds for one rank's whole
+    encode and for decoding ONE payload of the bucket."""
+
+    numel: int
+    ready_s: float
+    round_bytes: tuple[tuple[float, ...], ...]
+    encode_s: float
+    decode_s: float
+
+
+@dataclass(frozen=True)
+class ExchangeChoice:
+    """The collectives a scenario picks, with their options."""
+
+    summable: str = "ring_allreduce"
+    quantized: str = "ring_allgather"
+    summable_options: Mapping[str, Any] = field(default_factory=dict)
+    quantized_options: Mapping[str, Any] = field(default_factory=dict)
+
+    def for_codec(self, exchange: Exchange, codec: str) -> tuple[str, dict[str, Any]]:
+        """The collective (and options) that carries ``codec``'s rounds; an error when the
+        chosen collective cannot carry them."""
+        if exchange.summable:
+            name, opts, fld = self.summable, self.summable_options, "exchange.summable"
+        else:
+            name, opts, fld = self.quantized, self.quantized_options, "exchange.quantized"
+        info = collective_info(name)
+        if not info.can_carry(exchange.summable):
+            what = "summable payloads" if exchange.summable else f"the encoded payloads of {codec!r} (they must be decoded before they are summed)"
+            raise ConfigError(f"{fld}: {name} cannot carry {what}; pick a collective that "
+                              f"{'sums' if exchange.summable else 'gathers or re-quantizes'} (see docs/simulator.md)")
+        problems = check_options(name, opts, f"{fld}_options")
+        if problems:
+            raise ConfigError("; ".join(problems))
+        return name, dict(opts)
+
+
+def ddp_buckets(numels: Sequence[int], bucket_cap_bytes: float = DDP_BUCKET_CAP_MIB * 2**20, *,
+                elem_bytes: int = 4, first_bucket_bytes: float = DDP_FIRST_BUCKET_BYTES) -> list[list[int]]:
+    """Group parameter indices (in gradient-ready order) into buckets as DDP does.
+
+    DDP (``compute_bucket_assignment_by_size``, and the rebuild after the first iteration
+    in gradient-ready order) closes a bucket once its bytes reach the current limit; the
+    limits are ``[first_bucket_bytes, bucket_cap_bytes]``, the last repeated.
+    """
+    if bucket_cap_bytes <= 0 or first_bucket_bytes <= 0:
+        raise ConfigError(f"bucket sizes must be > 0 bytes, got cap {bucket_cap_bytes} and first {first_bucket_bytes}")
+    buckets: list[list[int]] = []
+    cur: list[int] = []
+    size = 0.0
+    limit = float(min(first_bucket_bytes, bucket_cap_bytes))
+    for i, n in enumerate(numels):
+        cur.append(i)
+        size += n * elem_bytes
+        if size >= limit:
+            buckets.append(cur)
+            cur, size = [], 0.0
+            limit = float(bucket_cap_bytes)
+    if cur:
+        buckets.append(cur)
+    return buckets
+
+
+def iteration_spec(
+    *,
+    forward_s: float,
+    backward_s: float,
+    optimizer_s: float,
+    buckets: Sequence[BucketInput],
+    exchange: Exchange,
+    codec: str,
+    choice: ExchangeChoice,
+    p: int,
+    grad_elem_bytes: int = 4,
+    overlap: bool = True,
+    codec_overlap: str = "shared",
+) -> IterationSpec:
+    """The iteration of one codec on one cluster (see the module docstring)."""
+    name, opts = choice.for_codec(exchange, codec)
+    info = collective_info(name)
+    out: list[BucketCost] = []
+    for b in buckets:
+        rb = [tuple(float(x) for x in r) for r in b.round_bytes]
+        if not rb or any(len(r) != len(exchange.rounds) for r in rb):
+            raise ConfigError(f"codec {codec!r}: each rank needs one byte count per round "
+                              f"({len(exchange.rounds)}), got {b.round_bytes}")
+        if exchange.in_place:
+            out.append(BucketCost(b.numel, b.ready_s, (float(b.numel * grad_elem_bytes),), 0.0, 0.0))
+            continue
+        enc, dec = float(b.encode_s), float(b.decode_s)
+        if len(exchange.rounds) > 1:
+            split = exchange.encode_split
+            rounds = tuple(Round(tuple(r[k] for r in rb), None, enc * split[k] if k else 0.0)
+                           for k in range(len(exchange.rounds)))
+            out.append(BucketCost(b.numel, b.ready_s, rounds[0].payload_bytes, enc * split[0], dec, rounds))
+            continue
+        sizes = tuple(r[0] for r in rb)
+        if info.requantizes:
+            out.append(BucketCost(b.numel, b.ready_s, sizes, enc / p, dec / p,
+                                  hop_decode_s=dec / p, hop_encode_s=enc / p))
+        elif info.length_prefix and not exchange.summable:
+            padded = (max(sizes),)
+            rounds = (Round((float(LENGTH_MESSAGE_BYTES),)), Round(padded))
+            out.append(BucketCost(b.numel, b.ready_s, padded, enc, dec, rounds))
+        else:
+            out.append(BucketCost(b.numel, b.ready_s, sizes, enc, dec))
+    return IterationSpec(forward_s, backward_s, optimizer_s, tuple(out), name, opts, overlap, codec_overlap)
+
+
+__all__ = [
+    "DDP_BUCKET_CAP_MIB",
+    "DDP_FIRST_BUCKET_BYTES",
+    "LENGTH_MESSAGE_BYTES",
+    "BucketInput",
+    "ExchangeChoice",
+    "ddp_buckets",
+    "iteration_spec",
+]
