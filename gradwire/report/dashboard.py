@@ -32,8 +32,9 @@ from gradwire.results import Row, Trace
 
 MAX_SUMMARY_ROWS = 300
 ESTIMATE_NOTE = (
-    "Values labelled “estimate” use compute and codec times rescaled from the measuring device to "
-    "the target device by a device profile; they are estimates, not measurements."
+    "Values labelled “estimate” use compute and codec times estimated for "
+    "the target device (the header and the CSV say from what, with the stated error); they "
+    "are estimates, not measurements."
 )
 
 _CSS = """

@@ -1,1 +1,0 @@
-"""Runnable examples of GradWire's extension points (see docs/models.md)."""
