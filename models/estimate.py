@@ -3,9 +3,10 @@
 Each operation of an :class:`~gradwire.models.flops.OpTrace` is priced on the target
 device at the scenario's precision, with an achieved efficiency per operation class:
 
-- a matrix product or convolution whose arithmetic intensity reaches the device's ridge
-  point (peak FLOP/s over bandwidth) is a *large GEMM*: ``FLOPs / peak * x_gemm``;
-- one below the ridge is a *small GEMM*, limited by memory: ``bytes / bandwidth * x_small``;
+- a matrix product or convolution (seen as a GEMM) whose dimensions all reach one 128-wide
+  tensor-core tile and whose arithmetic intensity reaches the device's ridge point (peak
+  FLOP/s over bandwidth) is a *large GEMM*: ``FLOPs / peak * x_gemm``;
+- any other is a *small GEMM*: ``max(FLOPs / peak, bytes / bandwidth) * x_small``;
 - every other operation (elementwise, normalization, reductions, copies) is
   *memory-bound*: ``bytes / bandwidth * x_memory``;
 - the optimizer (SGD with momentum: parameter, gradient and buffer read, parameter and
@@ -41,6 +42,9 @@ from gradwire.models.flops import BACKWARD, CONV, FORWARD, MEMORY, OpTrace
 PRECISIONS = ("fp32", "tf32", "amp_bf16", "amp_fp16")
 OPTIMIZER_BYTES_PER_ELEMENT = 5 * 4  # SGD momentum in float32: 3 reads + 2 writes
 TERMS = ("gemm", "small_gemm", "memory", "optimizer", "launch")
+# A GEMM with a dimension below one 128-wide tensor-core tile (cuBLAS/CUTLASS's common
+# 128x128 block) leaves the tile partly idle: it is a small GEMM.
+SMALL_GEMM_DIM = 128
 
 
 @dataclass(frozen=True)
@@ -139,10 +143,10 @@ def op_terms(trace: OpTrace, device: DeviceProfile, prec: Precision) -> np.ndarr
     t_compute = trace.flops / peak
     t_memory = trace.bytes * prec.activation_bytes_scale / device.memory_bandwidth_Bps
     is_gemm = trace.op_class != MEMORY
-    large = is_gemm & (t_compute >= t_memory)
+    large = is_gemm & (t_compute >= t_memory) & (trace.min_dim >= SMALL_GEMM_DIM)
     out = np.zeros((len(trace.flops), len(TERMS)))
     out[:, 0] = np.where(large, t_compute, 0.0)
-    out[:, 1] = np.where(is_gemm & ~large, t_memory, 0.0)
+    out[:, 1] = np.where(is_gemm & ~large, np.maximum(t_compute, t_memory), 0.0)
     out[:, 2] = np.where(~is_gemm, t_memory, 0.0)
     out[:, 4] = 1.0
     return out

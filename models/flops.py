@@ -60,7 +60,10 @@ class OpTrace:
     Arrays are aligned, one entry per ATen operation in execution order: ``phase``
     (0 forward, 1 backward), ``op_class`` (:data:`MATMUL`, :data:`CONV`, :data:`MEMORY`),
     ``flops`` and ``bytes`` (read + written, at 4 bytes per element; an estimate in a
-    narrower precision scales them). ``params`` are ``(name, shape)`` in the order
+    narrower precision scales them). ``min_dim`` is the smallest dimension of a matrix
+    product or convolution seen as a GEMM (``M`` = batch x output pixels, ``N`` = output
+    channels, ``K`` = input channels x kernel; attention: the sequence lengths and the head
+    width), 0 for other operations. ``params`` are ``(name, shape)`` in the order
     backward completes their gradients; ``ready_op[i]`` is the number of backward
     operations executed before parameter ``i``'s gradient was complete.
     """
@@ -74,6 +77,7 @@ class OpTrace:
     names: tuple[str, ...]
     params: tuple[tuple[str, tuple[int, ...]], ...]
     ready_op: np.ndarray
+    min_dim: np.ndarray  # smallest of a GEMM's M, N, K (convolutions as implicit GEMMs); 0 else
 
     @property
     def num_params(self) -> int:
@@ -95,11 +99,31 @@ def _nbytes(obj: Any) -> int:
     return total
 
 
+def _gemm_min_dim(name: str, args: Any, out: Any) -> float:
+    """The smallest GEMM dimension of a matrix product, convolution or attention op."""
+    t = [a for a in args if isinstance(a, Tensor)]
+    try:
+        if name in ("mm", "addmm", "bmm", "baddbmm"):
+            a, b = t[-2], t[-1]
+            return float(min(a.shape[-2], a.shape[-1], b.shape[-1]))
+        if name in ("convolution", "_convolution", "convolution_backward"):
+            weight = t[2] if name == "convolution_backward" else t[1]
+            o = t[0] if name == "convolution_backward" else out
+            pixels = o.shape[0] * math.prod(o.shape[2:])
+            return float(min(pixels, weight.shape[0], math.prod(weight.shape[1:])))
+        if "attention" in name:
+            q, k = t[0], t[1]
+            return float(min(q.shape[-2], k.shape[-2], q.shape[-1]))
+    except (IndexError, AttributeError):
+        return 0.0
+    return 0.0
+
+
 class _Recorder(TorchDispatchMode):
     def __init__(self) -> None:
         super().__init__()
         self.phase = FORWARD
-        self.rows: list[tuple[int, int, float, float]] = []
+        self.rows: list[tuple[int, int, float, float, float]] = []
         self.names: list[str] = []
         self.backward_ops = 0
 
@@ -120,7 +144,7 @@ class _Recorder(TorchDispatchMode):
         nbytes = _nbytes(args) + _nbytes(kwargs) + _nbytes(out)
         for i in _TWO_PASS.get(name, ()):
             nbytes += _nbytes(args[i])
-        self.rows.append((self.phase, cls, flops, float(nbytes)))
+        self.rows.append((self.phase, cls, flops, float(nbytes), _gemm_min_dim(name, args, out)))
         self.names.append(name)
         if self.phase == BACKWARD:
             self.backward_ops += 1
@@ -188,7 +212,7 @@ def trace_spec(spec: ModelSpec, batch_size: int, *, seed: int = 0) -> OpTrace:
             f"model {spec.name!r}: parameters {', '.join(missing[:5])} get no gradient from the "
             "loss; freeze them (requires_grad=False) or use them in forward"
         )
-    arr = np.array(rec.rows, dtype=float).reshape(-1, 4)
+    arr = np.array(rec.rows, dtype=float).reshape(-1, 5)
     return OpTrace(
         model=spec.name,
         batch_size=batch_size,
@@ -196,6 +220,7 @@ def trace_spec(spec: ModelSpec, batch_size: int, *, seed: int = 0) -> OpTrace:
         op_class=arr[:, 1].astype(np.int8),
         flops=arr[:, 2],
         bytes=arr[:, 3],
+        min_dim=arr[:, 4],
         names=tuple(rec.names),
         params=tuple(order),
         ready_op=np.array(ready, dtype=np.int64),
