@@ -71,6 +71,20 @@ class ModelSpec:
             )
         return self.batch_fn(batch_size, generator, torch.device(device))
 
+    def as_factory(self) -> Callable[[], tuple[nn.Module, Callable[[int], tuple[Tensor, Tensor]]]]:
+        """This model on the user-model contract (``model.module``): ``factory()`` returns
+        ``(module, make_batch)``, and ``make_batch(batch_size)`` draws from a generator
+        seeded by PyTorch's global one (which GradWire seeds around the call)."""
+
+        def make_batch(batch_size: int) -> tuple[Tensor, Tensor]:
+            seed = int(torch.randint(0, 2**62, (1,)))
+            return self.make_batch(batch_size, generator=torch.Generator().manual_seed(seed))
+
+        def factory() -> tuple[nn.Module, Callable[[int], tuple[Tensor, Tensor]]]:
+            return self.build(), make_batch
+
+        return factory
+
     def batch_like(self, batch_size: int, device: torch.device | str) -> tuple[Tensor, Tensor]:
         """Zero tensors shaped and typed like ``make_batch(batch_size)``, on ``device`` (the
         meta device for the fast pass): one sample is drawn to learn the shapes."""

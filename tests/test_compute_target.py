@@ -108,6 +108,18 @@ def test_malformed_module_path_and_failing_forward_name_model_module(
         prepare(sc, progress=False)
 
 
+def test_zoo_models_keep_the_user_model_contract(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mod = _write_module(tmp_path, monkeypatch, """
+        from gradwire.models import get_model
+        factory = get_model("small_cnn").as_factory()
+    """)  # fmt: skip
+    user = user_model(f"{mod}:factory")
+    a, b = trace_spec(user, 3), trace_spec(get_model("small_cnn"), 3)
+    assert a.params == b.params and np.array_equal(a.flops, b.flops)
+    x, y = user.make_batch(3, generator=torch.Generator().manual_seed(1))
+    assert x.shape == (3, 1, 28, 28) and y.shape == (3,)
+
+
 def test_mse_loss_and_sequence_outputs() -> None:
     spec = get_model("mlp")
     out = torch.tensor([[1.0, 2.0]])
