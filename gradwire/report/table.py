@@ -46,7 +46,7 @@ WIDE_COLUMNS = 150
 COMPACT_HEADERS = {"bits/elem": "bits", "compression": "compr."}
 ESTIMATE_MARK = "*"
 ESTIMATE_CAPTION = (
-    f"{ESTIMATE_MARK} estimate: times estimated for the target device (sources in the CSV)"
+    f"{ESTIMATE_MARK} estimate: compute times rescaled to the target device by a device profile"
 )
 
 
