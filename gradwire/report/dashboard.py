@@ -32,9 +32,9 @@ from gradwire.results import Row, Trace
 
 MAX_SUMMARY_ROWS = 300
 ESTIMATE_NOTE = (
-    "Values labelled “estimate” use compute and codec times estimated for "
-    "the target device (the header and the CSV say from what, with the stated error); they "
-    "are estimates, not measurements."
+    "Values labelled “estimate” use compute times estimated for the target device and codec "
+    "times rescaled to it from the device at hand; the header names each source and the "
+    "estimate's stated error. They are estimates, not measurements."
 )
 
 _CSS = """
