@@ -36,6 +36,8 @@ class Exchange:
     rounds: tuple[RoundKind, ...] = ("payload",)
     in_place: bool = False
     encode_split: tuple[float, ...] = (1.0,)
+    # an uncompressed exchange practitioners run as their baseline (fp32, fp16/bf16 casts)
+    baseline: bool = False
 
     def __post_init__(self) -> None:
         if not self.rounds or any(k not in ("sum", "payload") for k in self.rounds):
@@ -58,8 +60,8 @@ class Exchange:
         return self.rounds == ("payload",)
 
 
-IN_PLACE = Exchange(("sum",), in_place=True)
-CAST = Exchange(("sum",))
+IN_PLACE = Exchange(("sum",), in_place=True, baseline=True)
+CAST = Exchange(("sum",), baseline=True)
 PAYLOAD = Exchange(("payload",))
 
 __all__ = ["CAST", "IN_PLACE", "PAYLOAD", "Exchange", "RoundKind"]

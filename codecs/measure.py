@@ -77,3 +77,26 @@ def measure_codec(
             dec.append(t2 - t1)
         nbits = payload.nbits
     return CodecCost(nbits, statistics.median(enc), statistics.median(dec), tensor.numel())
+
+
+def measure_accumulate(tensor: torch.Tensor, *, repeats: int = 3, warmup: int = 1) -> float:
+    """Median seconds to add one decoded gradient of ``tensor``'s size into a float32 sum.
+
+    After a gather a rank decodes every rank's payload and sums them: this is the cost of
+    one such addition (``acc += decoded``: two reads and one write of float32 per element),
+    timed on the tensor's device like the codec's own encode and decode.
+    """
+    if repeats < 1:
+        raise ConfigError(f"measure_accumulate: repeats={repeats} must be >= 1")
+    dev = tensor.device
+    x = tensor.detach().to(torch.float32).reshape(-1)
+    acc = torch.zeros_like(x)
+    times: list[float] = []
+    for i in range(warmup + repeats):
+        _sync(dev)
+        t0 = time.perf_counter()
+        acc.add_(x)
+        _sync(dev)
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)

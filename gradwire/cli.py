@@ -42,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="address of a running Dask scheduler (default: $DASK_SCHEDULER_ADDRESS; "
                    "with --engine dask and no address, a local cluster on this machine's cores)")
     p.add_argument("--check", action="store_true", help="validate the scenario, print its points, and exit")
+    p.add_argument("--format", choices=["table", "markdown", "csv", "json"], default="table",
+                   help="how the summary is printed (default: a table; to a file or a pipe at full width)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -72,16 +74,19 @@ def _run(args: argparse.Namespace, console: Console) -> int:
                   f"codecs: {', '.join(sc.codecs)}")
     if args.check:
         for pt in points:
-            console.print(f"  point {pt.index} [{pt.point_id}] {pt.values}")
+            console.print(f"  point {pt.index} [{pt.point_id}] {pt.values}", markup=False, highlight=False)
         return 0
     scheduler = args.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
     engine = args.engine or ("dask" if scheduler else "serial")
     out = args.out or os.path.join("results", sc.name)
     outcome = run_scenario(sc, out, engine=engine, scheduler=scheduler, progress=not args.quiet,
                            log=lambda m: console.print(f"[dim]{m}[/dim]"))
-    print_summary(outcome.rows, console)
+    print_summary(outcome.rows, console, args.format)
     if outcome.time_to_target:
-        _print_records(console, "Time to target accuracy (real training x simulated clock)", outcome.time_to_target,
+        first = outcome.time_to_target[0]
+        how = "a proxy: another model, batch or worker count than the point" if first.get("proxy") else "the same workers"
+        _print_records(console, f"Time to target accuracy (real training x simulated clock of point "
+                                f"{first.get('joined_point')}; {how})", outcome.time_to_target,
                        ["codec", "target", "reached", "steps_to_target", "time_to_target_s",
                         "speedup_to_target_vs_fp32", "speedup_to_target_vs_onebit"])
     if outcome.published:
@@ -116,8 +121,17 @@ def _report(argv: Sequence[str], console: Console) -> int:
     p = argparse.ArgumentParser(prog="run_sim.py report",
                                 description="Rebuild CSV, Parquet and dashboard.html from a run's results store.")
     p.add_argument("dir", help="output folder of an earlier run")
+    p.add_argument("--format", choices=["table", "markdown", "csv", "json"], default="table",
+                   help="how the summary is printed (default: a table)")
     a = p.parse_args(list(argv))
     files = report(a.dir)
+    from pathlib import Path
+
+    from gradwire.report.table import print_summary
+    from gradwire.sweep.store import STORE_FILENAME, ResultStore
+
+    with ResultStore(Path(a.dir) / STORE_FILENAME) as store:
+        print_summary(store.rows(), console, a.format)
     console.print("Wrote:")
     for name, path in files.items():
         console.print(f"  {name:>16}: {path}")
@@ -126,7 +140,8 @@ def _report(argv: Sequence[str], console: Console) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    console = Console()
+    # output to a file or a pipe: wide enough that no column is cut
+    console = Console() if sys.stdout.isatty() else Console(width=10_000)
     try:
         if argv and argv[0] == "validate":
             from gradwire.validate import cli_main

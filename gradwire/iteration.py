@@ -13,7 +13,7 @@ The accounting it applies, each from a declaration:
 * payloads that cannot be summed go through the quantized collective; a gathering
   collective with ``length_prefix`` first gathers every rank's payload length (8 bytes,
   as the DDP hook does) and moves every payload padded to the longest, and a rank decodes
-  as many payloads as the collective declares;
+  as many payloads as the collective declares, adding each into a float32 sum;
 * a re-quantizing collective (compressed reduce-scatter + allgather) gets the encode of
   its first 1/p chunk up front and, per hop, the decode and re-encode of one 1/p chunk;
 * an exchange of several rounds (PowerSGD: P, then Q) splits the encode work as the
@@ -43,13 +43,15 @@ DDP_FIRST_BUCKET_BYTES = 1024 * 1024
 class BucketInput:
     """One bucket's measured facts: ``round_bytes[r][k]`` is rank r's bytes in round k
     (fewer ranks than the cluster: reused cyclically); seconds for one rank's whole
-    encode and for decoding ONE payload of the bucket."""
+    encode, for decoding ONE payload of the bucket, and for adding one decoded payload
+    into the running float32 sum (``sum_s``)."""
 
     numel: int
     ready_s: float
     round_bytes: tuple[tuple[float, ...], ...]
     encode_s: float
     decode_s: float
+    sum_s: float = 0.0  # adding one decoded payload into the float32 sum of the bucket
 
 
 @dataclass(frozen=True)
@@ -139,13 +141,15 @@ def iteration_spec(
             out.append(BucketCost(b.numel, b.ready_s, rounds[0].payload_bytes, enc * split[0], dec, rounds))
             continue
         sizes = tuple(r[0] for r in rb)
+        # encoded payloads are decoded and added into the sum: each decode brings an add
+        dec_sum = dec + float(b.sum_s) if not exchange.summable else dec
         if info.requantizes:
-            out.append(BucketCost(b.numel, b.ready_s, sizes, enc / p, dec / p,
-                                  hop_decode_s=dec / p, hop_encode_s=enc / p))
+            out.append(BucketCost(b.numel, b.ready_s, sizes, enc / p, dec_sum / p,
+                                  hop_decode_s=dec_sum / p, hop_encode_s=enc / p))
         elif info.length_prefix and not exchange.summable:
             padded = (max(sizes),)
             rounds = (Round((float(LENGTH_MESSAGE_BYTES),)), Round(padded))
-            out.append(BucketCost(b.numel, b.ready_s, padded, enc, dec, rounds))
+            out.append(BucketCost(b.numel, b.ready_s, padded, enc, dec_sum, rounds))
         else:
             out.append(BucketCost(b.numel, b.ready_s, sizes, enc, dec))
     return IterationSpec(forward_s, backward_s, optimizer_s, tuple(out), name, opts, overlap, codec_overlap)

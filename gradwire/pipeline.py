@@ -109,6 +109,9 @@ class Prepared:
 
     workloads: dict[str, WorkloadSummary] = field(default_factory=dict)
     codecs: dict[tuple[str, str], CodecProfile] = field(default_factory=dict)
+    # per workload, per parameter (backward order): seconds to add one decoded gradient
+    # into a float32 sum (what a rank does per payload after a gather)
+    sum_s: dict[str, tuple[float, ...]] = field(default_factory=dict)
     measured_on: str = "cpu"
     prepare_s: float = 0.0
 
@@ -156,6 +159,20 @@ def _copy_bandwidth_Bps(device: str) -> float:
     return 2 * x.numel() * 4 / sorted(times)[2]
 
 
+def _accumulate_times(sc: Scenario, wl: Any, dev: str) -> tuple[float, ...]:
+    """Per parameter, the seconds to add one decoded gradient into a float32 sum: measured
+    on the device at hand, or on a target device a streaming pass of 12 bytes per element
+    (two float32 reads, one write) at its memory bandwidth."""
+    if sc.model.target_device is not None:
+        from gradwire.models.devices import get_device
+
+        bw = get_device(sc.model.target_device).memory_bandwidth_Bps * sc.model.memory_efficiency
+        return tuple(12.0 * p.numel / bw for p in wl.params)
+    from gradwire.codecs.measure import measure_accumulate
+
+    return tuple(measure_accumulate(wl.gradients[p.name].to(dev), repeats=sc.measure.repeats) for p in wl.params)
+
+
 def prepare(scenario: Scenario, *, points: Sequence[Point] | None = None, progress: bool = True,
             log: Callable[[str], None] | None = None) -> Prepared:
     """Profile every distinct workload and measure every codec on its real gradients."""
@@ -193,6 +210,7 @@ def prepare(scenario: Scenario, *, points: Sequence[Point] | None = None, progre
             data_source=wl.data_source, target_device=origin.target_device, precision=origin.precision,
             compute_source=origin.compute_source, efficiency_source=origin.efficiency_source,
         )
+        prep.sum_s[key] = _accumulate_times(sc, wl, dev)
         specs = list(dict.fromkeys(s for pt in pts if workload_key(pt.scenario) == key for s in pt.scenario.codecs))
         ranks = sc.measure.ranks
         for spec in specs:
@@ -261,8 +279,10 @@ def point_buckets(sc: Scenario, numels: Sequence[int]) -> list[list[int]]:
     return ddp_buckets(numels, cap, elem_bytes=GRAD_ELEM_BYTES[sc.model.dtype], first_bucket_bytes=first)
 
 
-def bucket_inputs(prof: CodecProfile, groups: Sequence[Sequence[int]], ready_s: Sequence[float]) -> list[BucketInput]:
-    """Per bucket: its elements, ready time, bytes per measured rank and round, codec times."""
+def bucket_inputs(prof: CodecProfile, groups: Sequence[Sequence[int]], ready_s: Sequence[float],
+                  sum_s: Sequence[float] | None = None) -> list[BucketInput]:
+    """Per bucket: its elements, ready time, bytes per measured rank and round, codec times,
+    and the time to add one decoded payload into the sum."""
     nranks = len(prof.params[0].nbits) if prof.params else 1
     nrounds = len(prof.exchange.rounds)
     out = []
@@ -275,6 +295,7 @@ def bucket_inputs(prof: CodecProfile, groups: Sequence[Sequence[int]], ready_s: 
         out.append(BucketInput(
             numel=sum(c.numel for c in costs), ready_s=max(ready_s[i] for i in grp), round_bytes=rb,
             encode_s=sum(c.encode_s for c in costs), decode_s=sum(c.decode_s for c in costs),
+            sum_s=sum(sum_s[i] for i in grp) if sum_s is not None else 0.0,
         ))
     return out
 
@@ -302,7 +323,8 @@ def evaluate_point(point: Point, prepared: Prepared) -> tuple[list[Row], list[Tr
         prof = prepared.codecs[(workload_key(sc), spec)]
         ispec = iteration_spec(
             forward_s=wl.forward_s, backward_s=wl.backward_s, optimizer_s=wl.optimizer_s,
-            buckets=bucket_inputs(prof, groups, wl.ready_s), exchange=prof.exchange, codec=spec,
+            buckets=bucket_inputs(prof, groups, wl.ready_s, prepared.sum_s.get(workload_key(sc))),
+            exchange=prof.exchange, codec=spec,
             choice=choice, p=sc.workers, grad_elem_bytes=GRAD_ELEM_BYTES[sc.model.dtype],
             overlap=sc.overlap, codec_overlap=sc.codec_overlap,
         )

@@ -39,6 +39,14 @@ class RunOutcome:
     elapsed_s: float = 0.0
 
 
+def convergence_exchange(quantized: str) -> str:
+    """How the convergence runner combines quantized payloads, from the collective's
+    declaration: re-quantized at every hop, or every worker's payload decoded."""
+    from gradwire.simulator.collectives.base import collective_info
+
+    return "compressed_allreduce" if collective_info(quantized).requantizes else "allgather"
+
+
 def _matches(row: Row, point: dict[str, Any]) -> bool:
     for k, v in point.items():
         have = row.params.get(k, getattr(row, k, None))
@@ -75,20 +83,64 @@ def compare_published(rows: Sequence[Row], figures: Sequence[PublishedFigure]) -
     return out
 
 
-def run_convergence_study(sc: Scenario, rows: Sequence[Row], *, progress: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Real training with each codec, joined with the simulated iteration time of the first point."""
-    from gradwire.convergence import accuracy_vs_time, run_convergence, time_to_accuracy
+def _convergence_key(sc: Scenario) -> str:
+    """What the convergence curves depend on (and nothing else): a re-run with the same
+    settings reuses the stored curves instead of training again."""
+    import hashlib
 
     cfg = sc.convergence
-    curves = run_convergence(model=cfg.model, task=cfg.task, codecs=list(sc.codecs),
-                             workers=cfg.workers or sc.workers, steps=cfg.steps,
-                             batch_per_worker=cfg.batch_per_worker, lr=cfg.lr, seed=sc.seed,
-                             eval_every=cfg.eval_every, progress=progress,
-                             exchange="compressed_allreduce" if sc.exchange.quantized == "compressed_allreduce"
-                             else "allgather")
-    first = min((r.point for r in rows), default=0)
-    iteration_s = {r.codec: r.iteration_s for r in rows if r.point == first}
+    what = {"convergence": cfg.model_dump(mode="json"), "codecs": list(sc.codecs), "seed": sc.seed,
+            "workers": cfg.workers or sc.workers, "exchange": convergence_exchange(sc.exchange.quantized)}
+    return "convergence:" + hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _join_point(sc: Scenario, rows: Sequence[Row]) -> tuple[int, bool]:
+    """The point whose simulated iteration times the training curves are joined with: the
+    first with the convergence study's worker count; else the first point, a proxy."""
+    cfg = sc.convergence
+    k = cfg.workers or sc.workers
+    same = [r.point for r in rows if r.workers == k]
+    if same:
+        return min(same), cfg.model != sc.model.name or cfg.batch_per_worker != sc.model.batch_size
+    return min(r.point for r in rows), True
+
+
+def run_convergence_study(sc: Scenario, rows: Sequence[Row], *, progress: bool,
+                          store: Any = None, log: Callable[[str], None] | None = None
+                          ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Real training with each codec (curves kept in ``store`` and reused by a re-run with
+    the same settings), joined with the simulated iteration time of one point: the records
+    say which point and whether it is a proxy (another model, batch or worker count than
+    the point's)."""
+    from dataclasses import asdict
+
+    from gradwire.convergence import accuracy_vs_time, run_convergence, time_to_accuracy
+    from gradwire.convergence.runner import Curve
+    from gradwire.report.points import point_labels
+
+    say = log or (lambda _m: None)
+    cfg = sc.convergence
+    key = _convergence_key(sc)
+    cached = store.info(key) if store is not None else None
+    if cached:
+        say("convergence study: reusing the stored curves (same settings)")
+        curves = [Curve(**c) for c in cached]
+    else:
+        say("running the convergence study (real training with each codec)")
+        curves = run_convergence(model=cfg.model, task=cfg.task, codecs=list(sc.codecs),
+                                 workers=cfg.workers or sc.workers, steps=cfg.steps,
+                                 batch_per_worker=cfg.batch_per_worker, lr=cfg.lr, seed=sc.seed,
+                                 eval_every=cfg.eval_every, progress=progress,
+                                 exchange=convergence_exchange(sc.exchange.quantized))
+        if store is not None:
+            store.set_info(key, [asdict(c) for c in curves])
+    point, proxy = _join_point(sc, rows)
+    label = point_labels(rows).get(point, str(point))
+    iteration_s = {r.codec: r.iteration_s for r in rows if r.point == point}
     ttt = time_to_accuracy(curves, iteration_s, target=cfg.target, target_fraction=cfg.target_fraction)
+    for rec in ttt:
+        rec["joined_point"] = label
+        rec["proxy"] = proxy
     return accuracy_vs_time(curves, iteration_s), ttt
 
 
@@ -125,8 +177,8 @@ def run_scenario(
     outcome = RunOutcome(sc, out, rows, traces, {}, failed=failed,
                          skipped=len(points) - len(todo))
     if sc.convergence.enabled and rows:
-        say("running the convergence study (real training with each codec)")
-        outcome.convergence, outcome.time_to_target = run_convergence_study(sc, rows, progress=progress)
+        outcome.convergence, outcome.time_to_target = run_convergence_study(sc, rows, progress=progress,
+                                                                            store=store, log=say)
     if sc.published:
         outcome.published = compare_published(rows, sc.published)
     outcome.files = store.export(out, rows=rows)

@@ -268,6 +268,13 @@ def _sweep_problems(sc: Scenario) -> list[Problem]:
 
 def _set_path(data: dict[str, Any], path: str, value: Any) -> None:
     parts = path.split(".")
+    if parts[0] == "sweep" and len(parts) > 2:
+        # a sweep axis is itself a dotted path: sweep.cluster.nic_bandwidth_Gbps
+        sweep = data.setdefault("sweep", {})
+        if not isinstance(sweep, dict):
+            raise ScenarioError([Problem("sweep", f"is not a section; cannot set {path}")])
+        sweep[".".join(parts[1:])] = value
+        return
     node = data
     for part in parts[:-1]:
         child = node.get(part)

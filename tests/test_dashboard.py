@@ -171,6 +171,19 @@ def test_swept_axes_and_heatmap_pick_the_two_most_varied():
     assert heatmap_axes(sweep_rows(workers=(4, 8), gbps=(10.0,))) is None
 
 
+def test_heatmap_never_pairs_an_axis_with_a_function_of_it():
+    """A case axis that sets the model is a function of it: the heatmap takes the swept
+    bandwidth instead (the two-model, two-bandwidth scenario a user tried)."""
+    rows = []
+    for case, model in (("small", "mlp"), ("big", "resnet50")):
+        for gbps in (10.0, 100.0):
+            for r in sweep_rows(workers=(4,), gbps=(gbps,)):
+                rows.append(replace(r, model=model, point=len(rows),
+                                    params={**r.params, "case": case, "model.name": model}))
+    x, y = heatmap_axes(rows)
+    assert {x, y} != {"case", "model.name"} and "cluster.link_Gbps" in (x, y)
+
+
 def test_heatmap_cells_are_the_rows_speedups():
     rows = sweep_rows(buckets=(25, 50))
     panel = speedup_heatmap(rows)
@@ -276,7 +289,8 @@ def test_timeline_bars_are_the_segments():
         segs = [s for s in trace.segments if s.kind == kind]
         assert list(bar.base) == pytest.approx([s.start_s * 1e3 for s in segs])
         assert list(bar.x) == pytest.approx([(s.end_s - s.start_s) * 1e3 for s in segs])
-        assert list(bar.y) == [f"rank {s.rank}" for s in segs]
+        lane = " comm" if kind == "comm" else ""  # communication has its own lane per rank
+        assert list(bar.y) == [f"rank {s.rank}{lane}" for s in segs]
 
 
 @given(
@@ -324,9 +338,9 @@ def test_timeline_caps_ranks_and_says_so():
     trace = make_trace(0, "fp32", ranks=MAX_TIMELINE_RANKS + 4)
     panel = iteration_timeline([trace])
     assert panel.figure is not None
-    ranks = {y for t in panel.figure.data for y in t.y}
+    ranks = {y.removesuffix(" comm") for t in panel.figure.data for y in t.y}
     assert ranks == {f"rank {r}" for r in range(MAX_TIMELINE_RANKS)}
-    assert f"of {MAX_TIMELINE_RANKS + 4} drawn" in panel.note
+    assert f"{MAX_TIMELINE_RANKS} of {MAX_TIMELINE_RANKS + 4} ranks shown" in panel.note
 
 
 def test_timeline_and_topology_skip_without_traces():
@@ -399,8 +413,19 @@ def test_bits_panel_means_and_ranges():
     q = next(t for t in bars if t.name == "qsgd(bits=4, bucket=512)")
     vals = [6.0, 5.0 + 32 / 512]
     assert q.y[0] == pytest.approx(sum(vals) / 2)
-    assert q.error_y.array[0] == pytest.approx(max(vals) - sum(vals) / 2)
+    assert f"{min(vals):.4g}–{max(vals):.4g} over 2 points" in q.customdata[0]  # the range, in the hover
     assert fig.layout.yaxis.title.text == "bits / element"
+
+
+def test_bits_panel_keeps_models_apart():
+    rows = sweep_rows(workers=(4, 8), gbps=(10.0,))
+    rows = [replace(r, model="mlp" if r.workers == 4 else "resnet50",
+                    bits_per_element=r.bits_per_element + (0 if r.workers == 4 else 1)) for r in rows]
+    fig = bits_and_compression(rows).figure
+    q = next(t for t in fig.data if t.name == "qsgd(bits=4, bucket=512)" and t.xaxis in (None, "x"))
+    assert list(q.x) == ["mlp", "resnet50"]
+    by = {r.model: r.bits_per_element for r in rows if r.codec == "qsgd(bits=4, bucket=512)"}
+    assert list(q.y) == pytest.approx([by["mlp"], by["resnet50"]])
 
 
 def test_records_panels_and_missing_keys():

@@ -55,10 +55,19 @@ def test_reduced_quickstart_end_to_end(tmp_path: Path) -> None:
         if r["codec_name"] == "qsgd":
             # fixed-width 4-bit: 4 bits per element + a 32-bit scale per 512 (small layers raw)
             assert 4.0 < r["bits_per_element"] < 4.5
+    # fp32 is DDP's own allreduce: no codec time
+    assert all(r["encode_s"] == 0 and r["decode_s"] == 0 for r in table if r["codec_name"] == "fp32")
+    # to a pipe (stdout is not a terminal) the summary is printed whole, speedups included
+    assert "vs fp32" in proc.stdout and "exposed comm" in proc.stdout
     # the second run finds every point in the store and re-runs none of them
     proc2 = _run(args, tmp_path)
     assert proc2.returncode == 0, proc2.stdout + proc2.stderr
     assert "2 point(s) were already in the store" in proc2.stdout
+    # report prints the table it rebuilt from the store, in any format
+    rep = _run(["report", str(out), "--format", "csv"], tmp_path)
+    assert rep.returncode == 0, rep.stdout + rep.stderr
+    lines = [ln for ln in rep.stdout.splitlines() if ln.startswith(("workers=", '"workers='))]
+    assert len(lines) == 2 * 3
 
 
 def test_invalid_scenario_is_one_clear_error(tmp_path: Path) -> None:
@@ -70,6 +79,15 @@ def test_invalid_scenario_is_one_clear_error(tmp_path: Path) -> None:
     assert "workers: must be > 0" in proc.stdout
     assert "cluster.bandwidth_Gbps: must be > 0 Gbit/s" in proc.stdout
     assert "codecs[0]: unknown codec" in proc.stdout
+
+
+def test_check_prints_every_point_id_and_dotted_sweep_axes_can_be_set(tmp_path: Path) -> None:
+    proc = _run(["nvlink_servers", "--check", "--set", "sweep.cluster.nic_bandwidth_Gbps=[25, 50]",
+                 "--set", "sweep.exchange.summable=[ring_allreduce]"], tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    ids = [ln.split("[")[1].split("]")[0] for ln in proc.stdout.splitlines() if ln.strip().startswith("point ")]
+    assert len(ids) == 2 and all(len(i) == 16 for i in ids)  # ids starting with a letter kept too
+    assert "'cluster.nic_bandwidth_Gbps': 50" in proc.stdout
 
 
 def test_list_shows_builtins(tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ F, B, O = 0.004, 0.010, 0.002  # noqa: E741
 NUMELS = (500_000, 250_000)  # backward order: 2 MB and 1 MB of fp32
 READY = (0.004, B)
 ENC, DEC = (1e-3, 5e-4), (4e-4, 2e-4)  # per parameter, seconds
+SUM = (3e-4, 1.5e-4)  # adding one decoded gradient into the float32 sum
 P = 4
 
 
@@ -57,7 +58,7 @@ def scenario(codecs: list[str], **extra):
 def prepared(sc, codecs: dict[str, tuple[Exchange, int]]) -> Prepared:
     """``codecs``: spec -> (exchange, bits per element of its payload)."""
     wl = WorkloadSummary("handmade", 1, "cpu", F, B, O, NUMELS, READY, ("a", "b"), False, "synthetic")
-    prep = Prepared(workloads={workload_key(sc): wl})
+    prep = Prepared(workloads={workload_key(sc): wl}, sum_s={workload_key(sc): SUM})
     for spec, (ex, bpe) in codecs.items():
         params = tuple(ParamCost(n, (n * bpe, n * bpe), e, d) for n, e, d in zip(NUMELS, ENC, DEC, strict=True))
         prep.codecs[(workload_key(sc), spec)] = CodecProfile(spec, spec, ex.summable, params, exchange=ex)
@@ -86,13 +87,28 @@ def test_bf16_gradients_halve_the_fp32_exchange() -> None:
 
 
 def test_quantized_codec_pays_encode_length_round_allgather_and_p_decodes() -> None:
+    """Encode, an 8-byte length allgather, the payload allgather, then p decodes each
+    added into the float32 sum."""
     sc = scenario(["qsgd(bits=4)"])
     r = rows_for(sc, {"qsgd(bits=4)": (PAYLOAD, 4)})["qsgd(bits=4)"]
     m = 4 * sum(NUMELS) / 8  # 4 bits per element
-    expected = F + B + O + sum(ENC) + ring_allgather_s(8) + ring_allgather_s(m) + P * sum(DEC)
+    expected = F + B + O + sum(ENC) + ring_allgather_s(8) + ring_allgather_s(m) + P * (sum(DEC) + sum(SUM))
     assert r.iteration_s == pytest.approx(expected, rel=1e-9)
     assert r.encode_s == pytest.approx(sum(ENC), rel=1e-9)
-    assert r.decode_s == pytest.approx(P * sum(DEC), rel=1e-9)
+    assert r.decode_s == pytest.approx(P * (sum(DEC) + sum(SUM)), rel=1e-9)
+
+
+def test_compressed_reduce_scatter_through_evaluate_point() -> None:
+    """Per hop one chunk's decode + add and re-encode; communication is the collective alone."""
+    sc = scenario(["qsgd(bits=4)"], exchange={"quantized": "compressed_allreduce"})
+    r = rows_for(sc, {"qsgd(bits=4)": (PAYLOAD, 4)})["qsgd(bits=4)"]
+    m = 4 * sum(NUMELS) / 8
+    alone = 2 * (P - 1) * (alpha() + m / P / BW)
+    enc, dec = sum(ENC), sum(DEC) + sum(SUM)
+    codec = enc / P + (P - 1) * (dec + enc) / P + (P - 1) * dec / P
+    assert r.iteration_s == pytest.approx(F + B + O + alone + codec, rel=1e-9)
+    assert r.exposed_comm_s == pytest.approx(alone, rel=1e-9)
+    assert r.encode_s + r.decode_s == pytest.approx(codec, rel=1e-9)
 
 
 def test_fp16_pays_one_cast_each_way() -> None:

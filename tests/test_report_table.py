@@ -104,15 +104,16 @@ def test_table_has_a_line_per_point_and_codec_with_speedups():
     assert [c.header for c in table.columns] == list(COLUMNS)
     assert table.row_count == 5
     text = render(rows)
+    workers_col = COLUMNS.index("workers") + 1
     lines = {
-        ln.split("│")[2].strip() + "@" + ln.split("│")[3].strip(): ln
+        ln.split("│")[2].strip() + "@" + ln.split("│")[workers_col].strip(): ln
         for ln in text.splitlines()
         if ln.count("│") > 10 and "codec" not in ln
     }
     # speedups computed against the same point's fp32 and onebit rows
     assert "2.50×" in lines["qsgd(bits=4)@8"] and "1.25×" in lines["qsgd(bits=4)@8"]
     assert "1.20×" in lines["qsgd(bits=4)@16"]
-    assert lines["qsgd(bits=4)@16"].rstrip().rstrip("│").rstrip().endswith(MISSING)  # no onebit
+    assert lines["qsgd(bits=4)@16"].split("│")[COLUMNS.index("vs 1-bit") + 1].strip() == MISSING  # no onebit
     assert "400 ms" in lines["fp32@8"] and "12 MB" in lines["fp32@8"]
     assert ESTIMATE_CAPTION not in text
     # one rule between the two points (the header has its own heavy rule)
@@ -140,6 +141,34 @@ def test_speedup_cells_are_coloured_by_direction():
     assert styles == {"1.00×": "", "0.50×": "red", "2.00×": "bold green"}
 
 
+def test_baselines_first_and_no_onebit_column_without_onebit():
+    rows = add_speedups([row(0, "qsgd(bits=4)", "qsgd", 0.2), row(0, "bf16", "bf16", 0.3),
+                         row(0, "fp32", "fp32", 0.4)])
+    table = summary_table(rows)
+    headers = [c.header for c in table.columns]
+    assert "vs 1-bit" not in headers and headers[:3] == ["point", "codec", "vs fp32"]
+    assert [c.plain if hasattr(c, "plain") else c for c in table.columns[1].cells] == ["fp32", "bf16", "qsgd(bits=4)"]
+
+
+def test_other_formats_carry_every_row_and_column():
+    import csv
+    import io
+    import json
+
+    from gradwire.report.table import format_summary
+
+    rows = add_speedups([row(0, "fp32", "fp32", 0.4), row(0, "onebit", "onebit", 0.2),
+                         row(1, "fp32", "fp32", 0.3, workers=16), row(1, "onebit", "onebit", 0.1, workers=16)])
+    recs = json.loads(format_summary(rows, "json"))
+    assert len(recs) == 4 and recs[1]["codec"] == "onebit" and recs[1]["vs fp32"] == "2.00×"
+    table = list(csv.reader(io.StringIO(format_summary(rows, "csv"))))
+    assert table[0] == list(COLUMNS) and len(table) == 5 and table[4][COLUMNS.index("vs fp32")] == "3.00×"
+    md = format_summary(rows, "markdown").splitlines()
+    assert len(md) == 6 and md[0].startswith("| point | codec | vs fp32")
+    with pytest.raises(ValueError, match="format"):
+        format_summary(rows, "yaml")
+
+
 def test_narrow_terminal_gets_the_compact_table(capsys):
     rows = add_speedups([row(0, "fp32", "fp32", 0.4), replace(row(0, "q", "q", 0.1))])
     print_summary(rows, console=Console(width=100, color_system=None))
@@ -147,7 +176,8 @@ def test_narrow_terminal_gets_the_compact_table(capsys):
     assert "4.00×" in out and "unit" in out and "…" not in out  # nothing squashed
     assert "hidden comm" not in out and "breakdown columns left out" in out
     headers = [c.header for c in summary_table(rows, compact=True).columns]
-    assert len(headers) == len(COMPACT_COLUMNS) and "codec" in headers and "vs fp32" in headers
+    # every compact column but "vs 1-bit" (no 1-bit SGD row here)
+    assert len(headers) == len(COMPACT_COLUMNS) - 1 and "codec" in headers and "vs fp32" in headers
 
 
 def test_compact_table_fits_80_columns_without_cropping():

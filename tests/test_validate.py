@@ -55,6 +55,20 @@ def test_measured_ack_rate_replaces_the_delayed_ack_default():
     assert calibration_from(sender, rate).acks_per_segment == 1 / ACK_EVERY
 
 
+def test_concurrent_ring_bulk_sets_the_ring_efficiency():
+    """With a measured ring of bulk transfers, the ring efficiency is its goodput over the
+    rate (latencies taken out), whatever the frame-size estimate says."""
+    rate, alpha, nbytes = 1e8, 50e-6, 6_250_000
+    one = 2 * alpha + nbytes / (0.95 * rate / 8)
+    ring = 2 * alpha + nbytes / (0.88 * rate / 8)
+    cal = calibration_from({"one_way_s": [alpha], "bulk_bytes": nbytes, "bulk_s": [one],
+                            "ring_bulk_s": [ring, ring * 1.1, ring * 0.99]}, rate)
+    assert cal.efficiency == pytest.approx(0.95, rel=1e-12)
+    # the fastest repetition (other load only adds time)
+    assert cal.efficiency_for(True) == pytest.approx(nbytes / (ring * 0.99 - 2 * alpha) / (rate / 8), rel=1e-12)
+    assert cal.efficiency_for(False) == pytest.approx(0.95, rel=1e-12)
+
+
 def test_calibration_rejects_impossible_bulk():
     cal = Calibration(1e8, one_way_s=0.01, bulk_bytes=10, bulk_s=0.015)
     with pytest.raises(ConfigError, match="bulk"):

@@ -108,16 +108,32 @@ def _estimate_suffix(rows: Iterable[Row]) -> str:
     return ""
 
 
-def heatmap_axes(rows: Sequence[Row]) -> tuple[str, str] | None:
-    """The two swept axes with the most distinct values: ``(x_axis, y_axis)``, or None.
+def _determines(rows: Sequence[Row], a: str, b: str) -> bool:
+    """Whether axis ``a``'s value fixes axis ``b``'s across the points (b is a function of a)."""
+    seen: dict[Hashable, Hashable] = {}
+    for r in rows:
+        v = point_values(r)
+        ka, kb = hashable(v.get(a)), hashable(v.get(b))
+        if seen.setdefault(ka, kb) != kb:
+            return False
+    return True
 
-    Ties keep first-appearance order; ``x`` is the axis with more values.
+
+def heatmap_axes(rows: Sequence[Row]) -> tuple[str, str] | None:
+    """Two swept axes to draw against each other: ``(x_axis, y_axis)``, or None.
+
+    Never two axes of which one is a function of the other (a ``case`` that sets
+    ``model.name``: their grid would be mostly empty cells). Among the other pairs, the
+    two with the most distinct values; ties keep first-appearance order; ``x`` is the axis
+    with more values.
     """
     axes = swept_axes(rows)
-    if len(axes) < 2:
-        return None
     ranked = sorted(axes, key=lambda k: -len(axes[k]))  # sorted() is stable
-    return ranked[0], ranked[1]
+    for i, a in enumerate(ranked):
+        for b in ranked[i + 1:]:
+            if not (_determines(rows, a, b) or _determines(rows, b, a)):
+                return a, b
+    return None
 
 
 def _trace(kind: str, **attrs: Any) -> dict[str, Any]:
@@ -537,6 +553,12 @@ def _group_by(items: Iterable[Any], key: Any) -> dict[Any, list[Any]]:
     return out
 
 
+def _lane(rank: int, kind: str) -> str:
+    """Communication gets a lane of its own under each rank's compute and codec lane, so
+    communication overlapped with backward is seen side by side, not one over the other."""
+    return f"rank {rank} comm" if kind == "comm" else f"rank {rank}"
+
+
 def iteration_timeline(traces: Sequence[Trace], rows: Sequence[Row] = ()) -> Panel:
     """Gantt-like timeline of one iteration: a row per rank, a bar per segment coloured
     by kind (forward, backward, encode, comm, decode, optimizer). One menu choice per
@@ -559,6 +581,7 @@ def iteration_timeline(traces: Sequence[Trace], rows: Sequence[Row] = ()) -> Pan
         )
     labels = point_labels(rows)
     estimates = {(r.point, r.codec) for r in rows if r.estimate}
+    workers = {(r.point, r.codec): r.workers for r in rows}
     usable, cap_note = _cap(usable, MAX_MENU_OPTIONS)
     groups = []
     layouts = []
@@ -566,10 +589,9 @@ def iteration_timeline(traces: Sequence[Trace], rows: Sequence[Row] = ()) -> Pan
     for t in usable:
         ranks = sorted({s.rank for s in t.segments})
         shown = ranks[:MAX_TIMELINE_RANKS]
-        if len(ranks) > len(shown):
-            notes.append(
-                f"{_trace_name(t, labels)}: ranks {shown[0]}–{shown[-1]} of {len(ranks)} drawn"
-            )
+        total = max(workers.get((t.point, t.codec), len(ranks)), len(ranks))
+        if total > len(shown):
+            notes.append(f"{_trace_name(t, labels)}: {len(shown)} of {total} ranks shown")
         keep = set(shown)
         bars = merge_segments([s for s in t.segments if s.rank in keep])
         kinds = [k for k in KIND_ORDER if any(b.kind == k for b in bars)]
@@ -583,7 +605,7 @@ def iteration_timeline(traces: Sequence[Trace], rows: Sequence[Row] = ()) -> Pan
                 _trace(
                     "bar",
                     orientation="h",
-                    y=[f"rank {s.rank}" for s in segs],
+                    y=[_lane(s.rank, kind) for s in segs],
                     x=[(s.end_s - s.start_s) * MS_PER_S for s in segs],
                     base=[s.start_s * MS_PER_S for s in segs],
                     name=kind,
@@ -599,8 +621,9 @@ def iteration_timeline(traces: Sequence[Trace], rows: Sequence[Row] = ()) -> Pan
         layouts.append(
             {
                 "title.text": f"{_trace_name(t, labels)}{est}",
-                "yaxis.categoryarray": [f"rank {r}" for r in reversed(shown)],
-                "height": max(320, 110 + 26 * len(shown)),
+                "yaxis.categoryarray": [lane for r in reversed(shown)
+                                        for lane in (_lane(r, "comm"), _lane(r, "compute"))],
+                "height": max(320, 110 + 40 * len(shown)),
             }
         )
     fig = _with_selector(groups, group_layouts=layouts, label="trace: ")
@@ -784,12 +807,14 @@ def _sample_colourscale(name: str, n: int) -> list[str]:
 
 
 def bits_and_compression(rows: Sequence[Row]) -> Panel:
-    """Bits per gradient element and compression ratio per codec (mean over points;
-    error bars span the smallest and largest value seen)."""
+    """Bits per gradient element and compression ratio per codec, one group of bars per
+    model (a codec's payload depends on the model's gradients; different models are never
+    pooled). Within a model the points agree (the same gradients); where they differ the
+    hover gives the range."""
     key, title = "bits", "Bits per element and compression ratio"
     desc = (
         "Measured length of the real encoded payload per gradient element, and 32 bits "
-        "divided by it (the compression ratio against fp32)."
+        "divided by it (the compression ratio against fp32), per model."
     )
     if not rows:
         return Panel(key, title, desc, None, "Skipped: no rows.")
@@ -797,35 +822,36 @@ def bits_and_compression(rows: Sequence[Row]) -> Panel:
         rows=1, cols=2, subplot_titles=("bits per element", "compression ratio vs fp32")
     )
     colours = codec_colours(rows)
+    models = list(dict.fromkeys(r.model for r in rows))
     for codec in codec_order(rows):
-        cr = [r for r in rows if r.codec == codec]
         for col, attr in ((1, "bits_per_element"), (2, "compression_ratio")):
-            vals = [float(getattr(r, attr)) for r in cr]
-            mean = sum(vals) / len(vals)
+            xs, ys, spans = [], [], []
+            for m in models:
+                vals = [float(getattr(r, attr)) for r in rows if r.codec == codec and r.model == m]
+                if not vals:
+                    continue
+                xs.append(m)
+                ys.append(sum(vals) / len(vals))
+                lo, hi = min(vals), max(vals)
+                spans.append(f"{lo:.4g}–{hi:.4g} over {len(vals)} points" if hi > lo else f"{len(vals)} point(s)")
             fig.add_trace(
                 go.Bar(
-                    x=[codec],
-                    y=[mean],
-                    error_y={
-                        "type": "data",
-                        "symmetric": False,
-                        "array": [max(vals) - mean],
-                        "arrayminus": [mean - min(vals)],
-                        "visible": len(set(vals)) > 1,
-                    },
+                    x=xs,
+                    y=ys,
+                    customdata=spans,
                     name=codec,
                     legendgroup=codec,
                     showlegend=col == 1,
                     marker={"color": colours[codec]},
-                    hovertemplate=f"{attr.replace('_', ' ')}: %{{y:.4g}}<extra>{codec}</extra>",
+                    hovertemplate=f"%{{x}}: {attr.replace('_', ' ')} %{{y:.4g}} (%{{customdata}})<extra>{codec}</extra>",
                 ),
                 row=1,
                 col=col,
             )
     fig.update_yaxes(title_text="bits / element", row=1, col=1)
     fig.update_yaxes(title_text="compression ratio (×)", row=1, col=2)
-    fig.update_xaxes(showticklabels=False)
-    fig.update_layout(**_base_layout(""))
+    fig.update_xaxes(title_text="model")
+    fig.update_layout(**{**_base_layout(""), "barmode": "group"})
     return Panel(key, title, desc, fig)
 
 

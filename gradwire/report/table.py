@@ -25,8 +25,10 @@ from gradwire.results import Row
 COLUMNS = (
     "point",
     "codec",
-    "workers",
+    "vs fp32",
+    "vs 1-bit",
     "iteration",
+    "workers",
     "compute",
     "encode",
     "exposed comm",
@@ -35,8 +37,6 @@ COLUMNS = (
     "sent/rank",
     "bits/elem",
     "compression",
-    "vs fp32",
-    "vs 1-bit",
 )
 # the breakdown columns are left out when the terminal is narrower than WIDE_COLUMNS
 BREAKDOWN_COLUMNS = ("compute", "encode", "exposed comm", "hidden comm", "decode", "sent/rank")
@@ -57,6 +57,81 @@ def _speedup_cell(x: float) -> Text:
     return Text(fmt_speedup(x), style=style)
 
 
+def _is_baseline(codec_name: str) -> bool:
+    """An uncompressed exchange (fp32 in place, fp16/bf16 casts), by the codec's declaration."""
+    from gradwire.codecs import CODECS
+
+    if codec_name not in CODECS:
+        return False
+    ex = getattr(CODECS.get(codec_name), "exchange", None)
+    return bool(ex is not None and ex.baseline)
+
+
+def ordered(rows: Sequence[Row]) -> list[Row]:
+    """Rows by point (first appearance), the baselines first within a point (fp32 first)."""
+    order = {p: i for i, p in enumerate(dict.fromkeys(r.point for r in rows))}
+    pos = {id(r): i for i, r in enumerate(rows)}
+    return sorted(rows, key=lambda r: (order[r.point], r.codec_name != "fp32",
+                                       not _is_baseline(r.codec_name), pos[id(r)]))
+
+
+def shown_columns(rows: Sequence[Row], compact: bool = False) -> tuple[str, ...]:
+    """The columns for ``rows``: ``vs 1-bit`` only when 1-bit SGD was run."""
+    cols = COMPACT_COLUMNS if compact else COLUMNS
+    if not any(r.codec_name == "onebit" for r in rows):
+        cols = tuple(c for c in cols if c != "vs 1-bit")
+    return cols
+
+
+def _cells(r: Row, label: str) -> dict[str, str]:
+    mark = ESTIMATE_MARK if r.estimate else ""
+    return {
+        "point": label,
+        "codec": r.codec,
+        "workers": str(r.workers),
+        "iteration": fmt_time(r.iteration_s) + mark,
+        "compute": fmt_time(r.compute_s) + mark,
+        "encode": fmt_time(r.encode_s),
+        "exposed comm": fmt_time(r.exposed_comm_s),
+        "hidden comm": fmt_time(r.hidden_comm_s),
+        "decode": fmt_time(r.decode_s),
+        "sent/rank": fmt_bytes(r.bytes_per_rank),
+        "bits/elem": fmt_bits(r.bits_per_element),
+        "compression": fmt_ratio(r.compression_ratio),
+        "vs fp32": fmt_speedup(r.speedup_vs_fp32),
+        "vs 1-bit": fmt_speedup(r.speedup_vs_onebit),
+    }
+
+
+FORMATS = ("table", "markdown", "csv", "json")
+
+
+def format_summary(rows: Sequence[Row], fmt: str) -> str:
+    """The summary as ``markdown``, ``csv`` or ``json`` text (every column, one line per
+    point and codec; the point's label on every line)."""
+    import csv
+    import io
+    import json
+
+    if fmt not in FORMATS[1:]:
+        raise ValueError(f"format must be one of {', '.join(FORMATS[1:])}, got {fmt!r}")
+    labels = point_labels(rows)
+    cols = shown_columns(rows)
+    recs = [_cells(r, labels[r.point]) for r in ordered(rows)]
+    if fmt == "json":
+        return json.dumps([{c: rec[c] for c in cols} for rec in recs], indent=1)
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(cols)
+        for rec in recs:
+            w.writerow([rec[c] for c in cols])
+        return buf.getvalue()
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(rec[c].replace("|", "\\|") for c in cols) + " |" for rec in recs]
+    return "\n".join(lines) + "\n"
+
+
 def summary_table(rows: Sequence[Row], *, compact: bool = False) -> Table:
     """A rich table of ``rows`` grouped by scenario point.
 
@@ -66,7 +141,8 @@ def summary_table(rows: Sequence[Row], *, compact: bool = False) -> Table:
     than 150 columns) leaves out the breakdown, puts each point's label on a line of its
     own above its codecs and drops the vertical rules.
     """
-    columns = COMPACT_COLUMNS if compact else COLUMNS
+    columns = shown_columns(rows, compact)
+    rows = ordered(rows)
     scenarios = list(dict.fromkeys(r.scenario for r in rows))
     estimates = any(r.estimate for r in rows)
     labels = point_labels(rows)
@@ -96,23 +172,10 @@ def summary_table(rows: Sequence[Row], *, compact: bool = False) -> Table:
         if compact:
             table.add_row(Text(labels[p], style="bold"), *([""] * (len(columns) - 1)))
         for i, r in enumerate(prow):
-            mark = ESTIMATE_MARK if r.estimate else ""
-            cells: dict[str, str | Text] = {
-                "point": labels[p] if i == 0 else "",
-                "codec": ("  " if compact else "") + r.codec,
-                "workers": str(r.workers),
-                "iteration": fmt_time(r.iteration_s) + mark,
-                "compute": fmt_time(r.compute_s) + mark,
-                "encode": fmt_time(r.encode_s),
-                "exposed comm": fmt_time(r.exposed_comm_s),
-                "hidden comm": fmt_time(r.hidden_comm_s),
-                "decode": fmt_time(r.decode_s),
-                "sent/rank": fmt_bytes(r.bytes_per_rank),
-                "bits/elem": fmt_bits(r.bits_per_element),
-                "compression": fmt_ratio(r.compression_ratio),
-                "vs fp32": _speedup_cell(r.speedup_vs_fp32),
-                "vs 1-bit": _speedup_cell(r.speedup_vs_onebit),
-            }
+            cells: dict[str, str | Text] = dict(_cells(r, labels[p] if i == 0 else ""))
+            cells["codec"] = ("  " if compact else "") + r.codec
+            cells["vs fp32"] = _speedup_cell(r.speedup_vs_fp32)
+            cells["vs 1-bit"] = _speedup_cell(r.speedup_vs_onebit)
             table.add_row(
                 *(cells[c] for c in columns),
                 end_section=not compact and i == len(prow) - 1 and pi < len(order) - 1,
@@ -120,10 +183,15 @@ def summary_table(rows: Sequence[Row], *, compact: bool = False) -> Table:
     return table
 
 
-def print_summary(rows: Sequence[Row], console: Console | None = None) -> None:
-    """Print :func:`summary_table` of ``rows`` to ``console`` (stdout by default); a
-    terminal narrower than 150 columns gets the compact table without the breakdown."""
+def print_summary(rows: Sequence[Row], console: Console | None = None, fmt: str = "table") -> None:
+    """Print the summary of ``rows`` to ``console`` (stdout by default): ``fmt`` ``table``
+    (a console narrower than 150 columns gets the compact table without the breakdown;
+    the command line gives output to a file or a pipe a console wide enough for all), or
+    ``markdown``, ``csv``, ``json`` (see :func:`format_summary`)."""
     console = console or Console()
+    if fmt != "table":
+        console.file.write(format_summary(rows, fmt))
+        return
     compact = console.width < WIDE_COLUMNS
     console.print(summary_table(rows, compact=compact))
     if compact:
@@ -134,4 +202,4 @@ def print_summary(rows: Sequence[Row], console: Console | None = None) -> None:
         )
 
 
-__all__ = ["COLUMNS", "COMPACT_COLUMNS", "print_summary", "summary_table"]
+__all__ = ["COLUMNS", "COMPACT_COLUMNS", "FORMATS", "format_summary", "ordered", "print_summary", "summary_table"]

@@ -6,9 +6,11 @@ one-way time of a small gloo message: stack latency plus software) and ``efficie
 (payload bytes per shaped byte). The bulk transfer runs on an otherwise idle link, so it
 sees the data framing only; in ring collectives every link also carries the TCP
 acknowledgements of the opposite flow (66-byte frames; the receiver's segment count during
-the bulk transfer gives how many per data segment, one per two with delayed ACKs), which
-:meth:`Calibration.efficiency_for` adds from the frame sizes rather than from a fitted
-factor.
+the bulk transfer gives how many per data segment, one per two with delayed ACKs). With
+more than two hosts the calibration also times a concurrent ring of plain bulk transfers
+(every host sending to its successor at once), which measures that ring efficiency
+directly, host forwarding of K concurrent flows included; :meth:`Calibration.efficiency_for`
+uses it, and falls back to the frame-size estimate for two hosts.
 
 :func:`predict_collective` simulates gloo's allreduce and allgather on a star topology at
 the shaped rate; :func:`iteration_spec` builds the :class:`IterationSpec` of one DDP
@@ -17,6 +19,7 @@ training iteration from the measured compute profile, bucket layout and codec co
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -39,6 +42,7 @@ class Calibration:
     bulk_bytes: int
     bulk_s: float  # send of bulk_bytes plus a small acknowledgement message back
     acks_per_segment: float = 1.0 / ACK_EVERY  # receiver's TCP segments per data segment
+    ring_bulk_s: float | None = None  # every rank sends bulk_bytes to its successor at once
 
     @property
     def bandwidth_Bps(self) -> float:
@@ -61,9 +65,19 @@ class Calibration:
         return min(1.0, self.goodput_Bps / self.bandwidth_Bps)
 
     def efficiency_for(self, bidirectional: bool) -> float:
-        """Efficiency when the link's egress also carries ACKs of the flow coming in."""
+        """Efficiency when the link's egress also carries ACKs of the flow coming in.
+
+        Measured by the concurrent ring of bulk transfers when the calibration has one (it
+        also sees what forwarding K flows at once costs the host); otherwise the one-flow
+        efficiency less the ACK frames' share of the link."""
         if not bidirectional:
             return self.efficiency
+        if self.ring_bulk_s is not None:
+            drain = self.ring_bulk_s - 2.0 * self.one_way_s
+            if drain <= 0:
+                raise ConfigError(f"calibration: ring bulk transfer took {self.ring_bulk_s:.3g} s, no more "
+                                  "than two message latencies; use a larger bulk_bytes")
+            return min(1.0, self.bulk_bytes / drain / self.bandwidth_Bps)
         ack_share = ACK_FRAME_BYTES * self.acks_per_segment / MTU_FRAME_BYTES
         return self.efficiency / (1.0 + ack_share)
 
@@ -82,6 +96,7 @@ class Calibration:
             "rate_bps": self.rate_bps, "one_way_s": self.one_way_s, "bulk_bytes": self.bulk_bytes,
             "bulk_s": self.bulk_s, "efficiency": self.efficiency,
             "acks_per_segment": self.acks_per_segment,
+            "ring_bulk_s": self.ring_bulk_s if self.ring_bulk_s is not None else math.nan,
             "efficiency_ring": self.efficiency_for(True),
             "network_bound": float(self.network_bound),
         }
@@ -104,8 +119,12 @@ def calibration_from(result: Mapping[str, Any], rate_bps: float,
         sent, acked = int(result.get("out_segments", -1)), int(receiver.get("out_segments", -1))
         if sent > 0 and acked >= 0:
             acks = min(1.0, acked / sent)
+    ring = [float(x) for x in result.get("ring_bulk_s", [])]
+    # Bulk transfers measure what the links carry; other load on the host only adds time,
+    # so the fastest repetition is the least disturbed estimate (the ping-pong's latency
+    # is a distribution: its median).
     return Calibration(rate_bps, statistics.median(one_way), int(result["bulk_bytes"]),
-                       statistics.median(bulk), acks)
+                       min(bulk), acks, min(ring) if ring else None)
 
 
 def _topology(k: int, cal: Calibration) -> Any:
@@ -170,6 +189,7 @@ def iteration_spec(train: Mapping[str, Any], ranks: Sequence[Mapping[str, Any]],
             round_bytes=tuple((float(c["nbytes"]),) for c in cost),
             encode_s=max(float(c["encode_s"]) for c in cost),
             decode_s=max(float(c["decode_s"]) for c in cost),
+            sum_s=max(float(c.get("sum_s", 0.0)) for c in cost),
         ))
     choice = ExchangeChoice("gloo_ring_allreduce", "gloo_pair_allgather" if k == 2 else "gloo_ring_allgather")
     return build(

@@ -112,7 +112,7 @@ def rate_label(rate_bps: float) -> str:
 def _calibrate_task(rate_bps: float) -> dict[str, Any]:
     # Half a second of data at the rate: long enough that the two message latencies and
     # TCP's first round trips are far below a percent of it.
-    return {"task": "calibrate", "bulk_bytes": int(rate_bps / 8 * 0.5), "pings": 200, "bulk_reps": 1}
+    return {"task": "calibrate", "bulk_bytes": int(rate_bps / 8 * 0.5), "pings": 200, "bulk_reps": 3, "ring_reps": 3}
 
 
 def run_validation(

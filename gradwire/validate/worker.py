@@ -5,8 +5,11 @@ process group on the namespace addresses and runs, in order, the tasks named in 
 file (JSON):
 
 * ``calibrate``: a ping-pong of 4-byte messages between ranks 0 and 1 (one-way message
-  time) and ONE bulk transfer rank 0 -> rank 1 (effective goodput). No collective is timed
-  here, so the calibration never sees the cases it is judged on.
+  time), ONE bulk transfer rank 0 -> rank 1 (effective goodput of one flow), and with
+  more than two ranks one concurrent ring of bulk transfers (every rank to its successor
+  at once, plain send/receive: the goodput of a link carrying a flow each way while the
+  host forwards K flows). No collective is timed here, so the calibration never sees the
+  cases it is judged on.
 * ``collectives``: real gloo ``all_reduce`` of float32 buffers and ``all_gather_into_tensor``
   of uint8 payloads, per size, a warm-up and timed repetitions (per repetition the slowest
   rank's time).
@@ -79,8 +82,37 @@ def calibrate(job: dict[str, Any]) -> dict[str, Any]:
     # sender's are data, the receiver's are its acknowledgements.
     out_segments = _tcp_out_segments() - segs0
     dist.barrier()
+    # Two ranks share one gloo connection, on which the two directions run one after the
+    # other (see gloo_pair_allgather): a ring of two would time that, not the links.
+    ring_s = _ring_bulk(bulk, int(job.get("ring_reps", 3))) if dist.get_world_size() > 2 else []
     return {"one_way_s": one_way, "bulk_bytes": bulk_bytes, "bulk_s": bulk_s,
-            "out_segments": out_segments}
+            "out_segments": out_segments, "ring_bulk_s": ring_s}
+
+
+def _wait_all(works: list[Any]) -> None:
+    for w in works:
+        if w is not None:
+            w.wait()
+
+
+def _ring_bulk(bulk: torch.Tensor, reps: int) -> list[float]:
+    """Every rank sends ``bulk`` to its successor while receiving one from its predecessor,
+    all at once (plain point-to-point, no collective): each link then carries one flow each
+    way, as in a ring collective, and the host forwards K flows at once. Per repetition
+    the slowest rank's time, its small acknowledgement included."""
+    rank, world = dist.get_rank(), dist.get_world_size()
+    nxt, prv = (rank + 1) % world, (rank - 1) % world
+    inbox = torch.empty_like(bulk)
+    small = torch.zeros(1, dtype=torch.int32)
+    out: list[float] = []
+    for _ in range(reps):
+        dist.barrier()
+        t0 = time.perf_counter()
+        _wait_all([dist.isend(bulk, nxt), dist.irecv(inbox, prv)])
+        # the receiver's acknowledgement, as in the one-flow bulk transfer
+        _wait_all([dist.isend(small, prv), dist.irecv(torch.zeros(1, dtype=torch.int32), nxt)])
+        out.append(_max_over_ranks(time.perf_counter() - t0))
+    return out
 
 
 def _tcp_out_segments() -> int:
@@ -171,6 +203,7 @@ def _profile(model: torch.nn.Module, batches: list[tuple[torch.Tensor, torch.Ten
 
 def _codec_costs(spec: str, grads: list[torch.Tensor], reps: int) -> dict[str, Any]:
     from gradwire.codecs.base import make_codec
+    from gradwire.codecs.measure import measure_accumulate
 
     codec = make_codec(spec)
     out = []
@@ -187,7 +220,8 @@ def _codec_costs(spec: str, grads: list[torch.Tensor], reps: int) -> dict[str, A
             enc.append(t1 - t0)
             dec.append(t2 - t1)
         out.append({"numel": int(g.numel()), "nbytes": int(payload.nbytes),
-                    "encode_s": statistics.median(enc), "decode_s": statistics.median(dec)})
+                    "encode_s": statistics.median(enc), "decode_s": statistics.median(dec),
+                    "sum_s": measure_accumulate(g, repeats=reps)})
     return {"buckets": out}
 
 
