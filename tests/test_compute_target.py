@@ -368,3 +368,30 @@ def test_held_out_predictions_never_see_their_own_model() -> None:
     pred2 = a[test] @ fit(a[~test], step2[~test])
     assert np.array_equal(pred, pred2)
     assert not math.isclose(float(np.median(pred / step[test])), float(np.median(pred2 / step2[test])))
+
+
+# ------------------------------------------------------------------ provenance
+
+
+def test_rows_store_and_dashboard_name_the_sources(tmp_path: Path) -> None:
+    from gradwire.report.dashboard import build_dashboard
+    from gradwire.sweep.store import ResultStore
+
+    sc = load_scenario(_scenario({"name": "mlp", "batch_size": 4, "target_device": "H100",
+                                  "precision": "amp_bf16"}))  # fmt: skip
+    pts = expand(sc)
+    rows, traces = evaluate_point(pts[0], prepare(sc, points=pts, progress=False))
+    stated = shipped_efficiencies().stated()
+    for r in rows:
+        assert r.estimate and r.target_device == "H100" and r.precision == "amp_bf16"
+        assert r.compute_source == stated and "±" in r.compute_source
+        assert r.efficiency_source.startswith("fitted on published single-GPU throughputs")
+        assert r.codec_source.startswith("estimate") and r.network_source.startswith("estimate")
+    with ResultStore(tmp_path / "s.sqlite") as store:
+        store.put(pts[0].point_id, rows, traces)
+        back = store.rows()
+    assert [(r.target_device, r.precision, r.compute_source, r.codec_source) for r in back] == \
+        [(r.target_device, r.precision, r.compute_source, r.codec_source) for r in rows]  # fmt: skip
+    html = build_dashboard(rows, traces)
+    for text in ("target: H100", "precision: amp_bf16", f"compute: {stated}", "network: estimate"):
+        assert text in html
