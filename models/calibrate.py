@@ -140,8 +140,9 @@ class Calibration:
         groups: dict[tuple[str, str], list[float]] = {}
         for r, e in zip(self.rows, self.heldout_error, strict=True):
             groups.setdefault((r.gpu, r.precision), []).append(abs(float(e)))
-        return [{"gpu": g, "precision": p, "rows": len(v), "median_abs_error": statistics.median(v),
-                 "max_abs_error": max(v)} for (g, p), v in sorted(groups.items())]  # fmt: skip
+        return [{"gpu": g, "device": _GPUS[g], "precision": p, "rows": len(v),
+                 "median_abs_error": statistics.median(v), "max_abs_error": max(v)}
+                for (g, p), v in sorted(groups.items())]  # fmt: skip
 
 
 def calibrate(text: str | None = None) -> Calibration:
@@ -187,7 +188,14 @@ def efficiencies_of(cal: Calibration) -> Efficiencies:
     h = d["heldout"]
     assert isinstance(e, dict) and isinstance(h, dict)
     return Efficiencies(e["gemm"], e["small_gemm"], e["memory"], e["optimizer"], e["launch_s"],
-                        str(d["source"]), h["median_abs_error"], h["max_abs_error"])  # fmt: skip
+                        str(d["source"]), h["median_abs_error"], h["max_abs_error"],
+                        _per_device(h["per_gpu_precision"]))  # fmt: skip
+
+
+def _per_device(table: list[dict[str, object]]) -> tuple[tuple[str, str, float, float, int], ...]:
+    from gradwire.models.estimate import per_device_errors
+
+    return per_device_errors(table)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -105,17 +105,27 @@ class Efficiencies:
     source: str
     error_median: float
     error_max: float
+    # (device, precision, median, max, rows): held-out error on that GPU's published rows
+    per_device: tuple[tuple[str, str, float, float, int], ...] = ()
 
     def multipliers(self) -> np.ndarray:
         """The fitted unknowns ``(1/e_gemm, 1/e_small, 1/e_memory, 1/e_optimizer, launch_s)``."""
         return np.array([1 / self.gemm, 1 / self.small_gemm, 1 / self.memory,
                          1 / self.optimizer, self.launch_s])  # fmt: skip
 
-    def stated(self) -> str:
+    def stated(self, device: str | None = None, precision: str | None = None) -> str:
+        """The estimate's label with its held-out error: on ``device`` at ``precision``
+        when published rows of that pair were held out, else over all rows."""
         if not self.error_median == self.error_median:  # NaN: no measured error
             return f"estimate ({self.source}; no stated error)"
+        for dev, prec, med, mx, n in self.per_device:
+            if dev == device and prec == precision:
+                return (f"estimate (±{100 * med:.0f}% median, {100 * mx:.0f}% max held-out on "
+                        f"{n} published {dev} {prec} throughputs; all rows ±{100 * self.error_median:.0f}% "
+                        f"median, {100 * self.error_max:.0f}% max)")  # fmt: skip
+        none = f"; no published {device} {precision} rows" if device is not None else ""
         return (f"estimate (±{100 * self.error_median:.0f}% median, {100 * self.error_max:.0f}% "
-                "max held-out on published throughputs)")  # fmt: skip
+                f"max held-out on published throughputs{none})")  # fmt: skip
 
 
 @lru_cache(maxsize=1)
@@ -125,6 +135,12 @@ def _shipped() -> dict[str, Any]:
     return data
 
 
+def per_device_errors(table: list[dict[str, Any]]) -> tuple[tuple[str, str, float, float, int], ...]:
+    """``(device, precision, median, max, rows)`` from the calibration's per-GPU table."""
+    return tuple((str(t["device"]), str(t["precision"]), float(t["median_abs_error"]),
+                  float(t["max_abs_error"]), int(t["rows"])) for t in table)  # fmt: skip
+
+
 def shipped_efficiencies() -> Efficiencies:
     """The efficiencies fitted on every published row (``efficiency.json``), with the
     leave-one-model-out error of the same fitting procedure."""
@@ -132,7 +148,8 @@ def shipped_efficiencies() -> Efficiencies:
     e = d["efficiencies"]
     return Efficiencies(e["gemm"], e["small_gemm"], e["memory"], e["optimizer"], e["launch_s"],
                         source=d["source"], error_median=d["heldout"]["median_abs_error"],
-                        error_max=d["heldout"]["max_abs_error"])  # fmt: skip
+                        error_max=d["heldout"]["max_abs_error"],
+                        per_device=per_device_errors(d["heldout"]["per_gpu_precision"]))  # fmt: skip
 
 
 def op_terms(trace: OpTrace, device: DeviceProfile, prec: Precision) -> np.ndarray:
@@ -210,5 +227,7 @@ def estimate_step(
         ready_s=tuple(float(t) for t in ready),
         device=dev.name,
         precision=prec.label,
-        source=eff.stated(),
+        # PyTorch's default without TF32 is plain FP32, which the published FP32 rows measure
+        source=eff.stated(dev.name, prec.name if prec.name != "default" or "tf32" in dev.peak_flops
+                          else "fp32"),
     )

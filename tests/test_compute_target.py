@@ -351,6 +351,11 @@ def test_cross_validated_error_is_what_the_estimate_states() -> None:
     assert np.allclose(x, stated.multipliers(), rtol=1e-9, atol=1e-15)
     assert f"±{100 * stated.error_median:.0f}%" in stated.stated()
     assert len(cal.rows) == 33 and len(cal.skipped) == 4
+    # a GPU and precision with published rows states their own held-out error
+    a100 = next(t for t in cal.table() if t["gpu"] == "A100-80GB" and t["precision"] == "tf32")
+    text = stated.stated("A100", "tf32")
+    assert f"±{100 * float(a100['median_abs_error']):.0f}% median" in text  # type: ignore[arg-type]
+    assert f"{a100['rows']} published A100 tf32" in text
 
 
 def test_held_out_predictions_never_see_their_own_model() -> None:
@@ -381,7 +386,8 @@ def test_rows_store_and_dashboard_name_the_sources(tmp_path: Path) -> None:
                                   "precision": "amp_bf16"}))  # fmt: skip
     pts = expand(sc)
     rows, traces = evaluate_point(pts[0], prepare(sc, points=pts, progress=False))
-    stated = shipped_efficiencies().stated()
+    stated = shipped_efficiencies().stated("H100", "amp_bf16")
+    assert "no published H100 amp_bf16 rows" in stated  # no H100 data: the all-rows error
     for r in rows:
         assert r.estimate and r.target_device == "H100" and r.precision == "amp_bf16"
         assert r.compute_source == stated and "±" in r.compute_source
