@@ -22,8 +22,9 @@ from typing import Any, ClassVar
 
 import torch
 
+from gradwire.codecs.cost import CodecWork
 from gradwire.codecs.exchange import PAYLOAD, Exchange
-from gradwire.errors import ConfigError, NonFiniteGradientError
+from gradwire.errors import CodecError, ConfigError, NonFiniteGradientError
 from gradwire.registry import Registry
 
 
@@ -160,6 +161,12 @@ class Codec(ABC):
     def params(self) -> dict[str, Any]:
         """The parameters that define this codec (shown in results and specs)."""
         return {}
+
+    def work(self, shape: tuple[int, ...]) -> CodecWork:
+        """The declared work of one encode and one decode of a float32 tensor of ``shape``
+        (:mod:`gradwire.codecs.cost`); every registered codec declares it in its own file."""
+        raise CodecError(f"codec {self.name!r} declares no cost model (Codec.work); "
+                         "declare its passes, launches and non-streaming work beside it")
 
     def round_bits(self, nbits: int, shape: tuple[int, ...]) -> tuple[int, ...]:
         """How a payload of ``nbits`` for a tensor of ``shape`` splits over the exchange's

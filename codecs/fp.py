@@ -16,6 +16,7 @@ from typing import ClassVar
 import torch
 
 from gradwire.codecs.base import CODECS, Codec, CodecState, Payload, check_finite
+from gradwire.codecs.cost import CodecWork, Work, stream
 from gradwire.codecs.exchange import CAST, IN_PLACE
 from gradwire.errors import CodecError
 
@@ -57,6 +58,19 @@ class CastCodec(Codec):
 
     def quantize_many(self, stacked: torch.Tensor, states: Sequence[CodecState]) -> torch.Tensor:
         return self.quantize(stacked)
+
+    # --- cost model (gradwire.codecs.cost) ---------------------------------------------
+    def work(self, shape: tuple[int, ...]) -> CodecWork:
+        """fp32 is the identity (DDP sends the gradient itself): no work. A cast: one pass
+        fp32 -> wire dtype plus the finiteness sum over the wire values; decode casts back."""
+        n = math.prod(shape)
+        if self.wire_dtype == torch.float32:
+            return CodecWork(Work(), Work())
+        w = self.wire_dtype.itemsize
+        return CodecWork(
+            encode=Work(bytes=stream(n, 4 + w, w), launches=3, calls=1, reduce=n),
+            decode=Work(bytes=stream(n, w + 4), launches=1, calls=1),
+        )
 
 
 @CODECS.register("fp32")

@@ -36,6 +36,7 @@ from gradwire.codecs.base import (
     state_for,
 )
 from gradwire.codecs.bitpack import pack, unpack
+from gradwire.codecs.cost import CodecWork, Work, raw_work, stream
 from gradwire.codecs.qsgd import (
     DEFAULT_MIN_NUMEL,
     check_int,
@@ -170,6 +171,20 @@ class NUQSGD(Codec):
         q = table[c & ((1 << self.mbits) - 1)] * scales.unsqueeze(2)
         q = torch.where(((c >> self.mbits) > 0) & (q > 0), -q, q)
         return q.reshape(kk, -1)[:, :n]
+
+    # --- cost model (gradwire.codecs.cost) ---------------------------------------------
+    def work(self, shape: tuple[int, ...]) -> CodecWork:
+        """As fixed-width QSGD: a norm pass, a code pass (read x, write int32 codes) with one
+        random number per element, packing; decode unpacks to int32 and dequantizes."""
+        n = math.prod(shape)
+        if n < self.min_numel or n == 0:
+            return raw_work(n)
+        wire = 4 * -(-n // self.bucket) + n * (self.mbits + 1) / 8
+        return CodecWork(
+            encode=Work(bytes=stream(n, 4, 4 + 4, 4) + wire, launches=6, calls=1, rng=n,
+                        reduce=n, pack=n),
+            decode=Work(bytes=wire + stream(n, 4, 4 + 4), launches=4, calls=1, pack=n),
+        )
 
     def encode(self, tensor: torch.Tensor, state: CodecState | None = None) -> Payload:
         n = tensor.numel()

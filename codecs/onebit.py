@@ -37,6 +37,7 @@ from gradwire.codecs.base import (
     state_for,
 )
 from gradwire.codecs.bitpack import pack, unpack
+from gradwire.codecs.cost import CodecWork, Work, raw_work, stream
 from gradwire.codecs.qsgd import DEFAULT_MIN_NUMEL, check_int
 from gradwire.errors import ConfigError
 
@@ -147,6 +148,21 @@ class OneBit(Codec):
     @staticmethod
     def _recon(pos: torch.Tensor, mean0: torch.Tensor, mean1: torch.Tensor) -> torch.Tensor:
         return torch.where(pos, mean1.unsqueeze(2), mean0.unsqueeze(2))
+
+    # --- cost model (gradwire.codecs.cost) -------------------------------------------------
+    def work(self, shape: tuple[int, ...]) -> CodecWork:
+        """Encode: a finiteness sum, ``g + e``, the two-pass quantizer (side sums, then bits
+        and decoded values), ``e <- val - decoded``, bit packing. Decode: unpack, map bits to
+        the two means."""
+        n = math.prod(shape)
+        if n < self.min_numel or n == 0:
+            return raw_work(n)
+        ef = (12, 12) if self.error_feedback else ()
+        return CodecWork(
+            encode=Work(bytes=stream(n, 4, 4 + 4 + 1 + 4, 1 + 1 / 8, *ef), launches=5 + len(ef),
+                        calls=1, reduce=2 * n, pack=n),
+            decode=Work(bytes=stream(n, 1 / 8 + 1, 1 + 4), launches=3, calls=1, pack=n),
+        )
 
     # --- codec interface -----------------------------------------------------------------
     def _cpu(self, val: torch.Tensor, shape: tuple[int, ...]) -> tuple[torch.Tensor, ...]:

@@ -15,6 +15,7 @@ least ``min_compression`` (default 2x), are sent raw in fp32 (allreduced in full
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,7 @@ from gradwire.codecs.base import (
     new_generator,
     state_for,
 )
+from gradwire.codecs.cost import CodecWork, Work, stream
 from gradwire.codecs.exchange import Exchange
 from gradwire.codecs.qsgd import check_int
 from gradwire.errors import ConfigError
@@ -97,6 +99,25 @@ class PowerSGD(Codec):
             gen = new_generator(self.seed, "cpu")  # same start on every worker
             q = torch.randn(cols, r, generator=gen).to(device)
         return q
+
+    # --- cost model (gradwire.codecs.cost) -----------------------------------------------
+    def work(self, shape: tuple[int, ...]) -> CodecWork:
+        """Encode: a finiteness sum, ``M = g + e``, ``M Q`` and ``M^T P`` (each reads M),
+        the reduced QR of ``P`` (4 rows r^2 FLOPs), ``P Q^T`` and ``e <- M - P Q^T``.
+        Decode: ``P Q^T``. Raw tensors: a finiteness sum and a copy; decode is a view."""
+        n = math.prod(shape)
+        ms = self.matrix_shape(tuple(shape))
+        if ms is None:
+            return CodecWork(Work(bytes=stream(n, 4, 8), launches=3, calls=1, reduce=n),
+                             Work(launches=1, calls=1))
+        rows, cols = ms
+        r = self._rank(rows, cols)
+        factors = 4.0 * (rows + cols) * r
+        return CodecWork(
+            encode=Work(bytes=stream(n, 4, 12, 4, 4, 4, 12) + 2 * factors, launches=10, calls=1,
+                        reduce=n, flops=6.0 * n * r + 4.0 * rows * r * r),
+            decode=Work(bytes=factors + stream(n, 4), launches=2, calls=1, flops=2.0 * n * r),
+        )
 
     # --- one worker --------------------------------------------------------------------
     def encode(self, tensor: torch.Tensor, state: CodecState | None = None) -> Payload:

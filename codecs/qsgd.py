@@ -48,6 +48,7 @@ from gradwire.codecs.bitpack import (
     unpack_numba,
     unpack_torch,
 )
+from gradwire.codecs.cost import CodecWork, Work, raw_work, stream
 from gradwire.codecs.rng import draw_key, key_parts, uniform24
 from gradwire.errors import CodecError, ConfigError
 
@@ -212,6 +213,22 @@ class QSGD(Codec):
 
     def _nb(self, n: int) -> int:
         return -(-n // self.bucket)
+
+    # --- cost model (gradwire.codecs.cost) ---------------------------------------------
+    def work(self, shape: tuple[int, ...]) -> CodecWork:
+        """Encode: a norm pass (read x), then one quantize-and-pack pass (read x, write the
+        wire) drawing one random number per element; ``fixed`` packs every element,
+        ``elias``/``dense`` run the host's variable-length coder instead. Decode: read the
+        wire, write fp32, unpacking (or decoding) every element."""
+        n = math.prod(shape)
+        if n < self.min_numel or n == 0:
+            return raw_work(n)
+        wire = 4 * self._nb(n) + n * (self.mbits + 1) / 8
+        code = {"pack": n} if self.encoding == "fixed" else {"varlen": n}
+        return CodecWork(
+            encode=Work(bytes=stream(n, 4, 4) + wire, launches=6, calls=1, rng=n, reduce=n, **code),
+            decode=Work(bytes=wire + stream(n, 4), launches=3, calls=1, **code),
+        )
 
     # --- codec interface -------------------------------------------------------------
     def encode(self, tensor: torch.Tensor, state: CodecState | None = None) -> Payload:

@@ -30,6 +30,7 @@ from gradwire.codecs.base import (
     state_for,
 )
 from gradwire.codecs.bitpack import pack, unpack
+from gradwire.codecs.cost import CodecWork, Work, raw_work, stream
 from gradwire.codecs.qsgd import DEFAULT_MIN_NUMEL, check_int
 from gradwire.errors import ConfigError
 
@@ -70,6 +71,21 @@ class SignSGD(Codec):
     def _recon(pos: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         s = scale.unsqueeze(1)
         return torch.where(pos, s, -s)
+
+    # --- cost model (gradwire.codecs.cost) ---------------------------------------------
+    def work(self, shape: tuple[int, ...]) -> CodecWork:
+        """Encode: a finiteness sum, the sign test, a byte cast, bit packing; with error
+        feedback also ``g + e``, the L1 norm, the scaled signs and ``e <- p - sent``.
+        Decode: unpack to int32, test, select +-scale."""
+        n = math.prod(shape)
+        if n < self.min_numel or n == 0:
+            return raw_work(n)
+        ef = (12, 8 + 4, 1 + 4, 12) if self.error_feedback else ()
+        return CodecWork(
+            encode=Work(bytes=stream(n, 4, 4 + 1, 1 + 1, 1 + 1 / 8, *ef), launches=5 + len(ef),
+                        calls=1, reduce=n * (2 if self.error_feedback else 1), pack=n),
+            decode=Work(bytes=stream(n, 1 / 8 + 4, 4 + 1, 1 + 4), launches=4, calls=1, pack=n),
+        )
 
     def encode(self, tensor: torch.Tensor, state: CodecState | None = None) -> Payload:
         check_finite(tensor, self.name)

@@ -11,6 +11,7 @@ qsgd kernels and wire format: one fp32 scale, then 2 bits per element. Tensors u
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,6 +27,7 @@ from gradwire.codecs.base import (
     raw_payload,
     state_for,
 )
+from gradwire.codecs.cost import CodecWork, Work, raw_work, stream
 from gradwire.codecs.qsgd import DEFAULT_MIN_NUMEL, QSGD, check_int
 from gradwire.errors import ConfigError
 
@@ -55,6 +57,20 @@ class TernGrad(Codec):
         """Clip each row of ``rows`` ([K, n], fp32) at ``clip`` standard deviations."""
         bound = self.clip * rows.std(dim=1, correction=0, keepdim=True)
         return torch.minimum(torch.maximum(rows, -bound), bound)
+
+    # --- cost model (gradwire.codecs.cost) ---------------------------------------------
+    def work(self, shape: tuple[int, ...]) -> CodecWork:
+        """A finiteness sum, the standard deviation, two clipping passes, then QSGDinf with
+        one level and one bucket (max pass, quantize-and-pack pass at 2 bits)."""
+        n = math.prod(shape)
+        if n < self.min_numel or n == 0:
+            return raw_work(n)
+        wire = 4 + n * 2 / 8
+        return CodecWork(
+            encode=Work(bytes=stream(n, 4, 4, 8, 8, 4, 4) + wire, launches=11, calls=1, rng=n,
+                        reduce=3 * n, pack=n),
+            decode=Work(bytes=wire + stream(n, 4), launches=3, calls=1, pack=n),
+        )
 
     def encode(self, tensor: torch.Tensor, state: CodecState | None = None) -> Payload:
         check_finite(tensor, self.name)

@@ -26,6 +26,7 @@ from gradwire.codecs.base import (
     raw_payload,
     state_for,
 )
+from gradwire.codecs.cost import CodecWork, Work, raw_work, stream
 from gradwire.codecs.qsgd import DEFAULT_MIN_NUMEL, check_int
 from gradwire.errors import ConfigError
 
@@ -59,6 +60,22 @@ class TopK(Codec):
         values = flat[idx]
         decoded = torch.zeros_like(flat).index_put_((idx,), values)
         return idx, values, decoded.reshape(val.shape)
+
+    # --- cost model (gradwire.codecs.cost) ---------------------------------------------
+    def work(self, shape: tuple[int, ...]) -> CodecWork:
+        """Encode: a finiteness sum, ``g + e``, ``|val|``, then the selection of ``k`` of
+        ``n`` magnitudes (charged as selection work, not as a streaming pass) and the sort of
+        the ``k`` indices, the gather, the dense decoded tensor and ``e <- val - decoded``.
+        Decode: a zero tensor and a scatter of ``k`` values."""
+        n = math.prod(shape)
+        if n < self.min_numel or n == 0:
+            return raw_work(n)
+        k = self.k_for(n)
+        return CodecWork(
+            encode=Work(bytes=stream(n, 4, 12, 8, 4, 12) + 64 * k, launches=10, calls=1,
+                        reduce=n, select=n + k),
+            decode=Work(bytes=stream(n, 4) + 24 * k, launches=4, calls=1),
+        )
 
     def encode(self, tensor: torch.Tensor, state: CodecState | None = None) -> Payload:
         check_finite(tensor, self.name)

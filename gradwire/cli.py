@@ -26,7 +26,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Predict whether gradient compression makes data-parallel training faster.",
         epilog="Other commands: `run_sim.py report DIR` (rebuild tables and dashboard from a run's "
         "store), `run_sim.py validate --help` (check predictions against a real shaped network), "
-        "`run_sim.py profile --help` (measure a model on this GPU for model.profile).",
+        "`run_sim.py profile --help` (measure a model on this GPU for model.profile), "
+        "`run_sim.py calibrate-codecs --help` (fit the codec cost model on this device).",
     )
     p.add_argument("scenario", nargs="?", default="quickstart",
                    help="scenario YAML file or built-in name (default: quickstart)")
@@ -153,6 +154,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from gradwire.models.profile_cli import main as profile_main
 
             return profile_main(argv[1:])
+        if argv and argv[0] == "calibrate-codecs":
+            from gradwire.codecs.calibrate import cli_main as calibrate_main
+
+            return calibrate_main(argv[1:])
         args = _parser().parse_args(argv)
         if args.list:
             return _list(console)

@@ -73,9 +73,12 @@ class CodecProfile:
     name: str
     summable: bool
     params: tuple[ParamCost, ...]  # in the workload's backward order
-    estimate: bool = False  # times rescaled to a target device
+    estimate: bool = False  # times from a model of a target device, not measured
     exchange: Exchange = PAYLOAD  # the codec's declared exchange
-    source: str = ""  # where the codec times come from (shown in rows)
+    # per codec call (one per DDP bucket): fixed host overhead, charged once per bucket
+    encode_call_s: float = 0.0
+    decode_call_s: float = 0.0
+    codec_source: str = ""  # where the times come from (gradwire.codec_costs)
 
 
 @dataclass(frozen=True)
@@ -135,30 +138,6 @@ def _device(sc: Scenario) -> str:
     return sc.model.device
 
 
-def _copy_bandwidth_Bps(device: str) -> float:
-    """Measured memory bandwidth of the device at hand, for rescaling codec times.
-
-    The reference is a copy into a freshly allocated tensor (median of five), because
-    that is how codecs write their outputs: on a CPU the page faults of a fresh buffer
-    cost as much as the copy itself, and a copy into a reused buffer would overstate the
-    bandwidth the codecs actually see by about 5x.
-    """
-    import torch
-
-    x = torch.empty(32 * 2**20, dtype=torch.float32, device=device).fill_(1.0)
-    times = []
-    for _ in range(5):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        y = x.clone()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-        del y
-    return 2 * x.numel() * 4 / sorted(times)[2]
-
-
 def _accumulate_times(sc: Scenario, wl: Any, dev: str) -> tuple[float, ...]:
     """Per parameter, the seconds to add one decoded gradient into a float32 sum: measured
     on the device at hand, or on a target device a streaming pass of 12 bytes per element
@@ -168,9 +147,10 @@ def _accumulate_times(sc: Scenario, wl: Any, dev: str) -> tuple[float, ...]:
 
         bw = get_device(sc.model.target_device).memory_bandwidth_Bps * sc.model.memory_efficiency
         return tuple(12.0 * p.numel / bw for p in wl.params)
-    from gradwire.codecs.measure import measure_accumulate
+    from gradwire.codecs.host_cache import accumulate_cached  # cached: runs repeat exactly
 
-    return tuple(measure_accumulate(wl.gradients[p.name].to(dev), repeats=sc.measure.repeats) for p in wl.params)
+    return accumulate_cached([wl.gradients[p.name].to(dev) for p in wl.params], device=dev,
+                             repeats=sc.measure.repeats)
 
 
 def prepare(scenario: Scenario, *, points: Sequence[Point] | None = None, progress: bool = True,
@@ -178,8 +158,6 @@ def prepare(scenario: Scenario, *, points: Sequence[Point] | None = None, progre
     """Profile every distinct workload and measure every codec on its real gradients."""
     import torch
 
-    from gradwire.codecs import make_codec
-    from gradwire.codecs.measure import measure_codec
     from gradwire.models.sources import prepare_workload
 
     say = log or (lambda _msg: None)
@@ -194,13 +172,6 @@ def prepare(scenario: Scenario, *, points: Sequence[Point] | None = None, progre
         prep.measured_on = dev
         # compute: a profile file, the user's measured times, an estimate, or a profile here
         wl, origin = prepare_workload(sc, dev, progress=progress, say=say)
-        codec_scale = 1.0
-        if sc.model.target_device is not None:
-            from gradwire.models.devices import get_device
-
-            # codec kernels are memory bound: scale by the ratio of memory bandwidths
-            target_bw = get_device(sc.model.target_device).memory_bandwidth_Bps * sc.model.memory_efficiency
-            codec_scale = _copy_bandwidth_Bps(dev) / target_bw
         assert wl.gradients is not None  # internal: requested with keep_gradients
         prep.workloads[key] = WorkloadSummary(
             model=wl.model, batch_size=wl.batch_size, device=wl.device,
@@ -212,30 +183,36 @@ def prepare(scenario: Scenario, *, points: Sequence[Point] | None = None, progre
         )
         prep.sum_s[key] = _accumulate_times(sc, wl, dev)
         specs = list(dict.fromkeys(s for pt in pts if workload_key(pt.scenario) == key for s in pt.scenario.codecs))
-        ranks = sc.measure.ranks
         for spec in specs:
-            say(f"measuring codec {spec} on {len(wl.params)} real gradients")
-            codec = make_codec(spec, default_seed=sc.seed)
-            costs = []
-            for prm in wl.params:
-                g = wl.gradients[prm.name].to(dev)
-                cost = measure_codec(codec, g, repeats=sc.measure.repeats, seed=sc.seed)
-                bits = [cost.nbits]
-                for r in range(1, ranks):
-                    bits.append(codec.encode(g, codec.new_state(dev, worker=r)).nbits)
-                shape = tuple(prm.shape)
-                costs.append(ParamCost(prm.numel, tuple(bits), cost.encode_s * codec_scale, cost.decode_s * codec_scale,
-                                       tuple(codec.round_bits(b, shape) for b in bits)))
-            on_target = sc.model.target_device is not None
-            prep.codecs[(key, spec)] = CodecProfile(
-                spec, codec.name, codec.summable, tuple(costs), estimate=on_target, exchange=codec.exchange,
-                source=("estimate (measured here, scaled by memory bandwidth to the target; no stated error)"
-                        if on_target else f"measured here ({dev})"))
+            say(f"codec {spec} on {len(wl.params)} real gradients")
+            prep.codecs[(key, spec)] = codec_profile(sc, spec, wl, dev, say)
         del wl
         if dev == "cuda":
             torch.cuda.empty_cache()
     prep.prepare_s = time.perf_counter() - t_start
     return prep
+
+
+def codec_profile(sc: Scenario, spec: str, wl: Any, dev: str, say: Callable[[str], None]) -> CodecProfile:
+    """Payload bits of every gradient for ``sc.measure.ranks`` ranks, and the codec's times
+    from :func:`gradwire.codec_costs.codec_times`."""
+    from gradwire.codec_costs import codec_times
+    from gradwire.codecs import make_codec
+    from gradwire.codecs.measure import fresh_state
+
+    codec = make_codec(spec, default_seed=sc.seed)
+    grads = [wl.gradients[prm.name].to(dev) for prm in wl.params]
+    times = codec_times(sc, codec, grads, dev, say)
+    costs = []
+    for i, (prm, g) in enumerate(zip(wl.params, grads, strict=True)):
+        bits = [codec.encode(g, fresh_state(codec, g.device, sc.seed)).nbits]
+        bits += [codec.encode(g, codec.new_state(dev, worker=r)).nbits for r in range(1, sc.measure.ranks)]
+        shape = tuple(prm.shape)
+        costs.append(ParamCost(prm.numel, tuple(bits), times.encode_s[i], times.decode_s[i],
+                               tuple(codec.round_bits(b, shape) for b in bits)))
+    return CodecProfile(spec, codec.name, codec.summable, tuple(costs), estimate=times.estimate,
+                        exchange=codec.exchange, encode_call_s=times.encode_call_s,
+                        decode_call_s=times.decode_call_s, codec_source=times.source)
 
 
 def build_topology(sc: Scenario) -> Any:
@@ -294,7 +271,9 @@ def bucket_inputs(prof: CodecProfile, groups: Sequence[Sequence[int]], ready_s: 
         )
         out.append(BucketInput(
             numel=sum(c.numel for c in costs), ready_s=max(ready_s[i] for i in grp), round_bytes=rb,
-            encode_s=sum(c.encode_s for c in costs), decode_s=sum(c.decode_s for c in costs),
+            # per-call terms of the codec's cost model: one codec call per bucket
+            encode_s=sum(c.encode_s for c in costs) + prof.encode_call_s,
+            decode_s=sum(c.decode_s for c in costs) + prof.decode_call_s,
             sum_s=sum(sum_s[i] for i in grp) if sum_s is not None else 0.0,
         ))
     return out
@@ -348,7 +327,7 @@ def evaluate_point(point: Point, prepared: Prepared) -> tuple[list[Row], list[Tr
             compression_ratio=32 * total_numel / max(1.0, mean_bits),
             estimate=wl.estimate or prof.estimate, params=dict(point.values),
             target_device=wl.target_device, precision=wl.precision, efficiency_source=wl.efficiency_source,
-            compute_source=wl.compute_source, codec_source=prof.source,
+            compute_source=wl.compute_source, codec_source=prof.codec_source,
             network_source="estimate (simulated network model)",
         ))
         traces.append(Trace(point=point.index, codec=spec, segments=res.segments, links=res.links,

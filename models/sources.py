@@ -45,11 +45,6 @@ def model_setting_problems(m: Any) -> list[tuple[str, str]]:
     from gradwire.models.usermodel import check_module_path
 
     out: list[tuple[str, str]] = []
-    if m.compute_efficiency is not None:
-        out.append(("model.compute_efficiency",
-                    "retired: a target device's compute is estimated with calibrated "
-                    "per-operation-class efficiencies (docs/models.md); give model.efficiency "
-                    "{gemm, small_gemm, memory, optimizer, launch_us} to override them"))  # fmt: skip
     if m.module is not None:
         why = check_module_path(m.module)
         if why:

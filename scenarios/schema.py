@@ -52,9 +52,10 @@ class ModelCfg(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"  # where profiling and codec timing run
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     target_device: str | None = None  # the GPU asked about (compute estimated unless measured)
-    # retired: the estimate uses calibrated per-class efficiencies (model.efficiency)
-    compute_efficiency: Annotated[float, Field(gt=0, le=1)] | None = None
-    memory_efficiency: Annotated[float, Field(gt=0, le=1)] = 0.7  # codec-time rescaling
+    # codec cost model on a target's datasheet constants: fractions of its FP32 peak and
+    # memory bandwidth codec kernels reach (the compute estimate has its own, model.efficiency)
+    compute_efficiency: Annotated[float, Field(gt=0, le=1)] = 0.4
+    memory_efficiency: Annotated[float, Field(gt=0, le=1)] = 0.7
     measured: MeasuredTimes | None = None  # or give compute times measured elsewhere
     profile_iters: Annotated[int, Field(gt=0, le=100)] = 3
     module: str | None = None  # the user's own model: "package.module:factory"
@@ -109,6 +110,15 @@ class MeasureCfg(_Strict):
     ranks: Annotated[int, Field(gt=0, le=64)] = 2  # distinct seeds whose payload sizes are measured
 
 
+class CodecCostCfg(_Strict):
+    """Where codec times come from (see gradwire.codec_costs) and stated overheads."""
+
+    costs: str | None = None  # calibration file made by `run_sim.py calibrate-codecs`
+    # extra host time per tensor per encode and per decode: another framework's codec
+    # implementation (a Python loop over tensors, unfused operations)
+    per_tensor_overhead_us: NonNegFloat = 0.0
+
+
 class ConvergenceCfg(_Strict):
     enabled: bool = False
     model: str = "mlp"
@@ -157,6 +167,7 @@ class Scenario(_Strict):
     stragglers: list[Straggler] = Field(default_factory=list)
     jitter: Annotated[float, Field(ge=0, le=1)] = 0.0  # std of compute time / mean
     measure: MeasureCfg = Field(default_factory=MeasureCfg)
+    codec: CodecCostCfg = Field(default_factory=CodecCostCfg)
     sweep: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(default_factory=dict)
     # explicit points (each a set of path: value overrides, plus an optional `case` name),
     # crossed with the sweep axes

@@ -229,7 +229,6 @@ def test_measured_times_with_a_target_device_are_exactly_the_compute() -> None:
     ("model", "path"),
     [
         ({"efficiency": {"gemm": 0.5, "small_gemm": 0.5, "memory": 0.5, "optimizer": 0.5}}, "model.efficiency"),
-        ({"compute_efficiency": 0.5, "target_device": "A100"}, "model.compute_efficiency"),
         ({"target_device": "A100", "measured": {"forward_ms": 1, "backward_ms": 1},
           "efficiency": {"gemm": 0.5, "small_gemm": 0.5, "memory": 0.5, "optimizer": 0.5}}, "model.efficiency"),
         ({"measured": {"forward_ms": 1, "backward_ms": 1}, "precision": "tf32"}, "model.precision"),
