@@ -35,7 +35,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from gradwire.codecs.base import Codec, CodecState, Payload, make_codec
+from gradwire.codecs.base import Codec, CodecState, Payload, check_received_nbits, make_codec
 from gradwire.errors import ConfigError
 
 HookFn = Callable[[Any, "dist.GradBucket"], "torch.futures.Future[torch.Tensor]"]
@@ -195,6 +195,8 @@ def _quantized_hook(state: DDPHookState, bucket: dist.GradBucket) -> torch.futur
     all_bits = torch.empty(world, dtype=torch.int64, device=dev)
     _allgather(all_bits, mine, group).wait()
     bits = [int(b) for b in all_bits.tolist()]
+    for r, b in enumerate(bits):  # other ranks' lengths come over the network: bound them first
+        check_received_nbits(b, flat.numel(), state.codec.name, r)
     maxlen = max(1, max((b + 7) // 8 for b in bits))
     padded = torch.zeros(maxlen, dtype=torch.uint8, device=dev)
     padded[: data.numel()] = data

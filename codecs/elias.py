@@ -4,7 +4,10 @@
 ``k``, then the binary form of (its length - 1), and so on while that number exceeds 1;
 ``|omega(k)| <= log k + 2 log log k + O(1)`` bits (the QSGD paper's "Elias(k)",
 Theorem 3.2). Writers OR bits into a zero-initialised ``uint8`` buffer at a bit position
-and return the new position; readers return ``(value, new_position)``.
+and return the new position; readers return ``(value, new_position)``. The bounded readers
+(:func:`get_bits_bounded`, :func:`get_omega_bounded`) never read at or past a bit ``limit``
+(the payload's ``nbits``, itself checked against the buffer's length): they return the
+position ``OVERRUN`` instead, so a corrupted stream cannot make a decoder leave its buffer.
 """
 
 from __future__ import annotations
@@ -89,4 +92,36 @@ def get_omega(buf: np.ndarray, pos: int) -> tuple[int, int]:
         if bit == 0:
             return n, pos
         rest, pos = get_bits(buf, pos, n)
+        n = (1 << n) | rest
+
+
+OVERRUN = -1  # a read would pass the end of the stream
+TOO_LONG = -2  # an omega code longer than any value the decoder accepts
+
+
+@numba.njit(cache=True, inline="always")
+def get_bits_bounded(buf: np.ndarray, pos: int, nbits: int, limit: int) -> tuple[int, int]:
+    """:func:`get_bits`, or ``(0, OVERRUN)`` when the read would pass bit ``limit``."""
+    if pos < 0 or pos + nbits > limit:
+        return 0, OVERRUN
+    return get_bits(buf, pos, nbits)
+
+
+@numba.njit(cache=True)
+def get_omega_bounded(buf: np.ndarray, pos: int, limit: int, max_bits: int) -> tuple[int, int]:
+    """:func:`get_omega` within bit ``limit``; values of more than ``max_bits`` (<= 62) bits
+    give ``(0, TOO_LONG)``, a read past ``limit`` gives ``(0, OVERRUN)``."""
+    n = 1
+    while True:
+        if pos < 0 or pos >= limit:
+            return 0, OVERRUN
+        bit = (buf[pos >> 3] >> (7 - (pos & 7))) & 1
+        pos += 1
+        if bit == 0:
+            return n, pos
+        if n >= max_bits:
+            return 0, TOO_LONG
+        rest, pos = get_bits_bounded(buf, pos, n, limit)
+        if pos < 0:
+            return 0, pos
         n = (1 << n) | rest

@@ -15,7 +15,15 @@ from typing import ClassVar
 
 import torch
 
-from gradwire.codecs.base import CODECS, Codec, CodecState, Payload, check_finite
+from gradwire.codecs.base import (
+    CODECS,
+    Codec,
+    CodecState,
+    Payload,
+    check_finite,
+    expect_finite,
+    expect_nbytes,
+)
 from gradwire.codecs.cost import CodecWork, Work, stream
 from gradwire.codecs.exchange import CAST, IN_PLACE
 from gradwire.errors import CodecError
@@ -50,7 +58,11 @@ class CastCodec(Codec):
         return Payload(data, 8 * data.numel(), tuple(tensor.shape), tensor.dtype, self.name)
 
     def decode(self, payload: Payload) -> torch.Tensor:
+        size = torch.empty((), dtype=self.wire_dtype).element_size()
+        expect_nbytes(payload, self.name, size * payload.numel, 8 * size * payload.numel)
         wire = payload.data.view(self.wire_dtype)
+        # an encoder never sends NaN or Inf (it refuses them), so one arriving is corruption
+        expect_finite(wire, payload, self.name, "value")
         return wire.to(payload.dtype).reshape(payload.shape)
 
     def quantize(self, tensor: torch.Tensor, state: CodecState | None = None) -> torch.Tensor:

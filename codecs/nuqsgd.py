@@ -31,6 +31,9 @@ from gradwire.codecs.base import (
     CodecState,
     Payload,
     check_finite,
+    expect_finite,
+    expect_nbytes,
+    payload_error,
     raw_decode,
     raw_payload,
     state_for,
@@ -205,8 +208,13 @@ class NUQSGD(Codec):
         if n < self.min_numel or n == 0:
             return raw_decode(payload)
         nb = -(-n // self.bucket)
+        width = self.mbits + 1
+        expect_nbytes(payload, self.name, 4 * nb + (n * width + 7) // 8, 32 * nb + width * n)
         scales = payload.data[: 4 * nb].view(torch.float32).reshape(1, nb)
-        codes = unpack(payload.data[4 * nb :], n, self.mbits + 1).reshape(1, n)
+        expect_finite(scales, payload, self.name, "bucket scale", nonneg=True)
+        codes = unpack(payload.data[4 * nb :], n, width).reshape(1, n)
+        if bool(((codes & ((1 << self.mbits) - 1)) > self.levels).any()):
+            raise payload_error(payload, self.name, f"a level index exceeds {self.levels}")
         return self._dequant(codes, scales).to(payload.dtype).reshape(payload.shape)
 
     def quantize(self, tensor: torch.Tensor, state: CodecState | None = None) -> torch.Tensor:

@@ -29,9 +29,12 @@ from gradwire.codecs.base import (
     Codec,
     CodecState,
     Payload,
+    check_encoded_finite,
     check_finite,
     ef_input,
     ef_update,
+    expect_finite,
+    expect_nbytes,
     raw_decode,
     raw_payload,
     state_for,
@@ -199,6 +202,7 @@ class OneBit(Codec):
         else:
             b2, m0, m1, d2 = self._torch(val.unsqueeze(0), shape)
             bits, mean0, mean1, decoded = b2[0], m0[0], m1[0], d2[0]
+        check_encoded_finite(torch.cat([mean0, mean1]), self.name, shape, "column/bucket means")
         if self.error_feedback:
             ef_update(st, val, decoded)
         g = mean0.numel()
@@ -212,7 +216,9 @@ class OneBit(Codec):
             return raw_decode(payload)
         g, m, _ = self._layout(shape)
         by_column = len(shape) >= 2
+        expect_nbytes(payload, self.name, 8 * g + (n + 7) // 8, 64 * g + n)
         means = payload.data[: 8 * g].view(torch.float32)
+        expect_finite(means, payload, self.name, "reconstruction value")
         bits = unpack(payload.data[8 * g :], n, 1)
         if payload.data.device.type == "cpu":
             out = np.empty(n, dtype=np.float32)

@@ -27,9 +27,12 @@ from gradwire.codecs.base import (
     Codec,
     CodecState,
     Payload,
+    check_encoded_finite,
     check_finite,
     ef_input,
     ef_update,
+    expect_finite,
+    expect_nbytes,
     new_generator,
     state_for,
 )
@@ -125,6 +128,7 @@ class PowerSGD(Codec):
         shape = tuple(tensor.shape)
         ms = self.matrix_shape(shape)
         if ms is None:
+            check_encoded_finite(tensor.detach().reshape(-1).to(torch.float32), self.name, shape, "values")
             data = tensor.detach().reshape(-1).to(torch.float32).contiguous().view(torch.uint8)
             return Payload(data.clone(), 8 * data.numel(), shape, tensor.dtype, self.name)
         st = state_for(self, tensor, state)
@@ -134,6 +138,7 @@ class PowerSGD(Codec):
         m = val.reshape(rows, cols)
         p = orthogonalize(m @ self._q(st, cols, r, m.device))
         q = m.T @ p
+        check_encoded_finite(torch.cat([p.reshape(-1), q.reshape(-1)]), self.name, shape, "factors P, Q")
         st.extra["Q"] = q
         ef_update(st, val, (p @ q.T).reshape(shape))
         data = torch.cat([p.contiguous().reshape(-1), q.contiguous().reshape(-1)])
@@ -143,14 +148,22 @@ class PowerSGD(Codec):
     def decode(self, payload: Payload) -> torch.Tensor:
         shape = payload.shape
         ms = self.matrix_shape(shape)
-        flat = payload.data.view(torch.float32)
+        n = payload.numel
         if ms is None:
+            expect_nbytes(payload, self.name, 4 * n, 32 * n)
+            flat = payload.data.view(torch.float32)
+            expect_finite(flat, payload, self.name, "value")
             return flat.to(payload.dtype).reshape(shape)
         rows, cols = ms
         r = self._rank(rows, cols)
+        expect_nbytes(payload, self.name, 4 * (rows + cols) * r, 32 * (rows + cols) * r)
+        flat = payload.data.view(torch.float32)
+        expect_finite(flat, payload, self.name, "factor entry")
         p = flat[: rows * r].reshape(rows, r)
         q = flat[rows * r :].reshape(cols, r)
-        return (p @ q.T).to(payload.dtype).reshape(shape)
+        out = p @ q.T
+        expect_finite(out, payload, self.name, "product P Q^T entry")
+        return out.to(payload.dtype).reshape(shape)
 
     def quantize(self, tensor: torch.Tensor, state: CodecState | None = None) -> torch.Tensor:
         """Single-worker value; the same arithmetic as :meth:`encode` then :meth:`decode`."""

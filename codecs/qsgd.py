@@ -37,6 +37,9 @@ from gradwire.codecs.base import (
     CodecState,
     Payload,
     check_finite,
+    expect_finite,
+    expect_nbytes,
+    payload_error,
     raw_decode,
     raw_payload,
     state_for,
@@ -278,26 +281,37 @@ class QSGD(Codec):
         nb = self._nb(n)
         s, d = self.levels, self.bucket
         data = payload.data
+        width = self.mbits + 1
+        if self.encoding == "fixed":
+            expect_nbytes(payload, self.name, 4 * nb + packed_nbytes(n, width), 32 * nb + width * n)
+        elif data.numel() < 4 * nb:  # at least every bucket's scale
+            raise payload_error(payload, self.name, f"{data.numel()} bytes cannot hold {nb} bucket scales")
         if self.encoding == "fixed" and (data.device.type != "cpu" or self.force_torch):
             scales = data[: 4 * nb].view(torch.float32).reshape(1, nb)
-            codes = F.pad(unpack_torch(data[4 * nb :], n, self.mbits + 1), (0, nb * d - n))
+            expect_finite(scales, payload, self.name, "bucket scale", nonneg=True)
+            codes = F.pad(unpack_torch(data[4 * nb :], n, width), (0, nb * d - n))
             lev = (codes & ((1 << self.mbits) - 1)).reshape(1, nb, d)
+            if bool((lev > s).any()):
+                raise payload_error(payload, self.name, f"a level exceeds s={s}")
             neg = (codes >> self.mbits).reshape(1, nb, d) > 0
             out_t = dequant_torch(lev, neg, scales, s, n)
             return out_t.to(payload.dtype).reshape(payload.shape)
         raw = data.cpu().numpy()
         if self.encoding == "fixed":
-            width = self.mbits + 1
+            expect_finite(torch.from_numpy(raw[: 4 * nb].view(np.float32)), payload, self.name,
+                          "bucket scale", nonneg=True)
             cn = np.empty(n, dtype=np.uint8 if width <= 8 else np.int32)
             unpack_numba(raw[4 * nb :], n, width, cn)
             out = np.empty(n, dtype=np.float32)
-            K.dequant_kernel(cn, raw[: 4 * nb].view(np.float32), s, d, self.mbits, out)
-        elif self.encoding == "elias":
-            out = np.zeros(n, dtype=np.float32)
-            K.elias_decode(raw, nb, s, d, n, out)
+            bad = K.dequant_kernel(cn, raw[: 4 * nb].view(np.float32), s, d, self.mbits, out)
+            if bad:
+                raise payload_error(payload, self.name, f"{bad} bucket(s) hold a level above s={s}")
         else:
             out = np.zeros(n, dtype=np.float32)
-            K.dense_decode(raw, nb, s, d, n, out)
+            decoder = K.elias_decode if self.encoding == "elias" else K.dense_decode
+            end = decoder(raw, nb, s, d, n, out, payload.nbits)
+            if end != payload.nbits:
+                raise payload_error(payload, self.name, K.stream_problem(end, payload.nbits, self.encoding))
         res = torch.from_numpy(out).to(payload.dtype).reshape(payload.shape)
         return res.to(data.device)
 

@@ -22,6 +22,12 @@ numba and torch paths share them exactly. Stream layouts (per bucket of ``m`` el
 
 A decoded value is ``level * (scale / s)`` in float32, negated when the sign bit is set
 and the value is nonzero (so no path produces ``-0.0``).
+
+Decoders trust nothing they read: the stream decoders take the payload's bit length as a
+hard limit (every read is bounded by it), accept only levels in ``1..s``, gaps inside the
+bucket and finite non-negative scales, and return a negative code instead of a position
+when the stream is inconsistent (:func:`stream_problem` says which); the fixed-width
+dequantizer counts buckets holding a level above ``s``.
 """
 
 from __future__ import annotations
@@ -33,8 +39,38 @@ import numba
 import numpy as np
 
 from gradwire.codecs.bitpack import PARALLEL_LOCK
-from gradwire.codecs.elias import get_bits, get_omega, omega_length, put_bits, put_omega
+from gradwire.codecs.elias import (
+    OVERRUN,
+    TOO_LONG,
+    get_bits_bounded,
+    get_omega_bounded,
+    omega_length,
+    put_bits,
+    put_omega,
+)
 from gradwire.codecs.rng import u24
+
+BAD_VALUE = -3  # a level outside 1..s, or a gap past the end of its bucket
+BAD_SCALE = -4  # a bucket scale that is NaN, Inf or negative
+_MAX_OMEGA_BITS = 40  # gaps are <= bucket + 1 and levels <= 2^20: never longer
+
+
+def stream_problem(end: int, nbits: int, encoding: str) -> str:
+    """What a stream decoder's return value ``end`` says about a stream of ``nbits`` bits."""
+    if end == OVERRUN:
+        return f"the {encoding} stream runs past its {nbits} bits"
+    if end == TOO_LONG:
+        return f"the {encoding} stream holds a code longer than any valid value"
+    if end == BAD_VALUE:
+        return f"the {encoding} stream holds a level or position outside its bucket's range"
+    if end == BAD_SCALE:
+        return f"the {encoding} stream holds a bucket scale that is NaN, Inf or negative"
+    return f"the {encoding} stream ends at bit {end} but the payload has {nbits} bits"
+
+
+@numba.njit(cache=True, inline="always")
+def _bad_scale(x: Any) -> bool:
+    return not (x >= numba.float32(0.0)) or x > numba.float32(3.4028234663852886e38)
 
 
 @numba.njit(cache=True, inline="always")
@@ -74,10 +110,13 @@ def codes_kernel(x, scales, s, d, mbits, k1, k2, out):  # type: ignore[no-untype
         _codes_kernel(x, scales, s, d, mbits, k1, k2, out)
 
 
-def dequant_kernel(codes, scales, s, d, mbits, out):  # type: ignore[no-untyped-def]
-    """Codes back to float32 (see :func:`_dequant_kernel`), under the lock."""
+def dequant_kernel(codes, scales, s, d, mbits, out) -> int:  # type: ignore[no-untyped-def]
+    """Codes back to float32 (see :func:`_dequant_kernel`), under the lock; returns the
+    number of buckets holding a level above ``s`` (0 for any payload an encoder made)."""
+    bad = np.zeros(scales.shape[0], dtype=np.uint8)
     with PARALLEL_LOCK:
-        _dequant_kernel(codes, scales, s, d, mbits, out)
+        _dequant_kernel(codes, scales, s, d, mbits, out, bad)
+    return int(bad.sum())
 
 
 @numba.njit(cache=True, parallel=True)
@@ -101,8 +140,9 @@ def _codes_kernel(x, scales, s, d, mbits, k1, k2, out):  # type: ignore[no-untyp
 
 
 @numba.njit(cache=True, parallel=True)
-def _dequant_kernel(codes, scales, s, d, mbits, out):  # type: ignore[no-untyped-def]
-    """Codes back to float32 values: ``+-level * (scale_b / s)`` (buckets in parallel)."""
+def _dequant_kernel(codes, scales, s, d, mbits, out, bad):  # type: ignore[no-untyped-def]
+    """Codes back to float32 values: ``+-level * (scale_b / s)`` (buckets in parallel);
+    ``bad[b] = 1`` when bucket b holds a level above ``s``."""
     n = codes.shape[0]
     mask = (1 << mbits) - 1
     sf = numba.float32(s)
@@ -110,6 +150,8 @@ def _dequant_kernel(codes, scales, s, d, mbits, out):  # type: ignore[no-untyped
         unit = scales[b] / sf
         for i in range(b * d, min(n, (b + 1) * d)):
             c = codes[i]
+            if (c & mask) > s:
+                bad[b] = 1
             q = numba.float32(c & mask) * unit
             out[i] = -q if ((c >> mbits) and q > 0) else q
 
@@ -146,26 +188,41 @@ def elias_encode(codes, scale_bits, mbits, d, out):  # type: ignore[no-untyped-d
 
 
 @numba.njit(cache=True)
-def elias_decode(data, nb, s, d, n, out):  # type: ignore[no-untyped-def]
-    """Inverse of :func:`elias_encode` into float32 ``out`` (zeroed by the caller)."""
+def elias_decode(data, nb, s, d, n, out, limit):  # type: ignore[no-untyped-def]
+    """Inverse of :func:`elias_encode` into float32 ``out`` (zeroed by the caller), reading
+    at most ``limit`` bits (<= 8 * len(data)); returns the end position or a negative code."""
     sf = numba.float32(s)
     pos = 0
     scale_u = np.empty(1, dtype=np.uint32)
     scale_f = scale_u.view(np.float32)
     for b in range(nb):
-        bits, pos = get_bits(data, pos, 32)
+        bits, pos = get_bits_bounded(data, pos, 32, limit)
+        if pos < 0:
+            return pos
         scale_u[0] = bits
+        if _bad_scale(scale_f[0]):
+            return BAD_SCALE
         unit = scale_f[0] / sf
         start = b * d
         m = min(n, start + d) - start
         last = 0
         while True:
-            gap, pos = get_omega(data, pos)
+            gap, pos = get_omega_bounded(data, pos, limit, _MAX_OMEGA_BITS)
+            if pos < 0:
+                return pos
             here = last + gap
             if here > m:
+                if here != m + 1:
+                    return BAD_VALUE
                 break
-            neg, pos = get_bits(data, pos, 1)
-            lev, pos = get_omega(data, pos)
+            neg, pos = get_bits_bounded(data, pos, 1, limit)
+            if pos < 0:
+                return pos
+            lev, pos = get_omega_bounded(data, pos, limit, _MAX_OMEGA_BITS)
+            if pos < 0:
+                return pos
+            if lev > s:
+                return BAD_VALUE
             q = numba.float32(lev) * unit
             out[start + here - 1] = -q if (neg and q > 0) else q
             last = here
@@ -192,13 +249,15 @@ def _put_dense_level(out, pos, lev):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True, inline="always")
-def _get_dense_level(data, pos):  # type: ignore[no-untyped-def]
+def _get_dense_level(data, pos, limit):  # type: ignore[no-untyped-def]
     for ones in range(3):
+        if pos >= limit:
+            return 0, OVERRUN
         bit = (data[pos >> 3] >> (7 - (pos & 7))) & 1
         pos += 1
         if bit == 0:
             return (1, 0, 2)[ones], pos
-    k, pos = get_omega(data, pos)
+    k, pos = get_omega_bounded(data, pos, limit, _MAX_OMEGA_BITS)
     return k + 2, pos
 
 
@@ -220,21 +279,33 @@ def dense_encode(codes, scale_bits, mbits, d, out):  # type: ignore[no-untyped-d
 
 
 @numba.njit(cache=True)
-def dense_decode(data, nb, s, d, n, out):  # type: ignore[no-untyped-def]
+def dense_decode(data, nb, s, d, n, out, limit):  # type: ignore[no-untyped-def]
+    """Inverse of :func:`dense_encode`, reading at most ``limit`` bits; returns the end
+    position or a negative code."""
     sf = numba.float32(s)
     pos = 0
     scale_u = np.empty(1, dtype=np.uint32)
     scale_f = scale_u.view(np.float32)
     for b in range(nb):
-        bits, pos = get_bits(data, pos, 32)
+        bits, pos = get_bits_bounded(data, pos, 32, limit)
+        if pos < 0:
+            return pos
         scale_u[0] = bits
+        if _bad_scale(scale_f[0]):
+            return BAD_SCALE
         unit = scale_f[0] / sf
         for i in range(b * d, min(n, (b + 1) * d)):
-            lev, pos = _get_dense_level(data, pos)
+            lev, pos = _get_dense_level(data, pos, limit)
+            if pos < 0:
+                return pos
+            if lev > s:
+                return BAD_VALUE
             if lev == 0:
                 out[i] = numba.float32(0.0)
             else:
-                neg, pos = get_bits(data, pos, 1)
+                neg, pos = get_bits_bounded(data, pos, 1, limit)
+                if pos < 0:
+                    return pos
                 q = numba.float32(lev) * unit
                 out[i] = -q if (neg and q > 0) else q
     return pos

@@ -22,9 +22,12 @@ from gradwire.codecs.base import (
     Codec,
     CodecState,
     Payload,
+    check_encoded_finite,
     check_finite,
     ef_input,
     ef_update,
+    expect_finite,
+    expect_nbytes,
     raw_decode,
     raw_payload,
     state_for,
@@ -102,6 +105,7 @@ class SignSGD(Codec):
         bits = pack(pos.reshape(-1).to(torch.uint8), 1)
         if not self.error_feedback:
             return Payload(bits, n, shape, tensor.dtype, self.name)
+        check_encoded_finite(scale, self.name, shape, "scale (mean magnitude)")
         ef_update(st, val.reshape(shape), self._recon(pos, scale).reshape(shape))
         data = torch.cat([scale.to(torch.float32).view(torch.uint8), bits])
         return Payload(data, 32 + n, shape, tensor.dtype, self.name)
@@ -110,8 +114,11 @@ class SignSGD(Codec):
         n = payload.numel
         if n < self.min_numel or n == 0:
             return raw_decode(payload)
+        head = 4 if self.error_feedback else 0
+        expect_nbytes(payload, self.name, head + (n + 7) // 8, 8 * head + n)
         if self.error_feedback:
             scale = payload.data[:4].view(torch.float32)
+            expect_finite(scale, payload, self.name, "scale", nonneg=True)
             bits = payload.data[4:]
         else:
             scale = torch.ones(1, device=payload.data.device)

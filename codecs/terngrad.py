@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -86,7 +87,8 @@ class TernGrad(Codec):
         n = payload.numel
         if n < self.min_numel or n == 0:
             return raw_decode(payload)
-        return self._inner(n).decode(payload)
+        inner = self._inner(n)
+        return inner.decode(replace(payload, codec=inner.name, spec=""))
 
     def quantize(self, tensor: torch.Tensor, state: CodecState | None = None) -> torch.Tensor:
         st = state_for(self, tensor, state)

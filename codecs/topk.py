@@ -19,9 +19,13 @@ from gradwire.codecs.base import (
     Codec,
     CodecState,
     Payload,
+    check_encoded_finite,
     check_finite,
     ef_input,
     ef_update,
+    expect_finite,
+    expect_nbytes,
+    payload_error,
     raw_decode,
     raw_payload,
     state_for,
@@ -85,6 +89,7 @@ class TopK(Codec):
         st = state_for(self, tensor, state)
         val = ef_input(tensor, st)
         idx, values, decoded = self._select(val)
+        check_encoded_finite(values, self.name, tuple(tensor.shape), "values")
         ef_update(st, val, decoded)
         data = torch.cat([idx.to(torch.int32).view(torch.uint8), values.view(torch.uint8)])
         return Payload(data, 64 * idx.numel(), tuple(tensor.shape), tensor.dtype, self.name)
@@ -94,8 +99,12 @@ class TopK(Codec):
         if n < self.min_numel or n == 0:
             return raw_decode(payload)
         k = self.k_for(n)
+        expect_nbytes(payload, self.name, 8 * k, 64 * k)
         idx = payload.data[: 4 * k].view(torch.int32).to(torch.int64)
         values = payload.data[4 * k : 8 * k].view(torch.float32)
+        if bool(((idx < 0) | (idx >= n)).any()) or bool((idx[1:] <= idx[:-1]).any()):
+            raise payload_error(payload, self.name, f"indices are not increasing positions in 0..{n - 1}")
+        expect_finite(values, payload, self.name, "value")
         out = torch.zeros(n, dtype=torch.float32, device=payload.data.device)
         out.index_put_((idx,), values)
         return out.to(payload.dtype).reshape(payload.shape)

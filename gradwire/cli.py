@@ -43,6 +43,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="address of a running Dask scheduler (default: $DASK_SCHEDULER_ADDRESS; "
                    "with --engine dask and no address, a local cluster on this machine's cores)")
     p.add_argument("--check", action="store_true", help="validate the scenario, print its points, and exit")
+    p.add_argument("--max-points", type=int, default=None, metavar="N",
+                   help="run a sweep of more than the default 10,000 points (at most N)")
+    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                   help="when another run holds the output folder, wait this long for it (default: refuse)")
     p.add_argument("--format", choices=["table", "markdown", "csv", "json"], default="table",
                    help="how the summary is printed (default: a table; to a file or a pipe at full width)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -66,22 +70,30 @@ def _list(console: Console) -> int:
 def _run(args: argparse.Namespace, console: Console) -> int:
     from gradwire.report.table import print_summary
     from gradwire.run import run_scenario
+    from gradwire.scenarios.limits import DEFAULT_MAX_POINTS
     from gradwire.scenarios.loader import expand, load_scenario
 
     sc = load_scenario(args.scenario, args.overrides)
-    points = expand(sc)
+    max_points = DEFAULT_MAX_POINTS if args.max_points is None else args.max_points
+    if max_points < 1:
+        raise GradWireError(f"--max-points must be >= 1, got {max_points}")
+    points = expand(sc, max_points=max_points)
     axes = ", ".join(f"{k} ({len(v)})" for k, v in sc.sweep.items()) or "none"
     console.print(f"[bold]{sc.name}[/bold]: {len(points)} point(s), sweep axes: {axes}; "
                   f"codecs: {', '.join(sc.codecs)}")
     if args.check:
-        for pt in points:
+        shown = 200  # every point was checked; listing 10^5 of them helps no one
+        for pt in points[:shown]:
             console.print(f"  point {pt.index} [{pt.point_id}] {pt.values}", markup=False, highlight=False)
+        if len(points) > shown:
+            console.print(f"  ... and {len(points) - shown:,} more point(s), all checked")
         return 0
     scheduler = args.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
     engine = args.engine or ("dask" if scheduler else "serial")
     out = args.out or os.path.join("results", sc.name)
     outcome = run_scenario(sc, out, engine=engine, scheduler=scheduler, progress=not args.quiet,
-                           log=lambda m: console.print(f"[dim]{m}[/dim]"))
+                           log=lambda m: console.print(f"[dim]{m}[/dim]"), max_points=max_points,
+                           wait_s=args.wait)
     print_summary(outcome.rows, console, args.format)
     if outcome.time_to_target:
         first = outcome.time_to_target[0]

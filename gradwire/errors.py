@@ -41,6 +41,15 @@ class NonFiniteGradientError(CodecError, ValueError):
     """A gradient holds NaN or Inf; compressing it would hide the problem."""
 
 
+class PayloadError(CodecError, ValueError):
+    """A payload cannot be what its codec produced: wrong format version, codec or parameters,
+    a length that does not match the element count, or bytes that decode past their end."""
+
+
+class StoreError(GradWireError):
+    """A results folder cannot be used: not creatable, a file, or held by another run."""
+
+
 class TopologyError(GradWireError, ValueError):
     """A topology is unusable: disconnected, non-positive bandwidth, too few GPUs, ..."""
 

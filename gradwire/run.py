@@ -20,8 +20,17 @@ from typing import Any
 
 from gradwire.pipeline import Prepared, evaluate_point, prepare
 from gradwire.results import Row, Trace
-from gradwire.scenarios.loader import expand
+from gradwire.scenarios.limits import DEFAULT_MAX_POINTS
+from gradwire.scenarios.loader import Point, expand
 from gradwire.scenarios.schema import PublishedFigure, Scenario
+from gradwire.sweep.provenance import (
+    DEFAULT_COST_SOURCE,
+    OutputLock,
+    explain_stale,
+    inputs_digest,
+    open_out_dir,
+    point_provenance,
+)
 
 
 @dataclass
@@ -144,6 +153,47 @@ def run_convergence_study(sc: Scenario, rows: Sequence[Row], *, progress: bool,
     return accuracy_vs_time(curves, iteration_s), ttt
 
 
+def _point_inputs(point: Point, prepared: Prepared) -> list[Any]:
+    """The prepared inputs a point's simulation reads: of every field of ``prepared``, the
+    entries of its workload (keyed by the workload key, or by (workload key, codec spec)
+    for one of its codecs), and every plain field but the preparation's own duration."""
+    from dataclasses import fields
+
+    from gradwire.pipeline import workload_key
+
+    key = workload_key(point.scenario)
+    codecs = set(point.scenario.codecs)
+    out: list[Any] = []
+    for f in fields(prepared):
+        value = getattr(prepared, f.name)
+        if f.name == "prepare_s":
+            continue
+        if isinstance(value, dict):
+            mine = {k: v for k, v in value.items()
+                    if k == key or (isinstance(k, tuple) and len(k) == 2 and k[0] == key and k[1] in codecs)}
+            out.append([f.name, sorted(mine.items(), key=lambda kv: str(kv[0]))])
+        else:
+            out.append([f.name, value])
+    return out
+
+
+def _cost_source(point: Point, prepared: Prepared) -> str:
+    """Where the point's codec times come from, as a kind that is stable across runs:
+    ``measured here``, ``measured file H200.json``, ``model``, ``declared: ...``. (The
+    profiles' full descriptions also say "measured now" or "cached", which differ between
+    two runs of the same numbers; the numbers themselves are in the inputs digest.)"""
+    from gradwire.pipeline import workload_key
+
+    key = workload_key(point.scenario)
+    kinds = set()
+    for spec in point.scenario.codecs:
+        prof = prepared.codecs.get((key, spec))
+        text = str(getattr(prof, "codec_source", "") or "")
+        if text:
+            kinds.add(text.split(" (", 1)[0])
+    return "; ".join(sorted(kinds)) or DEFAULT_COST_SOURCE
+
+
 def run_scenario(
     sc: Scenario,
     out_dir: str | Path,
@@ -152,35 +202,61 @@ def run_scenario(
     scheduler: str | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    max_points: int = DEFAULT_MAX_POINTS,
+    wait_s: float = 0.0,
 ) -> RunOutcome:
-    """Run every point of ``sc`` (skipping points already in ``out_dir``'s store)."""
+    """Run every point of ``sc``, reusing points stored in ``out_dir`` by an equal run.
+
+    A stored point is reused only when its provenance (GradWire version, device, codec cost
+    source, prepared inputs) equals this run's; the others are recomputed and ``log`` says
+    how many and why. One run at a time holds ``out_dir``: a second waits up to ``wait_s``
+    seconds for it, then is refused with a :class:`~gradwire.errors.StoreError`.
+    """
+    say = log or (lambda _m: None)
+    t0 = time.perf_counter()
+    points = expand(sc, max_points=max_points)
+    out = open_out_dir(out_dir)
+    with OutputLock(out, wait_s=wait_s, say=say):
+        return _run_locked(sc, out, points, engine=engine, scheduler=scheduler, progress=progress,
+                           say=say, t0=t0)
+
+
+def _run_locked(sc: Scenario, out: Path, points: list[Point], *, engine: str, scheduler: str | None,
+                progress: bool, say: Callable[[str], None], t0: float) -> RunOutcome:
     from gradwire.report.dashboard import write_dashboard
     from gradwire.sweep.engine import run_sweep
     from gradwire.sweep.store import ResultStore
 
-    say = log or (lambda _m: None)
-    t0 = time.perf_counter()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    points = expand(sc)
     store = ResultStore(out / "results.sqlite")
     store.set_info("scenario", {"name": sc.name, "assumptions": list(sc.assumptions)})
-    todo = [p for p in points if p.point_id not in store.done_ids()]
-    prepared = prepare(sc, points=todo, progress=progress, log=say) if todo else Prepared()
+    # every point's inputs are prepared, stored or not: a stored point is reused only when
+    # the inputs it was simulated from are the ones this run has
+    prepared = prepare(sc, points=points, progress=progress, log=say) if points else Prepared()
+    prov = {p.point_id: point_provenance(inputs_digest(_point_inputs(p, prepared)), _cost_source(p, prepared))
+            for p in points}
+    done, stored = store.done_ids(), store.provenance()
+    stale = explain_stale({pid: stored.get(pid, {}) for pid in done if pid in prov}, prov)
+    if stale:
+        say(stale)
     # the largest clusters cost most to simulate: start them first so none finishes alone
-    report = run_sweep(todo, evaluate_point, prepared, store, engine=engine, scheduler=scheduler,
-                       progress=progress, cost=lambda p: float(p.scenario.workers))
+    report = run_sweep(points, evaluate_point, prepared, store, engine=engine, scheduler=scheduler,
+                       progress=progress, cost=lambda p: float(p.scenario.workers),
+                       provenance=lambda p: prov[p.point_id])
     ids = {p.point_id: p.index for p in points}
     rows = sorted((r for r in store.rows() if r.point_id in ids), key=lambda r: (r.point, r.codec))
     traces = [t for t in store.traces() if t.point in ids.values()]
     failed = [{"point": f.point_id, "error": f.error} for f in report.failed]
-    outcome = RunOutcome(sc, out, rows, traces, {}, failed=failed,
-                         skipped=len(points) - len(todo))
+    outcome = RunOutcome(sc, out, rows, traces, {}, failed=failed, skipped=report.skipped)
     if sc.convergence.enabled and rows:
         outcome.convergence, outcome.time_to_target = run_convergence_study(sc, rows, progress=progress,
                                                                             store=store, log=say)
     if sc.published:
         outcome.published = compare_published(rows, sc.published)
+        for rec in outcome.published:  # a figure without a prediction is a failure, never a NaN
+            if math.isnan(rec["predicted"]) and not failed:
+                outcome.failed.append({"point": "published", "error": (
+                    f"published figure {rec['figure']!r} ({rec['codec']}): no stored row of the scenario "
+                    "matches its point and codec, so nothing was predicted")})
     outcome.files = store.export(out, rows=rows)
     for name, records in (("time_to_target", outcome.time_to_target), ("published", outcome.published),
                           ("convergence", outcome.convergence)):

@@ -3,16 +3,21 @@
 :func:`load_scenario` accepts a path or a built-in name, applies ``path=value`` overrides,
 and validates structure and meaning, raising one :class:`~gradwire.errors.ScenarioError`
 that lists every problem with its path. :func:`expand` turns the ``sweep`` axes into the
-cartesian product of resolved points, each validated again and given a stable id.
+cartesian product of resolved points, each validated again and given a stable id. The
+bounds on what is accepted (text, YAML depth and aliases, numbers, names, sweep size) live
+in :mod:`gradwire.scenarios.limits`; :func:`expand` also makes, for every point, the
+checks a run would make later (topology built, collective options, codec specs).
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import inspect
 import itertools
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +27,7 @@ import yaml
 from pydantic import ValidationError
 
 from gradwire.errors import GradWireError, Problem, ScenarioError
+from gradwire.scenarios import limits
 from gradwire.scenarios.convert import cluster_params, si_key, user_key
 from gradwire.scenarios.schema import Scenario
 
@@ -113,6 +119,11 @@ def _semantic_problems(sc: Scenario, prefix: str = "") -> list[Problem]:
 
     for path, msg in model_setting_problems(sc.model):
         add(path, msg)
+    if sc.model.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            add("model.device", "'cuda' was asked for but no CUDA device is available; use 'auto' or 'cpu'")
     if sc.model.target_device is not None:
         from gradwire.models.devices import list_devices
 
@@ -121,7 +132,7 @@ def _semantic_problems(sc: Scenario, prefix: str = "") -> list[Problem]:
                 "model.target_device",
                 f"unknown device {sc.model.target_device!r}; valid: {', '.join(list_devices())}",
             )
-    problems.extend(Problem(prefix + p.path, p.message) for p in _codec_problems({"codecs": sc.codecs}))
+    problems.extend(Problem(prefix + p.path, p.message) for p in _codec_list_problems(tuple(sc.codecs)))
     for key in ("summable", "quantized"):
         name = getattr(sc.exchange, key)
         if name not in COLLECTIVES:
@@ -142,6 +153,33 @@ def _semantic_problems(sc: Scenario, prefix: str = "") -> list[Problem]:
     problems.extend(Problem(prefix + p.path, p.message) for p in _cluster_problems(sc, TOPOLOGIES))
     if sc.codec.costs is not None:
         problems.extend(Problem(prefix + p.path, p.message) for p in _calibration_problems(sc))
+    return problems
+
+
+def _published_problems(sc: Scenario) -> list[Problem]:
+    """A published figure must name a codec that runs and select points that exist."""
+    problems: list[Problem] = []
+    axes = {path: list(values) for path, values in sc.sweep.items()}
+    case_keys: dict[str, list[Any]] = {}
+    for case in sc.cases:
+        for k, v in case.items():
+            case_keys.setdefault(k, []).append(v)
+    for i, fig in enumerate(sc.published):
+        where = f"published[{i}]"
+        if fig.codec not in sc.codecs and fig.quantity != "comm_fraction_fp32":
+            problems.append(Problem(f"{where}.codec", f"{fig.codec!r} is not one of the scenario's codecs "
+                                                      f"({', '.join(sc.codecs)}); a figure needs its codec run"))
+        if "fp32" not in sc.codecs:
+            problems.append(Problem(f"{where}.quantity", f"{fig.quantity} is measured against fp32: add 'fp32' "
+                                                         "to codecs"))
+        for key, value in fig.point.items():
+            choices = axes.get(key, case_keys.get(key))
+            if choices is None:
+                valid = ", ".join([*axes, *case_keys]) or "none (the scenario has one point)"
+                problems.append(Problem(f"{where}.point.{key}", f"not a sweep axis or case key; valid: {valid}"))
+            elif value not in choices:
+                problems.append(Problem(f"{where}.point.{key}", f"{value!r} matches no point; the values "
+                                                                f"are {choices}"))
     return problems
 
 
@@ -238,6 +276,11 @@ def _unit_problems(data: Mapping[str, Any]) -> list[Problem]:
     return problems
 
 
+@functools.lru_cache(maxsize=256)
+def _codec_list_problems(codecs: tuple[str, ...]) -> tuple[Problem, ...]:
+    return tuple(_codec_problems({"codecs": list(codecs)}))
+
+
 def _codec_problems(data: Mapping[str, Any]) -> list[Problem]:
     from gradwire.codecs import make_codec
 
@@ -250,11 +293,22 @@ def _codec_problems(data: Mapping[str, Any]) -> list[Problem]:
                     make_codec(spec)
                 except GradWireError as exc:
                     problems.append(Problem(f"codecs[{i}]", str(exc)))
+        seen: set[str] = set()
+        for i, spec in enumerate(codecs):
+            if isinstance(spec, str) and spec in seen:
+                problems.append(Problem(f"codecs[{i}]", f"{spec!r} is listed twice"))
+            if isinstance(spec, str):
+                seen.add(spec)
     return problems
 
 
 def validate(data: Mapping[str, Any], source: str = "", *, semantic: bool = True) -> Scenario:
     """Validate a scenario dict; raise one ScenarioError listing every problem."""
+    if not isinstance(data, Mapping):
+        raise ScenarioError([Problem(limits.FILE, "a scenario must be a mapping of keys to values")], source)
+    bounded = limits.value_problems(data)
+    if bounded:  # nothing past this point is asked to read an unbounded value
+        raise ScenarioError(bounded, source)
     try:
         sc = Scenario.model_validate(data)
     except ValidationError as exc:
@@ -263,9 +317,9 @@ def validate(data: Mapping[str, Any], source: str = "", *, semantic: bool = True
         seen = {p.path for p in problems}
         extra = _unit_problems(data) + (_codec_problems(data) if semantic else [])
         raise ScenarioError(problems + [p for p in extra if p.path not in seen], source) from None
-    problems = _sweep_problems(sc) + _unit_problems(data)
+    problems = _sweep_problems(sc) + _unit_problems(data) + limits.field_problems(sc)
     if semantic:
-        problems += _semantic_problems(sc)
+        problems += _semantic_problems(sc) + _published_problems(sc)
     if problems:
         raise ScenarioError(problems, source)
     return sc
@@ -315,11 +369,15 @@ def parse_overrides(overrides: Sequence[str]) -> list[tuple[str, Any]]:
             problems.append(Problem("--set", f"{text!r}: expected path=value, e.g. workers=16"))
             continue
         path, raw = text.split("=", 1)
+        path = path.strip()
+        limits.check_set_value(path, raw)
         try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
+            value = limits.safe_load(raw, where=f"--set {path}")
+        except ScenarioError as exc:
+            if "not valid YAML" not in str(exc):
+                raise
             value = raw
-        out.append((path.strip(), value))
+        out.append((path, value))
     if problems:
         raise ScenarioError(problems)
     return out
@@ -327,29 +385,46 @@ def parse_overrides(overrides: Sequence[str]) -> list[tuple[str, Any]]:
 
 def read_yaml(source: str | Path) -> tuple[dict[str, Any], str]:
     """The raw dict of a scenario file or built-in name, and a label for messages."""
+    text = str(source)
+    if "\x00" in text or len(text) > 4096:
+        raise ScenarioError([Problem(limits.FILE, f"{text[:60]!r} is not a usable file name")])
     path = Path(source)
-    if not path.exists() and str(source) in list_builtin():
+    try:
+        exists = path.exists()
+    except OSError as exc:
+        raise ScenarioError([Problem(limits.FILE, f"{text[:60]!r}: {exc.strerror}")]) from None
+    if not exists and text in list_builtin():
         path = BUILTIN_DIR / f"{source}.yaml"
-    if not path.exists():
+    elif not exists:
         raise ScenarioError(
-            [Problem("", f"no scenario file {str(source)!r} and no built-in scenario of that name; "
+            [Problem(limits.FILE, f"no scenario file {str(source)!r} and no built-in scenario of that name; "
                          f"built-in: {', '.join(list_builtin())}")]
         )
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ScenarioError([Problem("", f"not valid YAML: {exc}")], str(path)) from None
+        if not path.is_file():  # a folder, a FIFO or a device such as /dev/zero: never read
+            raise ScenarioError([Problem(limits.FILE, "is not a regular file")], str(path))
+        if path.stat().st_size > limits.MAX_FILE_BYTES:
+            raise ScenarioError([Problem(limits.FILE, f"is {path.stat().st_size:,} bytes; a scenario file may "
+                                                      f"have at most {limits.MAX_FILE_BYTES:,}")], str(path))
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ScenarioError([Problem(limits.FILE, f"cannot be read ({exc.strerror})")], str(path)) from None
+    data = limits.safe_load(limits.decode_text(raw, str(path)), source=str(path))
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ScenarioError([Problem("", "a scenario must be a mapping of keys to values")], str(path))
-    data.setdefault("name", path.stem)
+        raise ScenarioError([Problem(limits.FILE, "a scenario must be a mapping of keys to values")], str(path))
+    # a file's name becomes the scenario's (and its results folder's) unless it names itself
+    data.setdefault("name", re.sub(r"[^A-Za-z0-9._-]", "_", path.stem).lstrip(".-_")[: limits.MAX_NAME] or "scenario")
     return data, str(path)
 
 
 def load_scenario(source: str | Path | Mapping[str, Any], overrides: Sequence[str] = ()) -> Scenario:
     """Load and validate a scenario from a path, a built-in name, or a dict."""
     if isinstance(source, Mapping):
+        bounded = limits.value_problems(source)  # before deepcopy recurses into it
+        if bounded:
+            raise ScenarioError(bounded, "<dict>")
         data, label = copy.deepcopy(dict(source)), "<dict>"
     else:
         data, label = read_yaml(source)
@@ -375,33 +450,90 @@ def point_id(sc: Scenario) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def expand(sc: Scenario) -> list[Point]:
-    """The cartesian product of the sweep axes, each point validated; all problems at once."""
+MAX_REPORTED = 50  # problems listed from a sweep's points (the rest are counted)
+
+
+class _PointChecks:
+    """The checks a run makes of each point, made at expansion (``--check``) and cached:
+    structure, names and parameters, value ranges, unit values, the topology actually built
+    (so a ``sweep:`` or ``cases:`` value a builder refuses fails here, not mid-run)."""
+
+    def __init__(self) -> None:
+        self._topologies: dict[str, str | None] = {}
+        self._semantic: dict[str, list[Problem]] = {}
+
+    def problems(self, resolved: Scenario, data: Mapping[str, Any]) -> list[Problem]:
+        key = json.dumps(resolved.model_dump(mode="json", exclude={"name", "description", "seed"}),
+                         sort_keys=True, default=str)
+        if key not in self._semantic:
+            found = _unit_problems(data) + _semantic_problems(resolved)
+            if not found:
+                found = self._topology(resolved)
+            self._semantic[key] = found
+        return limits.field_problems(resolved) + self._semantic[key]
+
+    def _topology(self, sc: Scenario) -> list[Problem]:
+        from gradwire.pipeline import build_topology
+
+        # A builder that sizes itself from the workers (star, ring, a fat-tree without k, ...)
+        # accepts any worker count within the limits once its parameters are valid: one build
+        # per cluster. Explicit sizes (k, rows, num_servers, a graph) are checked per count.
+        extra = set(sc.cluster.model_extra or {})
+        sized = bool(extra & {"num_gpus", "k", "rows", "cols", "num_servers"}) or sc.cluster.topology in (
+            "links", "graph_file") or sc.cluster.graph_file is not None
+        key = sc.cluster.model_dump_json() + (f"|{sc.workers}" if sized else "")
+        if key not in self._topologies:
+            try:
+                build_topology(sc)
+                self._topologies[key] = None
+            except GradWireError as exc:
+                self._topologies[key] = str(exc)
+            except (TypeError, ValueError, ArithmeticError) as exc:
+                # a parameter of a kind the builder did not expect (a list for a count)
+                self._topologies[key] = f"a parameter has the wrong kind or value ({type(exc).__name__}: {exc})"
+        err = self._topologies[key]
+        return [] if err is None else [Problem("cluster", f"the topology cannot be built: {err}")]
+
+
+def expand(sc: Scenario, *, max_points: int = limits.DEFAULT_MAX_POINTS) -> list[Point]:
+    """The cartesian product of the sweep axes, each point validated; all problems at once.
+
+    Refuses (before building any point) a sweep of more than ``max_points`` points.
+    """
+    limits.check_sweep_size(sc, max_points)
     base = sc.model_dump(mode="python", exclude={"sweep", "cases"})
     axes = list(sc.sweep.items())
-    combos = list(itertools.product(*[vals for _, vals in axes])) if axes else [()]
     cases: list[dict[str, Any]] = list(sc.cases) or [{}]
     points: list[Point] = []
     problems: list[Problem] = []
-    grid = [(case, combo) for case in cases for combo in combos]
+    failed = 0
+    checks = _PointChecks()
+    grid = itertools.product(cases, itertools.product(*[vals for _, vals in axes]) if axes else [()])
     for i, (case, combo) in enumerate(grid):
         data = copy.deepcopy(base)
         values = dict(case)
         values.update({path: v for (path, _), v in zip(axes, combo, strict=True)})
-        for path, v in values.items():
-            if path != "case":  # a case's name: kept in the point's values, not a setting
-                _set_path(data, path, v)
         label = ", ".join(f"{k}={v}" for k, v in values.items())
+        prefix = f"sweep point {i} ({label[:200]}): " if values else ""
+        found: list[Problem] = []
         try:
+            for path, v in values.items():
+                if path != "case":  # a case's name: kept in the point's values, not a setting
+                    _set_path(data, path, v)
             resolved = Scenario.model_validate(data)
+        except ScenarioError as exc:
+            found = exc.problems
         except ValidationError as exc:
-            problems += _structure_problems(exc, prefix=f"sweep point {i} ({label}): ")
-            continue
-        sem = _semantic_problems(resolved, prefix=f"sweep point {i} ({label}): ") if values else []
-        if sem:
-            problems += sem
+            found = _structure_problems(exc)
+        else:
+            found = checks.problems(resolved, data)
+        if found:
+            failed += 1
+            problems += [Problem(prefix + p.path, p.message) for p in found][: max(0, MAX_REPORTED - len(problems))]
             continue
         points.append(Point(i, point_id(resolved), values, resolved))
     if problems:
+        if failed > 1 and len(problems) >= MAX_REPORTED:
+            problems.append(Problem("sweep", f"{failed:,} points in all have problems; the first are listed"))
         raise ScenarioError(problems, sc.name)
     return points

@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: `workers: true` or `batch_size: 8.5` is an error, never silently 1 or 8
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 PosFloat = Annotated[float, Field(gt=0)]
@@ -76,7 +77,7 @@ class ClusterCfg(BaseModel):
     """A topology builder and its parameters; builder parameters are checked against the
     builder's signature in the semantic pass, so extra keys are allowed here."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True)
 
     topology: str = "star"
     links: list[LinkCfg] | None = None  # with topology: links (an inline graph)

@@ -677,7 +677,7 @@ def make_topology(name: str, num_ranks: int | None = None, **params: Any) -> Top
         elif name == "torus2d" and "rows" not in params and "cols" not in params:
             params["rows"], params["cols"] = _near_square(n)
         elif name == "servers" and "num_servers" not in params and "gpus_per_server" in params:
-            params["num_servers"] = -(-n // int(params["gpus_per_server"]))
+            params["num_servers"] = -(-n // _pos_int(params["gpus_per_server"], "gpus_per_server"))
     topo = TOPOLOGIES.create(name, **params)
     if num_ranks is not None and num_ranks != topo.num_ranks:
         topo = topo.with_ranks(num_ranks)

@@ -169,6 +169,7 @@ def run_sweep(
     point_id: Callable[[P], str] = _default_point_id,
     cost: Callable[[P], float] | None = None,
     label: str = "sweep",
+    provenance: Callable[[P], dict[str, Any]] | None = None,
 ) -> SweepReport[P]:
     """Evaluate every point not yet in ``store`` and store each one as it finishes.
 
@@ -179,7 +180,9 @@ def run_sweep(
     of simulated ranks): the most expensive points then start first, so that a long point
     does not run alone at the end while the other workers idle (longest-processing-time
     first). ``KeyboardInterrupt`` stops the sweep after closing the engine; everything
-    stored so far stays.
+    stored so far stays. ``provenance(point)`` says what produces the point now (see
+    :mod:`gradwire.sweep.provenance`): it is stored with the point, and a stored point is
+    skipped only when its stored provenance is equal (without it, any stored point is).
     """
     if engine not in ENGINES:
         raise ConfigError(f"engine must be one of {', '.join(ENGINES)}; got {engine!r}")
@@ -187,11 +190,13 @@ def run_sweep(
         raise ConfigError(f"workers must be >= 1; got {workers}")
     t0 = time.perf_counter()
     done_before = store.done_ids()
+    stored = store.provenance() if provenance is not None else {}
     pending: list[tuple[str, P]] = []
     seen: set[str] = set()
     for p in points:
         pid = point_id(p)
-        if pid in done_before or pid in seen:
+        reusable = pid in done_before and (provenance is None or stored.get(pid) == provenance(p))
+        if reusable or pid in seen:
             continue
         seen.add(pid)
         pending.append((pid, p))
@@ -202,14 +207,20 @@ def run_sweep(
     bar = _Progress(progress and bool(pending), len(pending),
                     f"{label} ({report.skipped} already stored)" if report.skipped else label)
 
+    def meta(point: P) -> dict[str, Any]:
+        out = _meta(point)
+        if provenance is not None:
+            out["provenance"] = provenance(point)
+        return out
+
     def record(pid: str, point: P, outcome: tuple[str, Any, str]) -> None:
         status, payload, tb = outcome
         if status == "ok":
             rows, traces = payload
-            store.put(pid, rows, traces, meta=_meta(point))
+            store.put(pid, rows, traces, meta=meta(point))
             report.done += 1
         else:
-            store.put_error(pid, str(payload), traceback=tb, meta=_meta(point))
+            store.put_error(pid, str(payload), traceback=tb, meta=meta(point))
             report.failed.append(FailedPoint(pid, str(payload), tb))
         bar.advance(len(report.failed))
 

@@ -25,7 +25,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from gradwire.errors import ConfigError
+from gradwire.errors import ConfigError, StoreError
 from gradwire.results import LinkUse, Row, Segment, Trace, rows_to_records
 
 __all__ = ["STORE_FILENAME", "ResultStore", "row_from_dict", "row_to_dict", "trace_from_dict", "trace_to_dict"]
@@ -113,7 +113,13 @@ class ResultStore:
         p = Path(path)
         if p.is_dir() or p.suffix == "":
             p = p / STORE_FILENAME
-        p.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"results store {p}: cannot create its folder ({exc.strerror}); "
+                             "pass a writable folder") from None
+        if p.exists() and not p.is_file():
+            raise StoreError(f"results store {p}: is not a file; remove it or pass another folder")
         self.path = p
         try:
             self._conn = sqlite3.connect(str(p), timeout=30.0, isolation_level=None)
@@ -196,6 +202,18 @@ class ResultStore:
     def done_ids(self) -> set[str]:
         """Ids of points stored with results (failed points are not done: re-runs retry them)."""
         return {r[0] for r in self._conn.execute("SELECT point_id FROM points WHERE status = 'ok'")}
+
+    def provenance(self) -> dict[str, dict[str, Any]]:
+        """What produced each stored point (``meta["provenance"]``; empty for older stores)."""
+        cur = self._conn.execute("SELECT point_id, meta FROM points WHERE status = 'ok'")
+        out: dict[str, dict[str, Any]] = {}
+        for pid, meta in cur:
+            try:
+                prov = json.loads(meta).get("provenance")
+            except (ValueError, AttributeError):
+                prov = None
+            out[pid] = prov if isinstance(prov, dict) else {}
+        return out
 
     def failed_ids(self) -> set[str]:
         return {r[0] for r in self._conn.execute("SELECT point_id FROM points WHERE status = 'error'")}

@@ -25,13 +25,14 @@ from typing import Any
 
 from gradwire.errors import ConfigError
 from gradwire.validate.harness import run_workers
+from gradwire.validate.hygiene import remove_leftovers
 from gradwire.validate.model import (
     Calibration,
     calibration_from,
     predict_collective,
     predict_iteration,
 )
-from gradwire.validate.netns import ShapedNetwork
+from gradwire.validate.netns import ShapedNetwork, cleanup_stale
 
 MB = 1_000_000
 DEFAULT_CODECS = ("fp32", "qsgd(bits=4)", "qsgd(bits=8)", "onebit")
@@ -138,6 +139,13 @@ def run_validation(
     if reps < 1 or iterations < 1 or warmup < 0:
         raise ConfigError("reps and iterations must be >= 1 and warmup >= 0")
     result = ValidationResult()
+    for line in remove_leftovers():
+        log(f"[validate] {line}")
+    try:
+        for name in cleanup_stale():
+            log(f"[validate] removed network namespace {name} left by a killed run")
+    except OSError:
+        pass  # no `ip` here: ShapedNetwork says so below
     for k in workers:
         with ShapedNetwork(k, rates_bps[0]) as net:
             for rate in rates_bps:

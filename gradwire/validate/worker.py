@@ -37,6 +37,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from gradwire.validate.hygiene import die_with_parent
+
 
 def _max_over_ranks(x: float) -> float:
     t = torch.tensor([x], dtype=torch.float64)
@@ -328,7 +330,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--job", required=True, help="JSON file: {'tasks': [{'task': ..., ...}]}")
     ap.add_argument("--out", required=True, help="directory for rank<r>.json")
     ap.add_argument("--timeout-s", type=float, default=300.0)
+    ap.add_argument("--parent-pid", type=int, default=None,
+                    help="the driver's pid: this worker exits when the driver is gone")
     a = ap.parse_args(argv)
+    die_with_parent(a.parent_pid)
     torch.set_num_threads(1)  # one core's worth per rank: the host CPUs are shared
     with open(a.job) as fh:
         job = json.load(fh)
