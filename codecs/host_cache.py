@@ -53,8 +53,9 @@ class HostTimes:
     cached: bool  # read back from an earlier run
 
     def source(self) -> str:
-        how = "cached" if self.cached else "measured now"
-        return (f"measured here ({self.device}, {how} {self.date[:10]}, key {self.key[:12]}, "
+        # the same whether this run measured it or read it from the cache: result rows
+        # carry it, and the same scenario and seed give byte-identical rows
+        return (f"measured here ({self.device}, {self.date[:10]}, key {self.key[:12]}, "
                 f"load {self.load_average:.1f} on {self.cores} cores)")
 
 

@@ -4,7 +4,8 @@
 [--scheduler ADDRESS]`` runs a scenario (a YAML path or a built-in name; ``quickstart`` by
 default); ``--list`` lists the built-in scenarios; ``run_sim.py report DIR`` rebuilds the
 tables and dashboard from a finished run's store; ``run_sim.py validate ...`` compares
-predictions with a real shaped network. User errors print as one message and exit 2.
+predictions with a real shaped network; ``run_sim.py profile MODEL --out FILE`` writes a
+workload file measured on this machine's GPU. User errors print as one message and exit 2.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Predict whether gradient compression makes data-parallel training faster.",
         epilog="Other commands: `run_sim.py report DIR` (rebuild tables and dashboard from a run's "
         "store), `run_sim.py validate --help` (check predictions against a real shaped network), "
+        "`run_sim.py profile --help` (measure a model on this GPU for model.profile), "
         "`run_sim.py calibrate-codecs --help` (fit the codec cost model on this device).",
     )
     p.add_argument("scenario", nargs="?", default="quickstart",
@@ -160,6 +162,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cli_main(argv[1:])
         if argv and argv[0] == "report":
             return _report(argv[1:], console)
+        if argv and argv[0] == "profile":
+            from gradwire.models.profile_cli import main as profile_main
+
+            return profile_main(argv[1:])
         if argv and argv[0] == "calibrate-codecs":
             from gradwire.codecs.calibrate import cli_main as calibrate_main
 

@@ -96,6 +96,10 @@ class WorkloadSummary:
     names: tuple[str, ...]
     estimate: bool
     data_source: str
+    target_device: str = ""  # provenance (gradwire.models.sources.WorkloadOrigin)
+    precision: str = ""
+    compute_source: str = ""
+    efficiency_source: str = ""
 
     @property
     def num_params(self) -> int:
@@ -118,8 +122,10 @@ class Prepared:
 def workload_key(sc: Scenario) -> str:
     m = sc.model
     measured = m.measured.model_dump_json() if m.measured else ""
+    eff = m.efficiency.model_dump_json() if m.efficiency else ""
     return (f"{m.name}|{m.batch_size}|{m.device}|{m.dtype}|{m.target_device}|{m.compute_efficiency}|"
-            f"{m.memory_efficiency}|{measured}|{m.profile_iters}")
+            f"{m.memory_efficiency}|{measured}|{m.profile_iters}|{m.module}|{m.loss}|{m.profile}|"
+            f"{m.precision}|{eff}")
 
 
 def _device(sc: Scenario) -> str:
@@ -152,7 +158,7 @@ def prepare(scenario: Scenario, *, points: Sequence[Point] | None = None, progre
     """Profile every distinct workload and measure every codec on its real gradients."""
     import torch
 
-    from gradwire.models.profile import profile_model
+    from gradwire.models.sources import prepare_workload
 
     say = log or (lambda _msg: None)
     t_start = time.perf_counter()
@@ -164,26 +170,16 @@ def prepare(scenario: Scenario, *, points: Sequence[Point] | None = None, progre
     for key, sc in seen.items():
         dev = _device(sc)
         prep.measured_on = dev
-        say(f"profiling {sc.model.name} (batch {sc.model.batch_size}, {sc.model.dtype}) on {dev}")
-        wl = profile_model(sc.model.name, sc.model.batch_size, device=dev, dtype=sc.model.dtype,
-                           iters=sc.model.profile_iters, seed=sc.seed, keep_gradients=True, progress=progress)
-        if sc.model.measured is not None:
-            from gradwire.models.devices import with_measured_times
-
-            m = sc.model.measured
-            wl = with_measured_times(wl, m.forward_ms / 1e3, m.backward_ms / 1e3, m.optimizer_ms / 1e3)
-        if sc.model.target_device is not None:
-            from gradwire.models.devices import rescale
-
-            wl = rescale(wl, sc.model.target_device, compute_efficiency=sc.model.compute_efficiency,
-                         memory_efficiency=sc.model.memory_efficiency)
+        # compute: a profile file, the user's measured times, an estimate, or a profile here
+        wl, origin = prepare_workload(sc, dev, progress=progress, say=say)
         assert wl.gradients is not None  # internal: requested with keep_gradients
         prep.workloads[key] = WorkloadSummary(
             model=wl.model, batch_size=wl.batch_size, device=wl.device,
             forward_s=wl.forward_s, backward_s=wl.backward_s, optimizer_s=wl.optimizer_s,
             numels=tuple(p.numel for p in wl.params), ready_s=tuple(p.ready_s for p in wl.params),
             names=tuple(p.name for p in wl.params), estimate=bool(wl.estimate),
-            data_source=wl.data_source,
+            data_source=wl.data_source, target_device=origin.target_device, precision=origin.precision,
+            compute_source=origin.compute_source, efficiency_source=origin.efficiency_source,
         )
         prep.sum_s[key] = _accumulate_times(sc, wl, dev)
         specs = list(dict.fromkeys(s for pt in pts if workload_key(pt.scenario) == key for s in pt.scenario.codecs))
@@ -321,7 +317,7 @@ def evaluate_point(point: Point, prepared: Prepared) -> tuple[list[Row], list[Tr
         collective = ispec.collective
         rows.append(Row(
             scenario=sc.name, point=point.index, point_id=point.point_id, codec=spec, codec_name=prof.name,
-            model=sc.model.name, batch_size=sc.model.batch_size, workers=sc.workers,
+            model=sc.model.module or sc.model.name, batch_size=sc.model.batch_size, workers=sc.workers,
             topology=sc.cluster.topology, collective=collective, device=wl.device, seed=sc.seed,
             overlap=sc.overlap, iteration_s=res.iteration_s, compute_s=res.compute_s,
             forward_s=res.forward_s, backward_s=res.backward_s, optimizer_s=res.optimizer_s,
@@ -330,6 +326,9 @@ def evaluate_point(point: Point, prepared: Prepared) -> tuple[list[Row], list[Tr
             bytes_per_rank=res.bytes_per_rank, bits_per_element=mean_bits / max(1, total_numel),
             compression_ratio=32 * total_numel / max(1.0, mean_bits),
             estimate=wl.estimate or prof.estimate, params=dict(point.values),
+            target_device=wl.target_device, precision=wl.precision, efficiency_source=wl.efficiency_source,
+            compute_source=wl.compute_source, codec_source=prof.codec_source,
+            network_source="estimate (simulated network model)",
         ))
         traces.append(Trace(point=point.index, codec=spec, segments=res.segments, links=res.links,
                             positions=positions, node_kinds=kinds))

@@ -53,6 +53,14 @@ class Row:
     speedup_vs_onebit: float = math.nan
     estimate: bool = False  # compute times rescaled to another device (an estimate)
     params: dict[str, Any] = field(default_factory=dict)  # swept / scenario values by path
+    # provenance: the GPU asked about, its precision, and where each time comes from
+    # ("measured here", "measured file (...)", "estimate (±X% ... on published throughputs)")
+    target_device: str = ""
+    precision: str = ""
+    efficiency_source: str = ""
+    compute_source: str = ""
+    codec_source: str = ""
+    network_source: str = ""
 
     def flat(self) -> dict[str, Any]:
         """A flat dict: scenario parameters become ``param.<path>`` columns."""

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from gradwire.errors import ConfigError, WorkloadError
-from gradwire.models.spec import ModelSpec, build_model, get_model
+from gradwire.models.spec import ModelSpec, build_spec, get_model
 
 CACHE_FORMAT = 2
 DTYPES: dict[str, torch.dtype] = {
@@ -112,6 +112,7 @@ class Workload:
     iters: int = 0
     loss: float = math.nan
     times_source: str = "measured"
+    precision: str = ""  # "" : PyTorch's default on the profiling device
 
     @property
     def num_params(self) -> int:
@@ -239,7 +240,7 @@ def _meta_costs(spec: ModelSpec, batch_size: int, dtype: torch.dtype) -> _MetaCo
     from torch.utils.flop_counter import FlopCounterMode
 
     meta = torch.device("meta")
-    model = build_model(spec.name, device=meta).to(dtype)
+    model = build_spec(spec, device=meta).to(dtype)
     x, y = _batch_like(spec, batch_size, dtype, meta)
     scale = 1.0
     if spec.input_kind == "sequence" and x.shape[1] > META_FRAMES:
@@ -386,6 +387,29 @@ class _Clock:
         return float(b - a)
 
 
+def _precision_context(precision: str | None, dev: torch.device) -> tuple[Any, Callable[[], None]]:
+    """The autocast context of ``precision`` (``amp_fp16`` / ``amp_bf16``) and a function that
+    restores the TF32 switches set for ``fp32`` / ``tf32`` (``None`` changes nothing)."""
+    import contextlib
+
+    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+
+    def restore() -> None:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+    if precision in ("fp32", "tf32"):
+        flag = precision == "tf32"
+        torch.backends.cuda.matmul.allow_tf32 = flag
+        torch.backends.cudnn.allow_tf32 = flag
+    if precision in ("amp_fp16", "amp_bf16"):
+        half = torch.float16 if precision == "amp_fp16" else torch.bfloat16
+        return torch.autocast(device_type=dev.type, dtype=half), restore
+    if precision not in (None, "fp32", "tf32"):
+        raise ConfigError(
+            f"precision {precision!r} is not one of fp32, tf32, amp_bf16, amp_fp16 (or None)")
+    return contextlib.nullcontext(), restore
+
+
 def _grad_stats(grads: dict[str, Tensor]) -> list[dict[str, Any]]:
     stats = []
     for name, g in grads.items():
@@ -422,6 +446,7 @@ def _measure(
     seed: int,
     progress: bool,
     time_budget_s: float | None,
+    precision: str | None = None,
 ) -> dict[str, Any]:
     """Run ``warmup + iters`` training steps and time them (the one place that profiles).
 
@@ -434,7 +459,7 @@ def _measure(
         # Dropout draws from the global generator: seed it inside the fork so the profiled
         # step is reproducible and the caller's random state is untouched.
         torch.manual_seed(seed)
-        model = build_model(spec.name, seed=seed).to(device=dev, dtype=dtype)
+        model = build_spec(spec, seed=seed).to(device=dev, dtype=dtype)
         model.train()
         x, y = spec.make_batch(
             batch_size, generator=torch.Generator().manual_seed(seed), device=dev
@@ -452,6 +477,7 @@ def _measure(
             return hook
 
         handles = [p.register_post_accumulate_grad_hook(hook_for(n)) for n, p in named]
+        autocast, restore = _precision_context(precision, dev)
         fwd, bwd, optim, loss_value = [], [], [], math.nan
         ready: dict[str, list[float]] = {n: [] for n, _ in named}
         order: list[str] = []
@@ -466,7 +492,9 @@ def _measure(
                 records.clear()
                 clock.sync()
                 t0 = clock.mark()
-                loss = spec.loss(model(x), y)
+                with autocast:
+                    out = model(x)
+                loss = spec.loss(out, y)
                 t1 = clock.mark()
                 loss.backward()
                 t2 = clock.mark()
@@ -507,6 +535,7 @@ def _measure(
                 ):
                     break
         finally:
+            restore()
             for h in handles:
                 h.remove()
         peak = int(torch.cuda.max_memory_allocated(dev)) if dev.type == "cuda" else -1
@@ -594,7 +623,7 @@ def _load(path: Path, want_gradients: bool) -> Workload | None:
 
 
 def profile_model(
-    name: str,
+    name: str | ModelSpec,
     batch_size: int,
     *,
     device: str | None = None,
@@ -607,6 +636,7 @@ def profile_model(
     keep_gradients: bool = True,
     progress: bool = False,
     time_budget_s: float | None = 30.0,
+    precision: str | None = None,
 ) -> Workload:
     """Profile one training step of zoo model ``name`` at ``batch_size`` on ``device``.
 
@@ -631,7 +661,8 @@ def profile_model(
         raise ConfigError(f"iters must be an integer >= 1 iterations, got {iters!r}")
     if time_budget_s is not None and not time_budget_s > 0:
         raise ConfigError(f"time_budget_s must be > 0 seconds or None, got {time_budget_s!r}")
-    spec = get_model(name)
+    spec = name if isinstance(name, ModelSpec) else get_model(name)
+    name = spec.name
     dev = _resolve_device(device)
     device_name = _device_name(dev)
     key_fields = {
@@ -648,11 +679,14 @@ def profile_model(
         "time_budget_s": time_budget_s,
         "keep_gradients": keep_gradients,
         "format": CACHE_FORMAT,
+        "precision": precision,
+        "source": spec.source,  # a user model's source names its code's hash
     }
     entry = None
     if cache:
         root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        entry = root / f"{name}-b{batch_size}-{dtype}-{dev.type}-{_cache_key(key_fields)}"
+        label = name.replace(":", "-").replace("/", "-").replace(".", "-")
+        entry = root / f"{label}-b{batch_size}-{dtype}-{dev.type}-{_cache_key(key_fields)}"
         hit = _load(entry, keep_gradients)
         if hit is not None:
             return hit
@@ -687,6 +721,7 @@ def profile_model(
             seed=seed,
             progress=progress,
             time_budget_s=time_budget_s,
+            precision=precision,
         )
     except Exception as exc:
         if _is_oom(exc):
@@ -724,6 +759,7 @@ def profile_model(
         warmup=warmup,
         iters=measured["iters"],
         loss=measured["loss"],
+        precision=precision or "",
     )
     if entry is not None:
         _save(entry, workload)

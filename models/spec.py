@@ -20,7 +20,8 @@ from gradwire.registry import Registry
 
 BatchFn = Callable[[int, torch.Generator, torch.device], tuple[Tensor, Tensor]]
 
-INPUT_KINDS = ("image", "tokens", "sequence")
+INPUT_KINDS = ("image", "tokens", "sequence", "custom")
+LOSSES = ("cross_entropy", "mse")
 
 
 @dataclass(frozen=True)
@@ -43,10 +44,13 @@ class ModelSpec:
     batch_fn: BatchFn = field(repr=False, compare=False)
     params_rel_tol: float = 0.0
     sequence_loss: bool = False  # output [B, T, C] against targets [B, T]
+    loss_kind: str = "cross_entropy"  # or "mse"
 
     def __post_init__(self) -> None:
         if self.input_kind not in INPUT_KINDS:
             raise ValueError(f"model {self.name!r}: input_kind must be one of {INPUT_KINDS}")
+        if self.loss_kind not in LOSSES:
+            raise ValueError(f"model {self.name!r}: loss_kind must be one of {LOSSES}")
 
     def build(self) -> nn.Module:
         """A freshly initialised module (initialised from the global RNG; see ``build_model``)."""
@@ -67,9 +71,34 @@ class ModelSpec:
             )
         return self.batch_fn(batch_size, generator, torch.device(device))
 
+    def as_factory(self) -> Callable[[], tuple[nn.Module, Callable[[int], tuple[Tensor, Tensor]]]]:
+        """This model on the user-model contract (``model.module``): ``factory()`` returns
+        ``(module, make_batch)``, and ``make_batch(batch_size)`` draws from a generator
+        seeded by PyTorch's global one (which GradWire seeds around the call)."""
+
+        def make_batch(batch_size: int) -> tuple[Tensor, Tensor]:
+            seed = int(torch.randint(0, 2**62, (1,)))
+            return self.make_batch(batch_size, generator=torch.Generator().manual_seed(seed))
+
+        def factory() -> tuple[nn.Module, Callable[[int], tuple[Tensor, Tensor]]]:
+            return self.build(), make_batch
+
+        return factory
+
+    def batch_like(self, batch_size: int, device: torch.device | str) -> tuple[Tensor, Tensor]:
+        """Zero tensors shaped and typed like ``make_batch(batch_size)``, on ``device`` (the
+        meta device for the fast pass): one sample is drawn to learn the shapes."""
+        x1, y1 = self.make_batch(1, generator=torch.Generator().manual_seed(0), device="cpu")
+        x = torch.zeros((batch_size, *x1.shape[1:]), dtype=x1.dtype, device=device)
+        y = torch.zeros((batch_size, *y1.shape[1:]), dtype=y1.dtype, device=device)
+        return x, y
+
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
-        """Mean cross-entropy (per token / frame for sequence models)."""
-        if self.sequence_loss:
+        """Mean cross-entropy (per token / frame when the output has a sequence axis:
+        ``[B, T, C]`` against ``[B, T]`` is flattened), or mean squared error."""
+        if self.loss_kind == "mse":
+            return nn.functional.mse_loss(output.float(), target.float())
+        if self.sequence_loss or output.dim() > 2:
             return nn.functional.cross_entropy(
                 output.reshape(-1, output.shape[-1]).float(), target.reshape(-1)
             )
@@ -91,7 +120,13 @@ def build_model(name: str, *, seed: int = 0, device: torch.device | str | None =
     caller's random state untouched. ``device="meta"`` builds without allocating memory
     (parameter counts of the largest models).
     """
-    spec = get_model(name)
+    return build_spec(get_model(name), seed=seed, device=device)
+
+
+def build_spec(
+    spec: ModelSpec, *, seed: int = 0, device: torch.device | str | None = None
+) -> nn.Module:
+    """Build ``spec``'s module with weights from ``seed`` (global RNG forked and restored)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if device is None:

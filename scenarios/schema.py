@@ -35,18 +35,35 @@ class MeasuredTimes(_Strict):
     optimizer_ms: NonNegFloat = 0.0
 
 
+class EfficiencyCfg(_Strict):
+    """Achieved efficiency per operation class of the compute estimate (fractions of peak)
+    and the fixed cost per operation; replaces the calibrated values (and their stated
+    error) when given."""
+
+    gemm: Annotated[float, Field(gt=0, le=1)]
+    small_gemm: Annotated[float, Field(gt=0, le=1)]
+    memory: Annotated[float, Field(gt=0, le=2)]
+    optimizer: Annotated[float, Field(gt=0, le=2)]
+    launch_us: NonNegFloat = 0.0
+
+
 class ModelCfg(_Strict):
     name: str = "mlp"
     batch_size: Annotated[int, Field(gt=0)] = 32  # per worker
     device: Literal["auto", "cpu", "cuda"] = "auto"  # where profiling and codec timing run
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
-    target_device: str | None = None  # rescale measured times to this GPU (an estimate)
-    # fractions of the target's peak FLOP/s and memory bandwidth that training reaches
-    # (the roofline otherwise gives the peak-hardware lower bound)
+    target_device: str | None = None  # the GPU asked about (compute estimated unless measured)
+    # codec cost model on a target's datasheet constants: fractions of its FP32 peak and
+    # memory bandwidth codec kernels reach (the compute estimate has its own, model.efficiency)
     compute_efficiency: Annotated[float, Field(gt=0, le=1)] = 0.4
     memory_efficiency: Annotated[float, Field(gt=0, le=1)] = 0.7
     measured: MeasuredTimes | None = None  # or give compute times measured elsewhere
     profile_iters: Annotated[int, Field(gt=0, le=100)] = 3
+    module: str | None = None  # the user's own model: "package.module:factory"
+    loss: Literal["cross_entropy", "mse"] | None = None  # default cross-entropy
+    profile: str | None = None  # a workload file written by `run_sim.py profile`
+    precision: Literal["fp32", "tf32", "amp_bf16", "amp_fp16"] | None = None  # None: PyTorch's default
+    efficiency: EfficiencyCfg | None = None  # override the calibrated per-class efficiencies
 
 
 class LinkCfg(_Strict):

@@ -32,8 +32,9 @@ from gradwire.results import Row, Trace
 
 MAX_SUMMARY_ROWS = 300
 ESTIMATE_NOTE = (
-    "Values labelled “estimate” use compute and codec times rescaled from the measuring device to "
-    "the target device by a device profile; they are estimates, not measurements."
+    "Values labelled “estimate” use compute times estimated for the target device and codec "
+    "times rescaled to it from the device at hand; the header names each source and the "
+    "estimate's stated error. They are estimates, not measurements."
 )
 
 _CSS = """
@@ -251,7 +252,13 @@ def build_dashboard(
     models = sorted({r.model for r in rows})
     devices = sorted({r.device for r in rows})
     if models or devices:
-        meta2 = f"Model {', '.join(models)} · device {', '.join(devices)}"
+        meta2 = f"Model {', '.join(models)} · measured on {', '.join(devices)}"
+        for label, key in (("target", "target_device"), ("precision", "precision"),
+                           ("compute", "compute_source"), ("efficiencies", "efficiency_source"),
+                           ("codecs", "codec_source"), ("network", "network_source")):
+            vals = sorted({str(getattr(r, key)) for r in rows if getattr(r, key)})
+            if vals:
+                meta2 += f" · {label}: {'; '.join(vals)}"
     else:
         meta2 = ""
 
