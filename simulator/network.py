@@ -259,9 +259,12 @@ def max_min_rates(flow_of: np.ndarray, link_of: np.ndarray, n_flows: int,
         return rate
     live = ~alone
     rem = cap
-    cnt = np.bincount(lidx[live], minlength=n_l).astype(float)
+    # the (flow, link) pairs of unfrozen flows, dropped as their flows freeze
+    fo = flow_of[live]
+    li = lidx[live]
+    cnt = np.bincount(li, minlength=n_l).astype(float)
     level = 0.0
-    while True:
+    while len(fo):
         used = cnt > 0
         share = np.full(n_l, math.inf)
         share[used] = rem[used] / cnt[used]
@@ -273,16 +276,16 @@ def max_min_rates(flow_of: np.ndarray, link_of: np.ndarray, n_flows: int,
         level = s
         bott = used & (share <= s * (1 + 1e-12))
         hit = np.zeros(n_flows, dtype=bool)
-        hit[flow_of[live & bott[lidx]]] = True
+        hit[fo[bott[li]]] = True
         rate[hit] = s
-        newly = live & hit[flow_of]
-        dec = np.bincount(lidx[newly], minlength=n_l)
+        newly = hit[fo]
+        dec = np.bincount(li[newly], minlength=n_l)
         rem -= dec * s
         np.maximum(rem, 0.0, out=rem)
         cnt -= dec
-        live &= ~newly
-        if not live.any():
-            break
+        keep = ~newly
+        fo = fo[keep]
+        li = li[keep]
     return rate
 
 
