@@ -20,7 +20,7 @@ from typing import Any
 import networkx as nx
 
 from gradwire.codecs.exchange import PAYLOAD, Exchange
-from gradwire.errors import ConfigError
+from gradwire.errors import CodecError, ConfigError
 from gradwire.iteration import (
     DDP_BUCKET_CAP_MIB,
     DDP_FIRST_BUCKET_BYTES,
@@ -202,11 +202,17 @@ def codec_profile(sc: Scenario, spec: str, wl: Any, dev: str, say: Callable[[str
 
     codec = make_codec(spec, default_seed=sc.seed)
     grads = [wl.gradients[prm.name].to(dev) for prm in wl.params]
+    all_bits = []
+    for prm, g in zip(wl.params, grads, strict=True):
+        try:  # payload sizes first: a gradient the codec refuses is named by its parameter
+            bits = [codec.encode(g, fresh_state(codec, g.device, sc.seed)).nbits]
+            bits += [codec.encode(g, codec.new_state(dev, worker=r)).nbits for r in range(1, sc.measure.ranks)]
+        except CodecError as exc:
+            raise type(exc)(f"model {sc.model.name!r}, gradient of parameter {prm.name!r}: {exc}") from None
+        all_bits.append(bits)
     times = codec_times(sc, codec, grads, dev, say)
     costs = []
-    for i, (prm, g) in enumerate(zip(wl.params, grads, strict=True)):
-        bits = [codec.encode(g, fresh_state(codec, g.device, sc.seed)).nbits]
-        bits += [codec.encode(g, codec.new_state(dev, worker=r)).nbits for r in range(1, sc.measure.ranks)]
+    for i, (prm, bits) in enumerate(zip(wl.params, all_bits, strict=True)):
         shape = tuple(prm.shape)
         costs.append(ParamCost(prm.numel, tuple(bits), times.encode_s[i], times.decode_s[i],
                                tuple(codec.round_bits(b, shape) for b in bits)))

@@ -153,3 +153,21 @@ def test_ddp_buckets_first_bucket_then_cap() -> None:
     assert groups[0] == [0, 1]  # 1 MiB reached after two 0.5 MiB gradients
     assert groups[1] == [2, 3, 4, 5]  # 0.5 + 3 x 4 MiB >= 10 MiB
     assert sum(len(g) for g in groups) == len(numels)
+
+
+def test_a_gradient_the_codec_refuses_is_named_by_its_parameter() -> None:
+    from types import SimpleNamespace
+
+    import torch
+
+    from gradwire.errors import NonFiniteGradientError
+    from gradwire.pipeline import codec_profile
+
+    sc = scenario(["qsgd(bits=4)"])
+    good, bad = torch.ones(64, 64), torch.ones(32)
+    bad[3] = float("nan")
+    wl = SimpleNamespace(params=[SimpleNamespace(name="fc.weight", shape=(64, 64), numel=4096),
+                                 SimpleNamespace(name="fc.bias", shape=(32,), numel=32)],
+                         gradients={"fc.weight": good, "fc.bias": bad})
+    with pytest.raises(NonFiniteGradientError, match=r"'fc\.bias'"):
+        codec_profile(sc, "qsgd(bits=4)", wl, "cpu", lambda _m: None)
