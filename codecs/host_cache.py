@@ -17,8 +17,6 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import statistics
-import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,7 +26,7 @@ from typing import Any
 import torch
 
 from gradwire.codecs.base import Codec
-from gradwire.codecs.measure import fresh_state
+from gradwire.codecs.measure import measure_codec
 
 CACHE_FORMAT = 1
 
@@ -88,30 +86,10 @@ def _busy() -> tuple[float, int]:
     return os.getloadavg()[0], cores
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _time_one(codec: Codec, tensor: torch.Tensor, repeats: int, seed: int) -> tuple[float, float, float, float]:
-    dev = tensor.device
-    enc: list[float] = []
-    dec: list[float] = []
-    for i in range(repeats + 1):  # one unrecorded warm-up
-        state = fresh_state(codec, dev, seed)
-        _sync(dev)
-        t0 = time.perf_counter()
-        payload = codec.encode(tensor, state)
-        _sync(dev)
-        t1 = time.perf_counter()
-        codec.decode(payload)
-        _sync(dev)
-        t2 = time.perf_counter()
-        if i:
-            enc.append(t1 - t0)
-            dec.append(t2 - t1)
-    me, md = statistics.median(enc), statistics.median(dec)
-    return me, md, (max(enc) - min(enc)) / me if me else 0.0, (max(dec) - min(dec)) / md if md else 0.0
+    """Median encode and decode seconds after one unrecorded warm-up, and their spreads."""
+    c = measure_codec(codec, tensor, repeats=repeats, warmup=1, seed=seed)
+    return c.encode_s, c.decode_s, c.encode_spread, c.decode_spread
 
 
 def measure_cached(codec: Codec, tensors: Sequence[torch.Tensor], *, device: str, repeats: int = 3,

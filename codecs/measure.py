@@ -27,6 +27,9 @@ class CodecCost:
     encode_s: float
     decode_s: float
     numel: int
+    # (max - min) / median of the recorded repeats: how much the timings spread
+    encode_spread: float = 0.0
+    decode_spread: float = 0.0
 
     @property
     def bits_per_element(self) -> float:
@@ -76,7 +79,9 @@ def measure_codec(
             enc.append(t1 - t0)
             dec.append(t2 - t1)
         nbits = payload.nbits
-    return CodecCost(nbits, statistics.median(enc), statistics.median(dec), tensor.numel())
+    me, md = statistics.median(enc), statistics.median(dec)
+    return CodecCost(nbits, me, md, tensor.numel(),
+                     (max(enc) - min(enc)) / me if me else 0.0, (max(dec) - min(dec)) / md if md else 0.0)
 
 
 def measure_accumulate(tensor: torch.Tensor, *, repeats: int = 3, warmup: int = 1) -> float:

@@ -24,6 +24,8 @@ import signal
 import tempfile
 from pathlib import Path
 
+from gradwire.validate.netns import pid_alive
+
 TMP_PREFIX = "gradwire-validate-"
 _TMP_RE = re.compile(rf"^{TMP_PREFIX}(\d+)-")
 _PR_SET_PDEATHSIG = 1
@@ -59,16 +61,6 @@ def new_tempdir() -> str:
     return tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _workers_of(folder: Path) -> list[int]:
     """Pids of validation workers whose job file lies in ``folder``."""
     pids = []
@@ -90,7 +82,7 @@ def remove_leftovers(tmp_root: str | None = None) -> list[str]:
     said: list[str] = []
     for folder in sorted(root.glob(f"{TMP_PREFIX}*")):
         m = _TMP_RE.match(folder.name)
-        if not m or not folder.is_dir() or _alive(int(m.group(1))):
+        if not m or not folder.is_dir() or pid_alive(int(m.group(1))):
             continue
         for pid in _workers_of(folder):
             try:

@@ -69,7 +69,8 @@ def _run(argv: list[str], *, check: bool = True) -> subprocess.CompletedProcess[
     return proc
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (one we may not signal counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -91,7 +92,7 @@ def cleanup_stale() -> list[str]:
     removed = []
     for name in list_ours():
         m = _NAME_RE.match(name)
-        if m and not _pid_alive(int(m.group(1))):
+        if m and not pid_alive(int(m.group(1))):
             _run(["ip", "netns", "del", name], check=False)
             removed.append(name)
     return removed
