@@ -289,7 +289,71 @@ def max_min_rates(flow_of: np.ndarray, link_of: np.ndarray, n_flows: int,
     return rate
 
 
-class Network:
+class LinkReports:
+    """What both flow engines report from their state: the transfer trace and per-link
+    busy time, bytes and utilization (one implementation, so the reference engine and
+    the grouped one are compared on their numbers, not on two copies of the reporting)."""
+
+    topology: Topology
+    env: simpy.Environment
+    _t_last: float
+    _busy_s: np.ndarray
+    _bytes: np.ndarray
+    _rate_cache: dict[Any, Any]
+    _uncached: list[Any]
+    _patterns: dict[Any, Any]
+
+    @property
+    def records(self) -> TransferRecords:
+        raise NotImplementedError
+
+    def _advance(self, now: float) -> None:
+        raise NotImplementedError
+
+    def trace(self) -> list[tuple[int, int, float, float, float, str]]:
+        """The event trace as plain tuples ``(src, dst, nbytes, start_s, end_s, tag)``."""
+        r = self.records
+        return list(zip(r.src.tolist(), r.dst.tolist(), r.nbytes.tolist(),
+                        r.start_s.tolist(), r.end_s.tolist(), r.tag.tolist(), strict=True))
+
+    @property
+    def link_busy_s(self) -> np.ndarray:
+        """Seconds each link (by id) carried at least one draining flow, up to the last event."""
+        busy = self._busy_s.copy()
+        for e in [*self._rate_cache.values(), *self._uncached]:
+            if e.busy_s:
+                busy[e.ulinks] += e.busy_s
+        return busy
+
+    @property
+    def link_bytes(self) -> np.ndarray:
+        """Payload bytes routed over each link (by id), counted when a transfer is issued."""
+        out = self._bytes.copy()
+        for pat in self._patterns.values():
+            if pat.sent:
+                out[pat.ulinks] += pat.counts * pat.sent
+        return out
+
+    def link_usage(self, horizon_s: float, *, only_used: bool = True) -> list[LinkUse]:
+        """Per directed link: busy seconds, bytes, and utilization = busy_s / horizon_s."""
+        if not (horizon_s > 0 and math.isfinite(horizon_s)):
+            raise ConfigError(f"link_usage horizon_s must be a finite time > 0, got {horizon_s!r}")
+        self._advance(max(self._t_last, float(self.env.now)))
+        topo = self.topology
+        busy_s = self.link_busy_s
+        nbytes = self.link_bytes
+        out = []
+        for lid in range(topo.num_links):
+            if only_used and nbytes[lid] == 0:
+                continue
+            u, v = topo.link_endpoints(lid)
+            busy = float(busy_s[lid])
+            out.append(LinkUse(str(u), str(v), float(topo.bandwidth_Bps[lid]), busy,
+                               float(nbytes[lid]), busy / horizon_s))
+        return out
+
+
+class Network(LinkReports):
     """Flow-level network on a SimPy environment over a :class:`Topology`.
 
     ``per_message_overhead_s`` is added to every transfer (the software part of alpha);
@@ -814,45 +878,3 @@ class Network:
         )
         self._records_cache = rec
         return rec
-
-    def trace(self) -> list[tuple[int, int, float, float, float, str]]:
-        """The event trace as plain tuples ``(src, dst, nbytes, start_s, end_s, tag)``."""
-        r = self.records
-        return list(zip(r.src.tolist(), r.dst.tolist(), r.nbytes.tolist(),
-                        r.start_s.tolist(), r.end_s.tolist(), r.tag.tolist(), strict=True))
-
-    @property
-    def link_busy_s(self) -> np.ndarray:
-        """Seconds each link (by id) carried at least one draining flow, up to the last event."""
-        busy = self._busy_s.copy()
-        for e in [*self._rate_cache.values(), *self._uncached]:
-            if e.busy_s:
-                busy[e.ulinks] += e.busy_s
-        return busy
-
-    @property
-    def link_bytes(self) -> np.ndarray:
-        """Payload bytes routed over each link (by id), counted when a transfer is issued."""
-        out = self._bytes.copy()
-        for pat in self._patterns.values():
-            if pat.sent:
-                out[pat.ulinks] += pat.counts * pat.sent
-        return out
-
-    def link_usage(self, horizon_s: float, *, only_used: bool = True) -> list[LinkUse]:
-        """Per directed link: busy seconds, bytes, and utilization = busy_s / horizon_s."""
-        if not (horizon_s > 0 and math.isfinite(horizon_s)):
-            raise ConfigError(f"link_usage horizon_s must be a finite time > 0, got {horizon_s!r}")
-        self._advance(max(self._t_last, float(self.env.now)))
-        topo = self.topology
-        busy_s = self.link_busy_s
-        nbytes = self.link_bytes
-        out = []
-        for lid in range(topo.num_links):
-            if only_used and nbytes[lid] == 0:
-                continue
-            u, v = topo.link_endpoints(lid)
-            busy = float(busy_s[lid])
-            out.append(LinkUse(str(u), str(v), float(topo.bandwidth_Bps[lid]), busy,
-                               float(nbytes[lid]), busy / horizon_s))
-        return out

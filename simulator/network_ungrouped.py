@@ -18,10 +18,10 @@ import numpy as np
 import simpy
 
 from gradwire.errors import ConfigError, TopologyError
-from gradwire.results import LinkUse
 from gradwire.simulator.network import (
     _CACHED_GROUPS,
     _SAME_TIME_RTOL,
+    LinkReports,
     TransferDone,
     TransferRecords,
     _RateEntry,
@@ -78,7 +78,7 @@ class _Group:
         self.done = done
 
 
-class UngroupedNetwork:
+class UngroupedNetwork(LinkReports):
     """The flow engine one flow per row (the reference the grouped :class:`Network` equals).
 
     ``per_message_overhead_s`` is added to every transfer (the software part of alpha);
@@ -376,45 +376,3 @@ class UngroupedNetwork:
         )
         self._records_cache = rec
         return rec
-
-    def trace(self) -> list[tuple[int, int, float, float, float, str]]:
-        """The event trace as plain tuples ``(src, dst, nbytes, start_s, end_s, tag)``."""
-        r = self.records
-        return list(zip(r.src.tolist(), r.dst.tolist(), r.nbytes.tolist(),
-                        r.start_s.tolist(), r.end_s.tolist(), r.tag.tolist(), strict=True))
-
-    @property
-    def link_busy_s(self) -> np.ndarray:
-        """Seconds each link (by id) carried at least one draining flow, up to the last event."""
-        busy = self._busy_s.copy()
-        for e in [*self._rate_cache.values(), *self._uncached]:
-            if e.busy_s:
-                busy[e.ulinks] += e.busy_s
-        return busy
-
-    @property
-    def link_bytes(self) -> np.ndarray:
-        """Payload bytes routed over each link (by id), counted when a transfer is issued."""
-        out = self._bytes.copy()
-        for pat in self._patterns.values():
-            if pat.sent:
-                out[pat.ulinks] += pat.counts * pat.sent
-        return out
-
-    def link_usage(self, horizon_s: float, *, only_used: bool = True) -> list[LinkUse]:
-        """Per directed link: busy seconds, bytes, and utilization = busy_s / horizon_s."""
-        if not (horizon_s > 0 and math.isfinite(horizon_s)):
-            raise ConfigError(f"link_usage horizon_s must be a finite time > 0, got {horizon_s!r}")
-        self._advance(max(self._t_last, float(self.env.now)))
-        topo = self.topology
-        busy_s = self.link_busy_s
-        nbytes = self.link_bytes
-        out = []
-        for lid in range(topo.num_links):
-            if only_used and nbytes[lid] == 0:
-                continue
-            u, v = topo.link_endpoints(lid)
-            busy = float(busy_s[lid])
-            out.append(LinkUse(str(u), str(v), float(topo.bandwidth_Bps[lid]), busy,
-                               float(nbytes[lid]), busy / horizon_s))
-        return out
