@@ -63,21 +63,36 @@ class ExchangeChoice:
     summable_options: Mapping[str, Any] = field(default_factory=dict)
     quantized_options: Mapping[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def of(cls, scenario: Any) -> ExchangeChoice:
+        """A scenario's ``exchange`` section: its collectives and their options."""
+        e = scenario.exchange
+        return cls(e.summable, e.quantized, dict(e.summable_options), dict(e.quantized_options))
+
+    def collective_for(self, summable: bool) -> tuple[str, Mapping[str, Any], str]:
+        """``(collective, options, scenario field)`` that carries summable or encoded payloads."""
+        if summable:
+            return self.summable, self.summable_options, "exchange.summable"
+        return self.quantized, self.quantized_options, "exchange.quantized"
+
+    def problems(self, summable: bool, codecs: Sequence[str]) -> list[str]:
+        """``"field: message"`` for options the chosen collective does not take, and for a
+        collective that cannot carry the payloads of ``codecs`` (summable or not)."""
+        name, opts, fld = self.collective_for(summable)
+        out = check_options(name, opts, f"{fld}_options")
+        if codecs and not collective_info(name).can_carry(summable):
+            what = "summable payloads" if summable else "encoded payloads that must be decoded before summing"
+            out.append(f"{fld}: {name} cannot carry {what} (codecs {', '.join(codecs)}); choose a "
+                       f"collective that {'sums' if summable else 'gathers or re-quantizes'} (see docs/simulator.md)")
+        return out
+
     def for_codec(self, exchange: Exchange, codec: str) -> tuple[str, dict[str, Any]]:
         """The collective (and options) that carries ``codec``'s rounds; an error when the
-        chosen collective cannot carry them."""
-        if exchange.summable:
-            name, opts, fld = self.summable, self.summable_options, "exchange.summable"
-        else:
-            name, opts, fld = self.quantized, self.quantized_options, "exchange.quantized"
-        info = collective_info(name)
-        if not info.can_carry(exchange.summable):
-            what = "summable payloads" if exchange.summable else f"the encoded payloads of {codec!r} (they must be decoded before they are summed)"
-            raise ConfigError(f"{fld}: {name} cannot carry {what}; pick a collective that "
-                              f"{'sums' if exchange.summable else 'gathers or re-quantizes'} (see docs/simulator.md)")
-        problems = check_options(name, opts, f"{fld}_options")
+        chosen collective cannot carry them or does not take its options."""
+        problems = self.problems(exchange.summable, [codec])
         if problems:
             raise ConfigError("; ".join(problems))
+        name, opts, _ = self.collective_for(exchange.summable)
         return name, dict(opts)
 
 

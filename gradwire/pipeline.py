@@ -29,6 +29,7 @@ from gradwire.iteration import (
     ddp_buckets,
     iteration_spec,
 )
+from gradwire.models.devices import BYTES_PER_ELEMENT as GRAD_ELEM_BYTES
 from gradwire.results import Row, Trace, add_speedups
 from gradwire.scenarios.convert import cluster_params
 from gradwire.scenarios.loader import Point, expand
@@ -248,7 +249,6 @@ def _layout(topology: Any) -> tuple[dict[str, tuple[float, float]], dict[str, st
     return topology.positions(), topology.node_kinds()
 
 
-GRAD_ELEM_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 
 
 def point_buckets(sc: Scenario, numels: Sequence[int]) -> list[list[int]]:
@@ -285,11 +285,6 @@ def bucket_inputs(prof: CodecProfile, groups: Sequence[Sequence[int]], ready_s: 
     return out
 
 
-def exchange_choice(sc: Scenario) -> ExchangeChoice:
-    e = sc.exchange
-    return ExchangeChoice(e.summable, e.quantized, dict(e.summable_options), dict(e.quantized_options))
-
-
 def evaluate_point(point: Point, prepared: Prepared) -> tuple[list[Row], list[Trace]]:
     """One row (and one trace) per codec of the point."""
     from gradwire.simulator.timeline import simulate_iteration
@@ -300,7 +295,7 @@ def evaluate_point(point: Point, prepared: Prepared) -> tuple[list[Row], list[Tr
     positions, kinds = _layout(topo)
     groups = point_buckets(sc, wl.numels)
     stragglers = {s.rank: s.slowdown for s in sc.stragglers}
-    choice = exchange_choice(sc)
+    choice = ExchangeChoice.of(sc)
     rows: list[Row] = []
     traces: list[Trace] = []
     total_numel = wl.num_params

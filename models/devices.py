@@ -24,7 +24,7 @@ import yaml
 from gradwire.errors import ConfigError, UnknownNameError, WorkloadError
 from gradwire.models.profile import OPTIMIZER_BYTES_PER_ELEMENT_ACCESS, ParamInfo, Workload
 
-_BYTES_PER_ELEMENT = {"float32": 4, "float16": 2, "bfloat16": 2}
+BYTES_PER_ELEMENT = {"float32": 4, "float16": 2, "bfloat16": 2}  # by model.dtype
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,7 @@ def rescale(
     ready = np.minimum(np.maximum.accumulate(np.array(raw, dtype=float)), backward_s)
     params = [replace(p, ready_s=float(t)) for p, t in zip(workload.params, ready, strict=True)]
 
-    elem = _BYTES_PER_ELEMENT.get(workload.dtype, 4)
+    elem = BYTES_PER_ELEMENT.get(workload.dtype, 4)
     optimizer_s = OPTIMIZER_BYTES_PER_ELEMENT_ACCESS * elem * workload.num_params / bw
     return replace(
         workload,

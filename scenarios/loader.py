@@ -202,28 +202,20 @@ def _calibration_problems(sc: Scenario) -> list[Problem]:
 
 def _exchange_problems(sc: Scenario, key: str) -> list[str]:
     """The options of ``exchange.<key>`` against the collective's parameters, and whether it
-    can carry the codecs that would use it (``"path: message"`` strings)."""
+    can carry the codecs that would use it (``"path: message"`` strings), as a run checks."""
     from gradwire.codecs import make_codec
-    from gradwire.simulator.collectives.base import check_options, collective_info
+    from gradwire.iteration import ExchangeChoice
 
-    name = getattr(sc.exchange, key)
-    out = check_options(name, getattr(sc.exchange, f"{key}_options"), f"exchange.{key}_options")
-    info = collective_info(name)
     summable = key == "summable"
-    if not info.can_carry(summable):
-        users = []
-        for spec in sc.codecs:
-            try:
-                ex = make_codec(spec).exchange
-            except GradWireError:
-                continue  # reported with the codec
-            if ex.summable == summable:
-                users.append(spec)
-        if users:
-            what = "summable payloads" if summable else "encoded payloads that must be decoded before summing"
-            out.append(f"exchange.{key}: {name} cannot carry {what} (codecs {', '.join(users)}); "
-                       f"choose a collective that {'sums' if summable else 'gathers or re-quantizes'}")
-    return out
+    users = []
+    for spec in sc.codecs:
+        try:
+            ex = make_codec(spec).exchange
+        except GradWireError:
+            continue  # reported with the codec
+        if ex.summable == summable:
+            users.append(spec)
+    return ExchangeChoice.of(sc).problems(summable, users)
 
 
 def _cluster_problems(sc: Scenario, topologies: Any) -> list[Problem]:
