@@ -189,10 +189,17 @@ class _Device:
         self.version += 1
         if self.jobs:
             dt = min(j.remaining for j in self.jobs) / self._rate()
-            self.env.process(self._timer(self.version, max(0.0, dt)))
+            # a plain timeout with a callback (no process per reschedule): a stale one, from
+            # before a later arrival rescheduled, sees another version and does nothing
+            ev = self.env.timeout(max(0.0, dt))
+            version = self.version
 
-    def _timer(self, version: int, dt: float) -> Any:
-        yield self.env.timeout(dt)
+            def fire(_ev: simpy.Event) -> None:
+                self._fire(version)
+
+            ev.callbacks.append(fire)
+
+    def _fire(self, version: int) -> None:
         if version != self.version:
             return
         self._advance()
