@@ -113,7 +113,7 @@ def _semantic_problems(sc: Scenario, prefix: str = "") -> list[Problem]:
     def add(path: str, msg: str) -> None:
         problems.append(Problem(prefix + path, msg))
 
-    if sc.model.module is None and sc.model.name not in MODELS:
+    if sc.model.module is None and sc.model.llm is None and sc.model.name not in MODELS:
         add("model.name", f"unknown model {sc.model.name!r}; valid: {', '.join(MODELS.names())}")
     from gradwire.models.sources import model_setting_problems
 
