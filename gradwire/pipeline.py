@@ -331,7 +331,7 @@ def evaluate_point(point: Point, prepared: Prepared) -> tuple[list[Row], list[Tr
             estimate=wl.estimate or prof.estimate, params=dict(point.values),
             target_device=wl.target_device, precision=wl.precision, efficiency_source=wl.efficiency_source,
             compute_source=wl.compute_source, codec_source=prof.codec_source,
-            network_source="estimate (simulated network model)",
+            network_source="estimate (simulated network model)", uncompressed=prof.exchange.baseline,
         ))
         traces.append(Trace(point=point.index, codec=spec, segments=res.segments, links=res.links,
                             positions=positions, node_kinds=kinds))

@@ -32,7 +32,8 @@ from gradwire.models.spec import ModelSpec
 NO_MEMORY = "not measured: a meta-only model is never run here"
 
 
-def _is_decoder(m: Any) -> bool:
+def is_decoder(m: Any) -> bool:
+    """Whether a scenario's ``model`` section names a decoder (shipped size or inline ``llm``)."""
     from gradwire.models.zoo.llama import SHIPPED
 
     return m.llm is not None or (m.module is None and m.name in {s.name for s in SHIPPED})
@@ -51,7 +52,7 @@ def llm_setting_problems(m: Any) -> list[tuple[str, str]]:
             out.append(("model.name", f"{m.name!r} is a zoo model; give the inline model.llm a "
                                       "name of its own (e.g. my-decoder)"))  # fmt: skip
         out += config_from(m.llm).problems()
-    if not _is_decoder(m):
+    if not is_decoder(m):
         if m.seq_len is not None:
             out.append(("model.seq_len", f"only for a decoder (a shipped Llama size or model.llm); "
                                          f"model {m.module or m.name!r} has its own input shape"))  # fmt: skip
@@ -129,4 +130,4 @@ def prepare_meta_workload(
     return wl, WorkloadOrigin(target, est.precision, est.source, eff.source)
 
 
-__all__ = ["NO_MEMORY", "llm_setting_problems", "prepare_meta_workload"]
+__all__ = ["NO_MEMORY", "is_decoder", "llm_setting_problems", "prepare_meta_workload"]

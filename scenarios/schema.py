@@ -171,6 +171,9 @@ class Scenario(_Strict):
         default_factory=lambda: ["fp32", "qsgd(bits=4, bucket=512)", "onebit"]
     )
     exchange: ExchangeCfg = Field(default_factory=ExchangeCfg)
+    # uncompressed exchanges every point runs besides `codecs` (gradwire.baselines); unset:
+    # PyTorch's for a decoder (bf16), none added otherwise
+    baselines: list[str] | None = None
     # DDP's bucket_cap_mb (MiB). Left unset, DDP's default: 25 MiB with a first bucket of
     # 1 MiB, which starts communication early in backward; DDP gives an explicit
     # bucket_cap_mb no small first bucket (first_bucket_MB = bucket_MB) unless
