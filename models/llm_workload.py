@@ -87,6 +87,7 @@ def prepare_meta_workload(
     from gradwire.models.devices import get_device
     from gradwire.models.flops import trace_spec
     from gradwire.models.sources import WorkloadOrigin, efficiencies_for
+    from gradwire.models.zoo.llama import spec_seq_len
 
     log = say or (lambda _m: None)
     m = sc.model
@@ -107,6 +108,11 @@ def prepare_meta_workload(
         if m.precision is not None and m.precision != (f.precision or None):
             raise ConfigError(f"model.precision: {m.precision!r} differs from the profile file's "
                               f"({f.precision or 'PyTorch default'}); remove it or profile again")  # fmt: skip
+        seq = spec_seq_len(spec)
+        if f.seq_len != seq:
+            raise ConfigError(f"model.seq_len: the scenario's {seq}-token sequences differ from the "
+                              f"profile file {m.profile!r}'s ({f.seq_len or 'not recorded'}); set "
+                              "model.seq_len to match or profile again with --seq-len")  # fmt: skip
         have = {p.name: tuple(p.shape) for p in f.params}
         if have != dict(trace.params):
             diff = sorted(set(have.items()) ^ set(trace.params))[:4]

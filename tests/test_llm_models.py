@@ -7,8 +7,9 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
-from gradwire.errors import ScenarioError, WorkloadError
+from gradwire.errors import ConfigError, ScenarioError, WorkloadError
 from gradwire.llm_codecs import SAMPLE_ELEMENTS, SOURCE_LABEL, payload_bits, sample_rows
 from gradwire.models import build_model, count_params
 from gradwire.models.flops import trace_spec
@@ -167,3 +168,33 @@ def test_synthetic_payload_extends_exactly_when_affine_in_rows() -> None:
     small = (300, 257)
     assert payload_bits(q, small, 5, 2, "cpu") == payload_bits(q, small, 5, 2, "cpu")
     assert payload_bits(q, small, 5, 1, "cpu") != payload_bits(q, small, 6, 1, "cpu")
+
+
+def _profile_file(tmp_path: Path, seq_len: int) -> Path:
+    """A workload file as `run_sim.py profile mine --seq-len N` writes on a GPU (made by hand
+    here: the decoder is never run on the host)."""
+    import json
+
+    from gradwire.models.profile import ParamInfo, Workload
+    from gradwire.models.workload_file import write_workload_file
+
+    cfg = DecoderConfig(2, 128, 256, 4, 2, 500)
+    tr = trace_spec(decoder_spec("mine", cfg, seq_len), 2)
+    params = [ParamInfo(n, s, math.prod(s), 5e-4 * (i + 1)) for i, (n, s) in enumerate(tr.params)]
+    wl = Workload("mine", 2, "cuda", "float32", torch.__version__, "tokens", 0.010, 0.020, 0.003, 0,
+                  params, None, [], device_name="NVIDIA H100 80GB HBM3", precision="amp_bf16")
+    path = write_workload_file(wl, tmp_path / "mine.json", seq_len=seq_len)
+    assert json.loads(path.read_text())["model"]["seq_len"] == seq_len
+    return path
+
+
+def test_profile_file_gives_the_compute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _profile_file(tmp_path, 16)
+    model = {"name": "mine", "llm": INLINE, "batch_size": 2, "seq_len": 16, "target_device": "H100",
+             "profile": str(path)}  # fmt: skip
+    rows = _rows(model, tmp_path, monkeypatch)
+    for r in rows:
+        assert r.compute_source.startswith("measured file") and not r.estimate
+        assert r.forward_s == pytest.approx(0.010) and r.backward_s == pytest.approx(0.020)
+    with pytest.raises(ConfigError, match=r"model\.seq_len"):
+        _rows({**model, "seq_len": 32}, tmp_path / "b", monkeypatch)

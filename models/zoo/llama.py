@@ -244,6 +244,12 @@ def decoder_spec(name: str, cfg: DecoderConfig, seq_len: int, *, published: int 
     )
 
 
+def spec_seq_len(spec: ModelSpec) -> int:
+    """The sequence length a decoder's spec draws its token batches at."""
+    x, _ = spec.batch_like(1, "meta")
+    return int(x.shape[1])
+
+
 def shipped(name: str) -> ShippedLLM:
     for s in SHIPPED:
         if s.name == name:
@@ -312,4 +318,4 @@ def training_flops(cfg: DecoderConfig, batch: int, seq_len: int) -> float:
 
 
 __all__ = ["SHIPPED", "Decoder", "DecoderConfig", "ShippedLLM", "attention_flops", "decoder_spec",
-           "llm_spec", "matmul_params", "training_flops"]
+           "llm_spec", "matmul_params", "spec_seq_len", "training_flops"]
