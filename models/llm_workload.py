@@ -30,6 +30,11 @@ from gradwire.models.profile import ParamInfo, Workload
 from gradwire.models.spec import ModelSpec
 
 NO_MEMORY = "not measured: a meta-only model is never run here"
+# What a decoder given inline may ask for: the trace runs every layer's operations on the meta
+# device (linear in layers; Llama 3.1 405B has 126), and the synthetic payloads encode up to
+# 2 x 64 rows of the widest tensor on the host.
+LIMITS = {"layers": 256, "hidden": 65_536, "intermediate": 262_144, "heads": 1_024, "kv_heads": 1_024,
+          "vocab": 4_194_304, "seq_len": 1_048_576}  # fmt: skip
 
 
 def is_decoder(m: Any) -> bool:
@@ -52,6 +57,12 @@ def llm_setting_problems(m: Any) -> list[tuple[str, str]]:
             out.append(("model.name", f"{m.name!r} is a zoo model; give the inline model.llm a "
                                       "name of its own (e.g. my-decoder)"))  # fmt: skip
         out += config_from(m.llm).problems()
+        for f, top in LIMITS.items():
+            v = getattr(m.llm, f)
+            if isinstance(v, int) and v > top:
+                out.append((f"model.llm.{f}", f"{v:,} is beyond what a run here can trace (at most {top:,})"))
+    if m.seq_len is not None and m.seq_len > LIMITS["seq_len"]:
+        out.append(("model.seq_len", f"{m.seq_len:,} tokens is beyond {LIMITS['seq_len']:,}"))
     if not is_decoder(m):
         if m.seq_len is not None:
             out.append(("model.seq_len", f"only for a decoder (a shipped Llama size or model.llm); "

@@ -116,6 +116,15 @@ def test_scenario_refuses_what_cannot_hold() -> None:
         load_scenario(_scenario({"name": "llama-2-7b", "target_device": "H100",
                                  "measured": {"forward_ms": 1.0, "backward_ms": 2.0}}))
     assert "model.measured" in str(e.value)
+    with pytest.raises(ScenarioError) as e:
+        load_scenario(_scenario({"name": "mine", "llm": {**INLINE, "layers": 10**6}, "target_device": "H100"}))
+    assert "model.llm.layers" in str(e.value)
+
+
+def test_shipped_example_scenario_is_valid() -> None:
+    sc = load_scenario(Path(__file__).resolve().parents[1] / "examples" / "llama_baselines.yaml")
+    pts = expand(sc)
+    assert len(pts) == 2 and all(pt.scenario.codecs[0] == "bf16" for pt in pts)
 
 
 def test_never_profiled_on_the_host() -> None:
