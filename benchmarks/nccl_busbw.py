@@ -52,9 +52,10 @@ def main() -> None:
         name = profile_for(row["system"], n, int(row["nodes"]))
         topo = nccl.profile_topology(name)
         m = float(row["message_bytes"])
+        gpu = str(nccl.load_profiles()[name]["gpu"])  # LL128's default follows the GPU
         _, alg, proto, _k = plan(topo, np.arange(n), m, 1.0, algorithm="auto", protocol="auto",
-                                 channels=0, ll128=True)
-        t = run_collective(topo, "nccl_allreduce", m, record=False).time_s
+                                 channels=0, ll128=None, gpu=gpu)
+        t = run_collective(topo, "nccl_allreduce", m, record=False, gpu=gpu).time_s
         bus = m / t * 2 * (n - 1) / n / 1e9
         meas = float(row["busbw_GBps"])
         err = bus / meas - 1

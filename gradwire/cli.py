@@ -82,6 +82,10 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     console.print(f"[bold]{sc.name}[/bold]: {len(points)} point(s), sweep axes: {axes}; "
                   f"codecs: {', '.join(sc.codecs)}")
     if args.check:
+        from gradwire.iteration import ExchangeChoice
+
+        for line in ExchangeChoice.of(sc).describe():
+            console.print(f"  {line}", markup=False, highlight=False)
         shown = 200  # every point was checked; listing 10^5 of them helps no one
         for pt in points[:shown]:
             console.print(f"  point {pt.index} [{pt.point_id}] {pt.values}", markup=False, highlight=False)

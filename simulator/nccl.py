@@ -69,6 +69,18 @@ BANDWIDTH_FRACTION: dict[str, dict[str, float]] = {
 }
 TREE_LL128_ONE_NODE_FRACTION = 0.92 * 7 / 9
 
+# Compute capability of the GPUs of models/devices.yaml (NVIDIA's CUDA GPU table,
+# developer.nvidia.com/cuda-gpus): LL128's default depends on it (:func:`ll128_default`).
+COMPUTE_CAPABILITY: dict[str, int] = {
+    "K80": 37, "P100": 60, "V100": 70, "V100-16GB": 70, "A100-40GB": 80, "A100": 80,
+    "H100": 90, "H200": 90,
+}
+# NCCL 2.19-2.21 src/graph/tuning.cc (ncclTopoTuneModel): LL128 is enabled by default only
+# when every GPU has the same compute capability and it is 7.0 (Volta), 8.0 (Ampere) or
+# 9.0 (Hopper), over NVLink inside a node ("Other cases are not tested and may cause silent
+# data corruption"); NCCL_PROTO=LL128 enables it anywhere.
+LL128_COMPUTE_CAPABILITIES = frozenset({70, 80, 90})
+
 # NCCL's default step buffer: 4 MiB per channel in NCCL_STEPS = 8 slots (Simple)
 DEFAULT_CHUNK_BYTES = 512 * 1024
 # The lock-step tree pipeline runs at most this many chunks per tree; larger buffers use
@@ -318,6 +330,24 @@ def model_time_s(algorithm: str, protocol: str, nbytes: float, layout: Layout) -
     if layout.p <= 1:
         return 0.0
     return latency_s(algorithm, protocol, layout) + nbytes / algorithm_Bps(algorithm, protocol, layout)
+
+
+def compute_capability(gpu: str) -> int:
+    """Compute capability (major*10 + minor) of ``gpu`` (a name of models/devices.yaml,
+    case-insensitive); an unknown name is a :class:`ConfigError` listing the known ones."""
+    for name, cc in COMPUTE_CAPABILITY.items():
+        if name.lower() == str(gpu).lower():
+            return cc
+    raise ConfigError(f"no compute capability known for GPU {gpu!r}; known: {', '.join(COMPUTE_CAPABILITY)}")
+
+
+def ll128_default(gpu: str | None) -> bool:
+    """Whether NCCL enables LL128 by default on GPUs ``gpu`` joined by NVLink: only on
+    compute capability 7.0, 8.0 and 9.0 (:data:`LL128_COMPUTE_CAPABILITIES`). Without a
+    GPU (None) the model assumes an NVLink data-centre GPU of those and enables it."""
+    if gpu is None:
+        return True
+    return compute_capability(gpu) in LL128_COMPUTE_CAPABILITIES
 
 
 def allowed_protocols(layout: Layout) -> tuple[str, ...]:

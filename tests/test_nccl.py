@@ -203,3 +203,68 @@ def test_profiles_build_their_systems() -> None:
     assert h100.servers == 2 and h100.server_net_Bps == pytest.approx(8 * 25e9)
     with pytest.raises(ConfigError, match="valid"):
         nccl.profile_topology("dgx9")
+
+
+# ---------------------------------------------------------------------- scenario settings
+def _scenario(**exchange: object) -> dict:
+    return {"workers": 16, "model": {"name": "mlp", "target_device": "A100"},
+            "cluster": {"topology": "servers", "gpus_per_server": 8, "intra_bandwidth_Gbps": 2400,
+                        "nic_bandwidth_Gbps": 200, "nics_per_server": 4},
+            "codecs": ["fp32"], "exchange": {"summable": "nccl_allreduce", **exchange}}
+
+
+def test_scenario_algorithm_and_protocol_reach_the_collective_and_sweep() -> None:
+    from gradwire.iteration import ExchangeChoice
+    from gradwire.scenarios.loader import expand, load_scenario
+
+    sc = load_scenario(_scenario(algorithm="tree", protocol="simple",
+                                 summable_options={"algorithm": "tree", "channels": 2}))
+    name, opts, _ = ExchangeChoice.of(sc).collective_for(True)
+    assert (name, opts) == ("nccl_allreduce", {"algorithm": "tree", "channels": 2, "protocol": "simple",
+                                               "gpu": "A100"})
+    assert "LL128 enabled (NCCL's default on A100, compute capability 8.0)" in ExchangeChoice.of(sc).describe()[0]
+    pts = expand(load_scenario({**_scenario(), "sweep": {"exchange.algorithm": ["ring", "tree"],
+                                                         "exchange.protocol": ["auto", "ll"]}}))
+    got = {(ExchangeChoice.of(p.scenario).collective_for(True)[1].get("algorithm"),
+            ExchangeChoice.of(p.scenario).collective_for(True)[1].get("protocol")) for p in pts}
+    assert got == {("ring", None), ("tree", None), ("ring", "ll"), ("tree", "ll")}
+
+
+@pytest.mark.parametrize(("exchange", "field", "words"), [
+    ({"algorithm": "ring", "summable_options": {"algorithm": "tree"}}, "exchange.algorithm", "conflicts"),
+    ({"protocol": "ll", "summable_options": {"protocol": "simple"}}, "exchange.protocol", "conflicts"),
+    ({"summable": "ring_allreduce", "protocol": "ll"}, "exchange.protocol", "nccl_allreduce"),
+    ({"summable": "hierarchical_allreduce", "algorithm": "tree"}, "exchange.algorithm", "takes no algorithm"),
+    ({"algorithm": "halving"}, "exchange.algorithm", "ring"),
+])
+def test_scenario_settings_that_conflict_or_do_not_apply_name_the_field(exchange: dict, field: str,
+                                                                       words: str) -> None:
+    from gradwire.errors import ScenarioError
+    from gradwire.scenarios.loader import load_scenario
+
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(_scenario(**exchange))
+    msgs = [p.message for p in err.value.problems if p.path == field]
+    assert msgs and words in msgs[0], str(err.value)
+
+
+def test_ll128_default_follows_the_gpu_architecture() -> None:
+    """NCCL enables LL128 by default only on compute capability 7.0/8.0/9.0; forcing the
+    protocol enables it anywhere (NCCL_PROTO=LL128)."""
+    from gradwire.models.devices import list_devices
+
+    assert set(list_devices()) <= set(nccl.COMPUTE_CAPABILITY)  # every target GPU is gated
+    assert {d: nccl.ll128_default(d) for d in list_devices()} == {
+        d: nccl.COMPUTE_CAPABILITY[d] in (70, 80, 90) for d in list_devices()}
+    assert not nccl.ll128_default("P100") and nccl.ll128_default("V100") and nccl.ll128_default("H100")
+    topo = servers(1, 8, 2.4e11, 2.5e10)
+    ranks = np.arange(8)
+    from gradwire.simulator.collectives.nccl_allreduce import plan
+
+    picks = {gpu: {plan(topo, ranks, m, 1.0, algorithm="auto", protocol="auto", channels=0, ll128=None,
+                        gpu=gpu)[2] for m in np.geomspace(1e3, 1e10, 40)} for gpu in ("A100", "P100")}
+    assert "ll128" in picks["A100"] and "ll128" not in picks["P100"]
+    assert picks["P100"] == {"ll", "simple"}
+    forced = run_collective(topo, "nccl_allreduce", 1e7, protocol="ll128", gpu="P100").time_s
+    assert forced == pytest.approx(run_collective(topo, "nccl_allreduce", 1e7, protocol="ll128").time_s, rel=REL)
+    assert check_options("nccl_allreduce", {"gpu": "X9"}, "f")[0].startswith("f.gpu: no compute capability")

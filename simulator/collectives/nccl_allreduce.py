@@ -5,7 +5,12 @@
 takes what NCCL's tuning model predicts fastest for the buffer on these ranks
 (:func:`gradwire.simulator.nccl.choose`). ``channels`` (0: NCCL's default for the
 layout) splits the buffer over that many rings or tree pairs at once; ``chunk_bytes`` is
-the tree pipeline's chunk. ``ll128=False`` forbids LL128 as NCCL does off NVLink.
+the tree pipeline's chunk. ``ll128`` (None: NCCL's default for ``gpu``) allows or forbids
+LL128: NCCL enables it by default only on GPUs of compute capability 7.0, 8.0 and 9.0
+(:func:`gradwire.simulator.nccl.ll128_default`; ``gpu`` None: enabled), and forcing
+``protocol="ll128"`` enables it anywhere, as ``NCCL_PROTO=LL128`` does. A scenario's
+``exchange.algorithm`` and ``exchange.protocol`` arrive here as these options, and its
+``model.target_device`` as ``gpu``.
 
 Ring: each channel a ring (:func:`~gradwire.simulator.nccl.ring_orders`), all channels in
 one lock-step batch per step, 2(p-1) steps of ``M/(k·p)`` payload bytes per rank and
@@ -52,30 +57,65 @@ def option_problems(opts: Mapping[str, Any]) -> list[tuple[str, str]]:
     if (isinstance(chunk_bytes, bool) or not isinstance(chunk_bytes, (int, float))
             or not math.isfinite(chunk_bytes) or chunk_bytes <= 0):
         out.append(("chunk_bytes", f"must be a number of bytes > 0, got {chunk_bytes!r}"))
-    ll128 = opts.get("ll128", True)
-    if not isinstance(ll128, bool):
-        out.append(("ll128", f"must be true or false, got {ll128!r}"))
-    elif not ll128 and protocol == "ll128":
+    ll128 = opts.get("ll128")
+    if ll128 is not None and not isinstance(ll128, bool):
+        out.append(("ll128", f"must be true or false (or left out: NCCL's default for the GPU), got {ll128!r}"))
+    elif ll128 is False and protocol == "ll128":
         out.append(("protocol", "ll128 is disabled here (ll128: false); use ll or simple"))
+    gpu = opts.get("gpu")
+    if gpu is not None:
+        try:
+            nccl.compute_capability(gpu)
+        except ConfigError as exc:
+            out.append(("gpu", str(exc)))
     return out
 
 
-def check_nccl_options(algorithm: Any, protocol: Any, channels: Any, chunk_bytes: Any) -> None:
+def describe_options(opts: Mapping[str, Any]) -> str:
+    """What the options make NCCL do, for ``run_sim.py --check``."""
+    algorithm = opts.get("algorithm", "auto")
+    protocol = opts.get("protocol", "auto")
+    gpu = opts.get("gpu")
+    ll128 = resolve_ll128(opts.get("ll128"), protocol, gpu)
+    if opts.get("ll128") is not None:
+        why = "ll128 option"
+    elif protocol == "ll128":
+        why = "forced by protocol ll128"
+    elif gpu is None:
+        why = "NCCL's default; no model.target_device, an NVLink GPU assumed"
+    else:
+        why = f"NCCL's default on {gpu}, compute capability {nccl.compute_capability(gpu) / 10:.1f}"
+    return (f"algorithm {algorithm}, protocol {protocol}"
+            f"{' (NCCL tuning model picks per buffer)' if 'auto' in (algorithm, protocol) else ''}; "
+            f"LL128 {'enabled' if ll128 else 'disabled'} ({why})")
+
+
+def resolve_ll128(ll128: bool | None, protocol: str, gpu: str | None) -> bool:
+    """Whether LL128 may run: the ``ll128`` option if given, else enabled when forced by
+    ``protocol``, else NCCL's default for ``gpu``."""
+    if ll128 is not None:
+        return bool(ll128)
+    return protocol == "ll128" or nccl.ll128_default(gpu)
+
+
+def check_nccl_options(algorithm: Any, protocol: Any, channels: Any, chunk_bytes: Any,
+                       ll128: Any = None, gpu: Any = None) -> None:
     """A :class:`ConfigError` naming the first bad option and its valid values."""
     bad = option_problems({"algorithm": algorithm, "protocol": protocol, "channels": channels,
-                           "chunk_bytes": chunk_bytes})
+                           "chunk_bytes": chunk_bytes, "ll128": ll128, "gpu": gpu})
     if bad:
         opt, msg = bad[0]
         raise ConfigError(f"{FIELD}.{opt}: {msg}")
 
 
 def plan(topology: Topology, ranks: np.ndarray, nbytes: float, efficiency: float, *,
-         algorithm: str, protocol: str, channels: int, ll128: bool
+         algorithm: str, protocol: str, channels: int, ll128: bool | None, gpu: str | None = None
          ) -> tuple[nccl.Layout, str, str, int]:
     """(layout, algorithm, protocol, channels) this allreduce runs with."""
-    layout = nccl.layout_of(topology, ranks, efficiency=efficiency, ll128=ll128)
-    if protocol == "ll128" and not ll128:
+    if ll128 is False and protocol == "ll128":
         raise ConfigError(f"{FIELD}.protocol: ll128 is disabled here (ll128: false); use ll or simple")
+    ll128 = resolve_ll128(ll128, protocol, gpu)
+    layout = nccl.layout_of(topology, ranks, efficiency=efficiency, ll128=ll128)
     alg, proto = nccl.choose(nbytes, layout, algorithm=algorithm, protocol=protocol)
     k = channels if channels > 0 else nccl.default_channels(layout)
     return layout, alg, proto, k
@@ -104,9 +144,9 @@ def cf_nccl_allreduce(topo: Topology, rk: list[int], sz: list[float], ov: float,
     protocol = opts.get("protocol", "auto")
     channels = int(opts.get("channels", 0))
     chunk = float(opts.get("chunk_bytes", nccl.DEFAULT_CHUNK_BYTES))
-    check_nccl_options(algorithm, protocol, channels, chunk)
+    check_nccl_options(algorithm, protocol, channels, chunk, opts.get("ll128"), opts.get("gpu"))
     layout, alg, proto, k = plan(topo, r, m, eff, algorithm=algorithm, protocol=protocol,
-                                 channels=channels, ll128=bool(opts.get("ll128", True)))
+                                 channels=channels, ll128=opts.get("ll128"), gpu=opts.get("gpu"))
     f = nccl.fraction(alg, proto, layout)
     lat = nccl.latency_s(alg, proto, layout)
     base = nccl.BASE_LATENCY_US[alg][proto] * 1e-6
@@ -130,19 +170,20 @@ def cf_nccl_allreduce(topo: Topology, rk: list[int], sz: list[float], ov: float,
     return float(total)
 
 
-@collective("nccl_allreduce", carries="sum", closed_form=cf_nccl_allreduce, check_values=option_problems)
+@collective("nccl_allreduce", carries="sum", closed_form=cf_nccl_allreduce, check_values=option_problems,
+            describe=describe_options)
 def nccl_allreduce(net: Network, ranks: Sequence[int], sizes: Sequence[float], *,
                    algorithm: str = "auto", protocol: str = "auto", channels: int = 0,
-                   chunk_bytes: float = nccl.DEFAULT_CHUNK_BYTES, ll128: bool = True,
-                   tag: str = "nccl_allreduce") -> CollectiveProcess:
+                   chunk_bytes: float = nccl.DEFAULT_CHUNK_BYTES, ll128: bool | None = None,
+                   gpu: str | None = None, tag: str = "nccl_allreduce") -> CollectiveProcess:
     """NCCL allreduce of ``max(sizes)`` bytes per rank (see the module docstring)."""
-    check_nccl_options(algorithm, protocol, channels, chunk_bytes)
+    check_nccl_options(algorithm, protocol, channels, chunk_bytes, ll128, gpu)
     r, s = check_args(net, ranks, sizes, "nccl_allreduce")
     if len(r) == 1:
         return
     m = float(s.max())
     layout, alg, proto, k = plan(net.topology, r, m, net.efficiency, algorithm=algorithm,
-                                 protocol=protocol, channels=channels, ll128=ll128)
+                                 protocol=protocol, channels=channels, ll128=ll128, gpu=gpu)
     f = nccl.fraction(alg, proto, layout)
     lat = nccl.latency_s(alg, proto, layout)
     base = nccl.BASE_LATENCY_US[alg][proto] * 1e-6
