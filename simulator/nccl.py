@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,12 @@ BANDWIDTH_FRACTION: dict[str, dict[str, float]] = {
     "tree": {"ll": 0.92 / 3.8, "ll128": 0.92 * 120 / 128, "simple": 0.92},
 }
 TREE_LL128_ONE_NODE_FRACTION = 0.92 * 7 / 9
+# NCCL tuning.cc (2.19-2.21) llMaxBws[index1][index2], GB/s of bus bandwidth: the most LL
+# delivers. index2 by node count (1, 2, more); index1 on one node by GPU generation
+# (Volta, Ampere, Hopper), across nodes by the host CPU's vendor (Intel, AMD).
+LL_MAX_BUS_GBPS_ONE_NODE: dict[str, float] = {"volta": 39.0, "ampere": 87.7, "hopper": 87.7}
+LL_MAX_BUS_GBPS_NODES: dict[str, tuple[float, float]] = {"intel": (39.0, 20.4), "amd": (22.5, 19.0)}
+CPU_VENDORS: tuple[str, ...] = ("intel", "amd")
 
 # Compute capability of the GPUs of models/devices.yaml (NVIDIA's CUDA GPU table,
 # developer.nvidia.com/cuda-gpus): LL128's default depends on it (:func:`ll128_default`).
@@ -93,7 +99,8 @@ class Layout:
     """The ranks of one collective as NCCL sees them: an (S, g) grid of S servers of g GPUs,
     the payload bandwidth of a GPU's link into its server (bytes/s), the total NIC
     bandwidth of a server (bytes/s, inf on one server), NICs per server, the hardware of
-    intra-server hops (``"nvlink"`` or ``"pci"``) and whether LL128 may run."""
+    intra-server hops (``"nvlink"`` or ``"pci"``), whether LL128 may run, LL's bus bandwidth
+    cap and the system's own latency per protocol on top of NCCL's model."""
 
     grid: np.ndarray
     gpu_Bps: float
@@ -101,6 +108,9 @@ class Layout:
     nics: int
     intra_hw: str = "nvlink"
     ll128: bool = True
+    ll_max_bus_Bps: float = math.inf  # LL's bus bandwidth cap (:func:`ll_max_bus_Bps`)
+    # the system's latency per protocol beyond NCCL's model (seconds; host launch, transport)
+    extra_latency_s: tuple[tuple[str, float], ...] = ()
 
     @property
     def servers(self) -> int:
@@ -308,6 +318,9 @@ def algorithm_Bps(algorithm: str, protocol: str, layout: Layout) -> float:
     f = fraction(algorithm, protocol, layout)
     if p <= 1:
         return math.inf
+    if protocol == "ll":  # and no more than NCCL's cap on LL
+        return min(ll_cap_Bps(algorithm, layout), f / fraction(algorithm, "simple", layout)
+                   * algorithm_Bps(algorithm, "simple", layout))
     if algorithm == "ring":
         bw = layout.gpu_Bps if s_ <= 1 else min(layout.gpu_Bps, layout.server_net_Bps)
         return f * p / (2 * (p - 1)) * bw
@@ -326,10 +339,12 @@ def algorithm_Bps(algorithm: str, protocol: str, layout: Layout) -> float:
 
 
 def model_time_s(algorithm: str, protocol: str, nbytes: float, layout: Layout) -> float:
-    """NCCL's predicted time: ``latency + nbytes / algorithm bandwidth`` (seconds)."""
+    """NCCL's predicted time: ``latency + nbytes / algorithm bandwidth`` (seconds), plus the
+    system's own latency of the protocol (:func:`extra_latency_s`)."""
     if layout.p <= 1:
         return 0.0
-    return latency_s(algorithm, protocol, layout) + nbytes / algorithm_Bps(algorithm, protocol, layout)
+    return (latency_s(algorithm, protocol, layout) + extra_latency_s(protocol, layout)
+            + nbytes / algorithm_Bps(algorithm, protocol, layout))
 
 
 def compute_capability(gpu: str) -> int:
@@ -350,6 +365,33 @@ def ll128_default(gpu: str | None) -> bool:
     return compute_capability(gpu) in LL128_COMPUTE_CAPABILITIES
 
 
+def ll_max_bus_Bps(servers: int, gpu: str | None = None, cpu: str = "intel") -> float:
+    """NCCL's cap on LL's bus bandwidth (bytes/s, ``llMaxBws``): on one node by the GPU's
+    generation (``gpu`` None: Ampere), across nodes by the CPU vendor and 2 or more nodes."""
+    if cpu not in CPU_VENDORS:
+        raise ConfigError(f"unknown CPU vendor {cpu!r}; valid: {', '.join(CPU_VENDORS)}")
+    if servers <= 1:
+        cc = 80 if gpu is None else compute_capability(gpu)
+        gen = "hopper" if cc >= 90 else "ampere" if cc >= 80 else "volta"
+        return LL_MAX_BUS_GBPS_ONE_NODE[gen] * 1e9
+    two, more = LL_MAX_BUS_GBPS_NODES[cpu]
+    return (two if servers == 2 else more) * 1e9
+
+
+def ll_cap_Bps(algorithm: str, layout: Layout) -> float:
+    """LL's algorithm bandwidth cap from its bus cap: NCCL converts bus to algorithm
+    bandwidth by p/(2(p-1)) for the ring and 1/2 for the tree."""
+    p = layout.p
+    if algorithm == "ring":
+        return layout.ll_max_bus_Bps * p / (2 * (p - 1)) if p > 1 else math.inf
+    return layout.ll_max_bus_Bps / 2
+
+
+def extra_latency_s(protocol: str, layout: Layout) -> float:
+    """The system's latency of ``protocol`` beyond NCCL's model (seconds; 0 if not given)."""
+    return dict(layout.extra_latency_s).get(protocol, 0.0)
+
+
 def allowed_protocols(layout: Layout) -> tuple[str, ...]:
     return PROTOCOLS if layout.ll128 else ("ll", "simple")
 
@@ -368,7 +410,8 @@ def choose(nbytes: float, layout: Layout, *, algorithm: str = "auto", protocol: 
 def crossover_bytes(a: tuple[str, str], b: tuple[str, str], layout: Layout) -> float:
     """The buffer size at which ``a`` and ``b`` are predicted equally fast (``a`` faster
     below it when it has the lower latency): ``(L_b - L_a) / (1/W_a - 1/W_b)``."""
-    la, lb = latency_s(*a, layout), latency_s(*b, layout)
+    la = latency_s(*a, layout) + extra_latency_s(a[1], layout)
+    lb = latency_s(*b, layout) + extra_latency_s(b[1], layout)
     wa, wb = algorithm_Bps(*a, layout), algorithm_Bps(*b, layout)
     den = 1 / wa - 1 / wb
     return (lb - la) / den if den != 0 else math.inf
@@ -376,26 +419,30 @@ def crossover_bytes(a: tuple[str, str], b: tuple[str, str], layout: Layout) -> f
 
 # ---------------------------------------------------------------------- from a topology
 def layout_of(topology: Topology, ranks: np.ndarray, *, efficiency: float = 1.0,
-              ll128: bool = True) -> Layout:
+              ll128: bool = True, gpu: str | None = None, cpu: str = "intel",
+              extra_latency_us: Mapping[str, float] | None = None) -> Layout:
     """The :class:`Layout` of ``ranks`` on ``topology``: servers from ``topology.servers``
     (none: one rank per server), a GPU's bandwidth the bottleneck of the route to the next
     GPU of its server (to the next rank when servers hold one GPU), a server's network
     bandwidth the sum of its NIC links (the GPU's own route bandwidth without NICs);
-    all times ``efficiency`` (payload bytes per wire byte)."""
+    all times ``efficiency`` (payload bytes per wire byte). LL's cap follows ``gpu`` and
+    ``cpu`` (:func:`ll_max_bus_Bps`); ``extra_latency_us`` is the system's own latency per
+    protocol (microseconds)."""
     grid = grid_of(topology.servers, ranks, "nccl_allreduce")
     s_, g = grid.shape
     if g > 1:
-        gpu = min(topology.route_bandwidth_Bps(int(grid[0, j]), int(grid[0, (j + 1) % g]))
-                  for j in range(g))
+        gpu_Bps = min(topology.route_bandwidth_Bps(int(grid[0, j]), int(grid[0, (j + 1) % g]))
+                      for j in range(g))
     elif len(ranks) > 1:
-        gpu = topology.route_bandwidth_Bps(int(ranks[0]), int(ranks[1]))
+        gpu_Bps = topology.route_bandwidth_Bps(int(ranks[0]), int(ranks[1]))
     else:
-        gpu = math.inf
+        gpu_Bps = math.inf
     net, nics = _server_nics(topology, grid)
     if net is None:
-        net = gpu
-    return Layout(grid, gpu * efficiency, net * efficiency if s_ > 1 else math.inf, nics,
-                  "nvlink", ll128)
+        net = gpu_Bps
+    extra = tuple(sorted((k, float(v) * 1e-6) for k, v in (extra_latency_us or {}).items()))
+    return Layout(grid, gpu_Bps * efficiency, net * efficiency if s_ > 1 else math.inf, nics,
+                  "nvlink", ll128, ll_max_bus_Bps(s_, gpu, cpu), extra)
 
 
 def _server_nics(topology: Topology, grid: np.ndarray) -> tuple[float | None, int]:

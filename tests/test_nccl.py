@@ -268,3 +268,49 @@ def test_ll128_default_follows_the_gpu_architecture() -> None:
     forced = run_collective(topo, "nccl_allreduce", 1e7, protocol="ll128", gpu="P100").time_s
     assert forced == pytest.approx(run_collective(topo, "nccl_allreduce", 1e7, protocol="ll128").time_s, rel=REL)
     assert check_options("nccl_allreduce", {"gpu": "X9"}, "f")[0].startswith("f.gpu: no compute capability")
+
+
+# ---------------------------------------------------------------------- LL's cap, system latency
+def test_ll_cap_follows_nccl_table_and_bounds_the_time() -> None:
+    """NCCL's llMaxBws: by GPU generation on one node, by CPU vendor across 2 / more nodes;
+    LL's time is at least latency + M / cap (ring: bus x p/(2(p-1)), tree: bus / 2)."""
+    assert nccl.ll_max_bus_Bps(1, "A100") == 87.7e9 and nccl.ll_max_bus_Bps(1, "V100") == 39.0e9
+    assert nccl.ll_max_bus_Bps(2, "H100", "intel") == 39.0e9 and nccl.ll_max_bus_Bps(5, None, "amd") == 19.0e9
+    topo = servers(2, 8, 8e11, 1e11, nics_per_server=8)
+    m = 6e7
+    for alg, cap in (("ring", 39e9 * 16 / 30), ("tree", 39e9 / 2)):
+        opts = {"algorithm": alg, "protocol": "ll", "gpu": "H100", "cpu": "intel"}
+        t = run_collective(topo, "nccl_allreduce", m, **opts).time_s
+        lay = nccl.layout_of(topo, np.arange(16), gpu="H100", cpu="intel")
+        assert t == pytest.approx(nccl.latency_s(alg, "ll", lay) + m / cap, rel=REL)
+        assert nccl.algorithm_Bps(alg, "ll", lay) == pytest.approx(cap)
+        # where the closed form is exact (a star), it applies the same bound
+        st_ = star(4, 1e12, 1e-6)
+        opts["cpu"] = "amd"
+        t = run_collective(st_, "nccl_allreduce", m, **opts).time_s
+        assert t == pytest.approx(analytic.closed_form(st_, "nccl_allreduce", m, **opts), rel=REL)
+        assert t == pytest.approx(nccl.latency_s(alg, "ll", nccl.layout_of(st_, np.arange(4))) + m / (
+            19e9 * (4 / 6 if alg == "ring" else 0.5)), rel=REL)
+
+
+def test_system_latency_is_paid_once_per_protocol() -> None:
+    topo = servers(2, 4, 2e11, 2.5e10, nics_per_server=2)
+    for proto in ("ll128", "simple"):
+        plain = run_collective(topo, "nccl_allreduce", 3e7, algorithm="tree", protocol=proto).time_s
+        more = run_collective(topo, "nccl_allreduce", 3e7, algorithm="tree", protocol=proto,
+                              latency_us={proto: 250.0, "ll": 7.0}).time_s
+        assert more - plain == pytest.approx(250e-6, rel=1e-6)
+    assert check_options("nccl_allreduce", {"latency_us": {"fast": 1}, "cpu": "arm"}, "f") == [
+        "f.cpu: the host CPU's vendor sets LL's cap across nodes: intel, amd; got 'arm'",
+        "f.latency_us: a mapping of protocol (ll, ll128, simple) to microseconds >= 0, got {'fast': 1}"]
+
+
+@pytest.mark.parametrize("name", ["a100_8x_node", "h100_a3mega_2x8"])
+def test_profile_ll_latency_is_its_anchor_row_minus_the_model(name: str) -> None:
+    """A profile's LL latency is the measured time of the sweep's smallest message (a row
+    outside the judged csv) less the model's fastest LL time there."""
+    pr = nccl.load_profiles()[name]
+    topo = nccl.profile_topology(name)
+    model = min(run_collective(topo, "nccl_allreduce", float(pr["ll_anchor"]["bytes"]), algorithm=a,
+                               protocol="ll", gpu=pr["gpu"], cpu=pr["cpu"]).time_s for a in nccl.ALGORITHMS)
+    assert pr["latency_us"]["ll"] == pytest.approx(pr["ll_anchor"]["time_us"] - model * 1e6, abs=0.05)

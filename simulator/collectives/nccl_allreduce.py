@@ -22,6 +22,13 @@ ring, the per-step share of its hop latencies (a step's chunk moves one hop of t
 pipeline); for the trees the hop latencies along twice the depth once, before the
 pipeline (the tree's per-chunk cost is in its bandwidth fraction, as in NCCL's model).
 Route latencies and per-message overheads of the network come on top, per step.
+
+LL delivers no more than NCCL's cap on its bandwidth (``llMaxBws``: by GPU generation on one
+node, by the host ``cpu``'s vendor across nodes; :func:`gradwire.simulator.nccl.ll_max_bus_Bps`):
+the collective ends no sooner than ``latency + M / cap``. ``latency_us`` (protocol ->
+microseconds) is a system's own latency per operation beyond NCCL's model (host launch,
+the network transport), paid once before the schedule; the system profiles of
+``nccl_profiles.yaml`` carry it, with how it was obtained.
 """
 
 from __future__ import annotations
@@ -68,6 +75,16 @@ def option_problems(opts: Mapping[str, Any]) -> list[tuple[str, str]]:
             nccl.compute_capability(gpu)
         except ConfigError as exc:
             out.append(("gpu", str(exc)))
+    cpu = opts.get("cpu", "intel")
+    if cpu not in nccl.CPU_VENDORS:
+        out.append(("cpu", f"the host CPU's vendor sets LL's cap across nodes: {', '.join(nccl.CPU_VENDORS)}; "
+                           f"got {cpu!r}"))
+    lat = opts.get("latency_us")
+    if lat is not None and (not isinstance(lat, Mapping) or any(
+            q not in nccl.PROTOCOLS or isinstance(v, bool) or not isinstance(v, (int, float))
+            or not math.isfinite(v) or v < 0 for q, v in lat.items())):
+        out.append(("latency_us", f"a mapping of protocol ({', '.join(nccl.PROTOCOLS)}) to microseconds >= 0, "
+                                  f"got {lat!r}"))
     return out
 
 
@@ -99,23 +116,26 @@ def resolve_ll128(ll128: bool | None, protocol: str, gpu: str | None) -> bool:
 
 
 def check_nccl_options(algorithm: Any, protocol: Any, channels: Any, chunk_bytes: Any,
-                       ll128: Any = None, gpu: Any = None) -> None:
+                       ll128: Any = None, gpu: Any = None, cpu: Any = "intel", latency_us: Any = None) -> None:
     """A :class:`ConfigError` naming the first bad option and its valid values."""
     bad = option_problems({"algorithm": algorithm, "protocol": protocol, "channels": channels,
-                           "chunk_bytes": chunk_bytes, "ll128": ll128, "gpu": gpu})
+                           "chunk_bytes": chunk_bytes, "ll128": ll128, "gpu": gpu, "cpu": cpu,
+                           "latency_us": latency_us})
     if bad:
         opt, msg = bad[0]
         raise ConfigError(f"{FIELD}.{opt}: {msg}")
 
 
 def plan(topology: Topology, ranks: np.ndarray, nbytes: float, efficiency: float, *,
-         algorithm: str, protocol: str, channels: int, ll128: bool | None, gpu: str | None = None
+         algorithm: str, protocol: str, channels: int, ll128: bool | None, gpu: str | None = None,
+         cpu: str = "intel", latency_us: Mapping[str, float] | None = None
          ) -> tuple[nccl.Layout, str, str, int]:
     """(layout, algorithm, protocol, channels) this allreduce runs with."""
     if ll128 is False and protocol == "ll128":
         raise ConfigError(f"{FIELD}.protocol: ll128 is disabled here (ll128: false); use ll or simple")
     ll128 = resolve_ll128(ll128, protocol, gpu)
-    layout = nccl.layout_of(topology, ranks, efficiency=efficiency, ll128=ll128)
+    layout = nccl.layout_of(topology, ranks, efficiency=efficiency, ll128=ll128, gpu=gpu, cpu=cpu,
+                            extra_latency_us=latency_us)
     alg, proto = nccl.choose(nbytes, layout, algorithm=algorithm, protocol=protocol)
     k = channels if channels > 0 else nccl.default_channels(layout)
     return layout, alg, proto, k
@@ -135,7 +155,8 @@ def cf_nccl_allreduce(topo: Topology, rk: list[int], sz: list[float], ov: float,
     B into a non-blocking switch (exact there): the ring's 2(p-1) steps each cost
     ``alpha + lat_step + M/(p·f·B)`` (a rank's link carries one chunk per channel); a tree
     step costs ``alpha + n_t·c/(f·B)`` with n_t the most flows any rank sends or receives
-    in step t and c the chunk; plus the protocol latency."""
+    in step t and c the chunk; plus the protocol latency and the system's own latency;
+    for LL at least its time under NCCL's cap."""
     r = np.asarray(rk, dtype=np.int64)
     m = float(max(sz))
     if len(r) <= 1:
@@ -144,9 +165,18 @@ def cf_nccl_allreduce(topo: Topology, rk: list[int], sz: list[float], ov: float,
     protocol = opts.get("protocol", "auto")
     channels = int(opts.get("channels", 0))
     chunk = float(opts.get("chunk_bytes", nccl.DEFAULT_CHUNK_BYTES))
-    check_nccl_options(algorithm, protocol, channels, chunk, opts.get("ll128"), opts.get("gpu"))
+    cpu = opts.get("cpu", "intel")
+    check_nccl_options(algorithm, protocol, channels, chunk, opts.get("ll128"), opts.get("gpu"), cpu,
+                       opts.get("latency_us"))
     layout, alg, proto, k = plan(topo, r, m, eff, algorithm=algorithm, protocol=protocol,
-                                 channels=channels, ll128=opts.get("ll128"), gpu=opts.get("gpu"))
+                                 channels=channels, ll128=opts.get("ll128"), gpu=opts.get("gpu"), cpu=cpu,
+                                 latency_us=opts.get("latency_us"))
+    return max(_ll_floor_s(alg, proto, m, layout),
+               nccl.extra_latency_s(proto, layout) + _cf_schedule(topo, layout, alg, proto, k, m, chunk, ov, eff))
+
+
+def _cf_schedule(topo: Topology, layout: nccl.Layout, alg: str, proto: str, k: int, m: float,
+                 chunk: float, ov: float, eff: float) -> float:
     f = nccl.fraction(alg, proto, layout)
     lat = nccl.latency_s(alg, proto, layout)
     base = nccl.BASE_LATENCY_US[alg][proto] * 1e-6
@@ -175,21 +205,45 @@ def cf_nccl_allreduce(topo: Topology, rk: list[int], sz: list[float], ov: float,
 def nccl_allreduce(net: Network, ranks: Sequence[int], sizes: Sequence[float], *,
                    algorithm: str = "auto", protocol: str = "auto", channels: int = 0,
                    chunk_bytes: float = nccl.DEFAULT_CHUNK_BYTES, ll128: bool | None = None,
-                   gpu: str | None = None, tag: str = "nccl_allreduce") -> CollectiveProcess:
+                   gpu: str | None = None, cpu: str = "intel", latency_us: Mapping[str, float] | None = None,
+                   tag: str = "nccl_allreduce") -> CollectiveProcess:
     """NCCL allreduce of ``max(sizes)`` bytes per rank (see the module docstring)."""
-    check_nccl_options(algorithm, protocol, channels, chunk_bytes, ll128, gpu)
+    check_nccl_options(algorithm, protocol, channels, chunk_bytes, ll128, gpu, cpu, latency_us)
     r, s = check_args(net, ranks, sizes, "nccl_allreduce")
     if len(r) == 1:
         return
     m = float(s.max())
     layout, alg, proto, k = plan(net.topology, r, m, net.efficiency, algorithm=algorithm,
-                                 protocol=protocol, channels=channels, ll128=ll128, gpu=gpu)
+                                 protocol=protocol, channels=channels, ll128=ll128, gpu=gpu, cpu=cpu,
+                                 latency_us=latency_us)
+    env = net.env
+    # LL delivers no more than NCCL's cap: the collective ends no sooner than that allows
+    floor_s = _ll_floor_s(alg, proto, m, layout)
+    floor = env.timeout(floor_s) if floor_s > 0 else None
+    extra = nccl.extra_latency_s(proto, layout)
+    if extra > 0:
+        yield env.timeout(extra)
+    yield from _schedule(net, layout, alg, proto, k, m, float(chunk_bytes), f"{tag}:{alg}/{proto}")
+    if floor is not None:
+        yield floor
+
+
+def _ll_floor_s(alg: str, proto: str, m: float, layout: nccl.Layout) -> float:
+    """LL's shortest time under NCCL's cap on its bandwidth (0 for the other protocols)."""
+    if proto != "ll":
+        return 0.0
+    return (nccl.extra_latency_s(proto, layout) + nccl.latency_s(alg, proto, layout)
+            + m / nccl.ll_cap_Bps(alg, layout))
+
+
+def _schedule(net: Network, layout: nccl.Layout, alg: str, proto: str, k: int, m: float,
+              chunk_bytes: float, tg: str) -> CollectiveProcess:
+    """The transfers of the ring or the pipelined trees, with the protocol's latency."""
     f = nccl.fraction(alg, proto, layout)
     lat = nccl.latency_s(alg, proto, layout)
     base = nccl.BASE_LATENCY_US[alg][proto] * 1e-6
     env = net.env
     p = layout.p
-    tg = f"{tag}:{alg}/{proto}"
     if alg == "ring":
         if base > 0:
             yield env.timeout(base)
@@ -208,7 +262,7 @@ def nccl_allreduce(net: Network, ranks: Sequence[int], sizes: Sequence[float], *
         yield env.timeout(lat)
     trees = nccl.tree_channels(layout.grid, k)
     per_tree = m / (2 * k)
-    c = nccl.tree_chunks(per_tree, float(chunk_bytes))
+    c = nccl.tree_chunks(per_tree, chunk_bytes)
     wire = per_tree / c / f
     # runs of identical steps (the pipeline's steady state) go out as one repeated batch
     sched = nccl.tree_schedule(trees, c)
