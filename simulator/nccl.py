@@ -233,7 +233,18 @@ def tree_channels(grid: np.ndarray, channels: int) -> list[Tree]:
 
 @dataclass(frozen=True)
 class TreeStep:
-    """Flows of one lock-step of the pipelined trees: sources and destinations (ranks)."""
+    """Flows of one lock-step of the pipelined trees: sources and destinations (ranks),
+    and ``idx``, their positions in the schedule's :class:`TreeEdges` (one entry per tree
+    edge and direction), so a step's routes can be cut from the edges' routes."""
+
+    src: np.ndarray
+    dst: np.ndarray
+    idx: np.ndarray
+
+
+@dataclass(frozen=True)
+class TreeEdges:
+    """Every (tree, edge, direction) of a schedule as one flow: up then down, read-only."""
 
     src: np.ndarray
     dst: np.ndarray
@@ -245,6 +256,11 @@ def tree_schedule(trees: Sequence[Tree], chunks: int) -> list[TreeStep]:
     sent chunk j one step or more before), the root holds chunk j reduced after step
     ``j + H - 1`` (H its height), and a node at depth d forwards chunk j to its children at
     step ``j + H + d``. All trees share the step count ``chunks + 2·max(H) - 1``."""
+    return tree_plan(trees, chunks)[1]
+
+
+def tree_plan(trees: Sequence[Tree], chunks: int) -> tuple[TreeEdges, list[TreeStep]]:
+    """:func:`tree_schedule` with the edges its steps index into."""
     H = max(int(t.height.max()) for t in trees)
     n_steps = chunks + 2 * H - 1 if H > 0 else 0
     up_src: list[np.ndarray] = []
@@ -262,14 +278,32 @@ def tree_schedule(trees: Sequence[Tree], chunks: int) -> list[TreeStep]:
         dn_dst.append(t.nodes[child])
         # the parent (depth d-1) forwards at step j + H + d - 1
         dn_t.append(H + t.depth[child] - 1)
-    us, ud, ut = np.concatenate(up_src), np.concatenate(up_dst), np.concatenate(up_t)
-    ds, dd, dt = np.concatenate(dn_src), np.concatenate(dn_dst), np.concatenate(dn_t)
+    src = np.concatenate(up_src + dn_src)
+    dst = np.concatenate(up_dst + dn_dst)
+    t0 = np.concatenate(up_t + dn_t)
+    src.flags.writeable = False
+    dst.flags.writeable = False
     steps = []
     for k in range(n_steps):
-        mu = (ut <= k) & (k < ut + chunks)
-        md = (dt <= k) & (k < dt + chunks)
-        steps.append(TreeStep(np.concatenate((us[mu], ds[md])), np.concatenate((ud[mu], dd[md]))))
-    return steps
+        idx = np.flatnonzero((t0 <= k) & (k < t0 + chunks))
+        steps.append(TreeStep(src[idx], dst[idx], idx))
+    return TreeEdges(src, dst), steps
+
+
+_PLANS: dict[tuple[bytes, tuple[int, ...], int, int], tuple[TreeEdges, list[TreeStep]]] = {}
+
+
+def tree_plan_of(grid: np.ndarray, channels: int, chunks: int) -> tuple[TreeEdges, list[TreeStep]]:
+    """:func:`tree_plan` of :func:`tree_channels` ``(grid, channels)``, kept for the next
+    bucket of the same ranks (the plan is a pure function of its arguments)."""
+    key = (grid.tobytes(), grid.shape, channels, chunks)
+    plan = _PLANS.get(key)
+    if plan is None:
+        if len(_PLANS) > 64:
+            _PLANS.clear()
+        plan = tree_plan(tree_channels(grid, channels), chunks)
+        _PLANS[key] = plan
+    return plan
 
 
 def tree_chunks(nbytes_per_tree: float, chunk_bytes: float) -> int:

@@ -34,6 +34,7 @@ from simpy.events import NORMAL
 
 from gradwire.errors import ConfigError, TopologyError
 from gradwire.results import LinkUse
+from gradwire.simulator.maxmin import max_min_rates
 from gradwire.simulator.topology import Topology
 
 # Flows whose predicted drain ends agree to this relative tolerance finish in one event:
@@ -90,17 +91,29 @@ class _Pattern:
     __slots__ = ("counts", "dst", "flow_of", "latency_s", "link_of", "n", "pid", "sent",
                  "src", "ulinks", "whole")
 
-    def __init__(self, pid: int, topo: Topology, src: np.ndarray, dst: np.ndarray) -> None:
+    def __init__(self, pid: int, topo: Topology, src: np.ndarray, dst: np.ndarray,
+                 cut: tuple[_Pattern, np.ndarray] | None = None) -> None:
         self.pid = pid
         self.n = len(src)
         self.src = src
         self.dst = dst
-        routes = [topo.route(a, b) for a, b in zip(src.tolist(), dst.tolist(), strict=True)]
-        lens = np.fromiter((len(r) for r in routes), dtype=np.int64, count=self.n)
-        self.flow_of = np.repeat(np.arange(self.n, dtype=np.int64), lens)
-        self.link_of = np.fromiter(
-            (link for r in routes for link in r), dtype=np.int64, count=int(lens.sum())
-        )
+        if cut is None:
+            routes = [topo.route(a, b) for a, b in zip(src.tolist(), dst.tolist(), strict=True)]
+            lens = np.fromiter((len(r) for r in routes), dtype=np.int64, count=self.n)
+            self.flow_of = np.repeat(np.arange(self.n, dtype=np.int64), lens)
+            self.link_of = np.fromiter(
+                (link for r in routes for link in r), dtype=np.int64, count=int(lens.sum())
+            )
+        else:
+            # flows idx of a known pattern: its (flow, link) pairs, renumbered, in flow order
+            base, idx = cut
+            new = np.full(base.n, -1, dtype=np.int64)
+            new[idx] = np.arange(self.n, dtype=np.int64)
+            nf = new[base.flow_of]
+            keep = np.flatnonzero(nf >= 0)
+            order = keep[np.argsort(nf[keep], kind="stable")]
+            self.flow_of = nf[order]
+            self.link_of = base.link_of[order]
         self.latency_s = np.bincount(
             self.flow_of, weights=topo.latency_s[self.link_of], minlength=self.n
         )
@@ -225,68 +238,6 @@ class _RateEntry:
     rates: np.ndarray  # per active flow, in group order
     ulinks: np.ndarray  # links carrying at least one active flow
     busy_s: float = 0.0  # seconds this set of flows has been draining (summed at the end)
-
-
-def max_min_rates(flow_of: np.ndarray, link_of: np.ndarray, n_flows: int,
-                  capacity: np.ndarray) -> np.ndarray:
-    """Max-min fair rates by progressive filling (vectorized over flow-link pairs).
-
-    ``flow_of[j], link_of[j]`` say flow ``flow_of[j]`` crosses link ``link_of[j]``;
-    ``capacity`` is bytes/s per link id. A flow alone on all its links gets its route's
-    bottleneck capacity at once; the flows that share a link are filled progressively:
-    all unfrozen flows grow together, the links whose equal share is smallest saturate and
-    freeze their flows at that share (one iteration per distinct rate level). A flow that
-    crosses no link gets an infinite rate.
-    """
-    rate = np.full(n_flows, math.inf)
-    if len(link_of) == 0:
-        return rate
-    # the links in use, numbered by a lookup table (no sort): per level O(pairs + used links)
-    used_l = np.flatnonzero(np.bincount(link_of, minlength=len(capacity)))
-    lut = np.empty(len(capacity), dtype=np.int64)
-    lut[used_l] = np.arange(len(used_l))
-    lidx = lut[link_of]
-    n_l = len(used_l)
-    cap = capacity[used_l].astype(float)
-    cnt = np.bincount(lidx, minlength=n_l).astype(float)
-    shared_pair = cnt[lidx] > 1
-    shared = np.zeros(n_flows, dtype=bool)
-    shared[flow_of[shared_pair]] = True
-    alone = ~shared[flow_of]
-    if alone.any():
-        np.minimum.at(rate, flow_of[alone], cap[lidx[alone]])
-    if not shared_pair.any():
-        return rate
-    live = ~alone
-    rem = cap
-    # the (flow, link) pairs of unfrozen flows, dropped as their flows freeze
-    fo = flow_of[live]
-    li = lidx[live]
-    cnt = np.bincount(li, minlength=n_l).astype(float)
-    level = 0.0
-    while len(fo):
-        used = cnt > 0
-        share = np.full(n_l, math.inf)
-        share[used] = rem[used] / cnt[used]
-        s = float(share.min())
-        if not math.isfinite(s):
-            break
-        # never below the previous level: float residue of rem must not slow flows down
-        s = max(s, level)
-        level = s
-        bott = used & (share <= s * (1 + 1e-12))
-        hit = np.zeros(n_flows, dtype=bool)
-        hit[fo[bott[li]]] = True
-        rate[hit] = s
-        newly = hit[fo]
-        dec = np.bincount(li[newly], minlength=n_l)
-        rem -= dec * s
-        np.maximum(rem, 0.0, out=rem)
-        cnt -= dec
-        keep = ~newly
-        fo = fo[keep]
-        li = li[keep]
-    return rate
 
 
 class LinkReports:
@@ -446,6 +397,18 @@ class Network(LinkReports):
                 self._by_id.clear()
             self._by_id[(id(srcs), id(dsts))] = (srcs, dsts, pat)  # type: ignore[assignment]
         return pat
+
+    def cut_pattern(self, srcs: np.ndarray, dsts: np.ndarray, idx: np.ndarray) -> None:
+        """Know the routes of the flows ``(srcs[idx], dsts[idx])`` (distinct ``idx``) from
+        those of ``(srcs, dsts)`` without looking them up again: a schedule whose steps are
+        subsets of one set of flows (the tree pipeline) pays its route lookups once."""
+        base = self._pattern(srcs, dsts, "")
+        src = base.src[idx]
+        dst = base.dst[idx]
+        key = (src.tobytes(), dst.tobytes())
+        if key not in self._patterns:
+            self._patterns[key] = _Pattern(len(self._patterns), self.topology, src, dst,
+                                           cut=(base, np.asarray(idx, dtype=np.int64)))
 
     def _partition(self, pattern: _Pattern, cls: np.ndarray, n_cls: int) -> _Partition:
         self._n_parts += 1

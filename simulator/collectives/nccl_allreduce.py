@@ -187,12 +187,11 @@ def _cf_schedule(topo: Topology, layout: nccl.Layout, alg: str, proto: str, k: i
         alpha, bw = _flat_alpha_beta(topo, src, dst, ov, eff)
         steps = 2 * (p - 1)
         return base + steps * (alpha + (lat - base) / steps + m / (p * f * bw))
-    trees = nccl.tree_channels(layout.grid, k)
     per_tree = m / (2 * k)
     c = nccl.tree_chunks(per_tree, chunk)
     wire = per_tree / c / f
     total = lat
-    for step in nccl.tree_schedule(trees, c):
+    for step in nccl.tree_plan_of(layout.grid, k, c)[1]:
         alpha, bw = _flat_alpha_beta(topo, step.src, step.dst, ov, eff)
         n_out = np.bincount(step.src).max()
         n_in = np.bincount(step.dst).max()
@@ -260,20 +259,19 @@ def _schedule(net: Network, layout: nccl.Layout, alg: str, proto: str, k: int, m
         return
     if lat > 0:
         yield env.timeout(lat)
-    trees = nccl.tree_channels(layout.grid, k)
     per_tree = m / (2 * k)
     c = nccl.tree_chunks(per_tree, chunk_bytes)
     wire = per_tree / c / f
+    edges, sched = nccl.tree_plan_of(layout.grid, k, c)
     # runs of identical steps (the pipeline's steady state) go out as one repeated batch
-    sched = nccl.tree_schedule(trees, c)
     i = 0
     while i < len(sched):
         j = i + 1
-        while (j < len(sched) and np.array_equal(sched[j].src, sched[i].src)
-               and np.array_equal(sched[j].dst, sched[i].dst)):
+        while (j < len(sched) and np.array_equal(sched[j].idx, sched[i].idx)):
             j += 1
-        src, dst = sched[i].src, sched[i].dst
-        src.flags.writeable = False
-        dst.flags.writeable = False
-        yield net.transfers(src, dst, wire, f"{tg}:{i}.", repeat=j - i)
+        step = sched[i]
+        net.cut_pattern(edges.src, edges.dst, step.idx)
+        step.src.flags.writeable = False
+        step.dst.flags.writeable = False
+        yield net.transfers(step.src, step.dst, wire, f"{tg}:{i}.", repeat=j - i)
         i = j
