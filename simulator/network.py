@@ -190,10 +190,11 @@ class _Repeat:
     anything else is in flight), so that the next steps, alone too, need not be simulated.
     """
 
-    __slots__ = ("done", "gap_s", "issued", "pattern", "phases", "size", "start_s", "steps", "tag")
+    __slots__ = ("done", "gap_s", "issued", "pattern", "phases", "single", "size", "start_s", "steps",
+                 "tag")
 
     def __init__(self, pattern: _Pattern, size: float, tag: str, steps: int, gap_s: float,
-                 done: TransferDone) -> None:
+                 done: TransferDone, single: bool = False) -> None:
         self.pattern = pattern
         self.size = size
         self.tag = tag
@@ -203,6 +204,21 @@ class _Repeat:
         self.issued = 0
         self.start_s = 0.0
         self.phases: list[_Phase] | None = None
+        self.single = single  # one plain batch (its tag as given), replayed from a memo
+
+    def step_tag(self, i: int) -> str:
+        return self.tag if self.single else f"{self.tag}{i}"
+
+
+@dataclass
+class _Memo:
+    """How a uniform batch ran alone on a quiet network: its phases, when it drained and
+    when its last transfer completed (seconds after its start), its classes' drain ends."""
+
+    phases: list[_Phase]
+    drain_s: float
+    span_s: float
+    ends: list[tuple[_Partition, np.ndarray, float]]
 
 
 @dataclass
@@ -362,6 +378,7 @@ class Network(LinkReports):
         self._coast: _Coast | None = None
         self._n_coasts = 0
         self._split_parts: dict[tuple[int, bytes], _Partition] = {}
+        self._memos: dict[tuple[int, float], _Memo] = {}
 
     # ------------------------------------------------------------------ issuing
     def transfer(self, src: int, dst: int, nbytes: float, tag: str = "") -> simpy.Event:
@@ -451,7 +468,16 @@ class Network(LinkReports):
                 raise ConfigError(f"transfers: nbytes must be finite and >= 0 (tag {tag!r})")
             size = lo if lo == hi else arr
         if repeat == 1 and gap_s == 0:
-            self._issue(pat, size, tag, done, None)
+            if isinstance(size, np.ndarray):
+                self._issue(pat, size, tag, done, None)
+                return done
+            # a uniform batch: logged when it runs alone, replayed when it comes again alone
+            single = _Repeat(pat, size, tag, 1, 0.0, done, single=True)
+            memo = self._memos.get((pat.pid, size))
+            if memo is not None and not self._active and self._coast is None and not self._dirty:
+                self._replay(single, memo)
+            else:
+                self._next_step(single)
             return done
         if isinstance(size, np.ndarray):
             raise ConfigError(f"transfers: a repeated batch needs one size for every transfer (tag {tag!r})")
@@ -460,7 +486,7 @@ class Network(LinkReports):
         return done
 
     def _next_step(self, rep: _Repeat) -> None:
-        self._issue(rep.pattern, rep.size, f"{rep.tag}{rep.issued}", TransferDone(self.env), rep)
+        self._issue(rep.pattern, rep.size, rep.step_tag(rep.issued), TransferDone(self.env), rep)
 
     def _issue(self, pat: _Pattern, size: float | np.ndarray, tag: str, done: TransferDone,
                rep: _Repeat | None) -> None:
@@ -538,6 +564,30 @@ class Network(LinkReports):
         ev = self.env.timeout(t_next - now)
         ev.callbacks.append(lambda _e: self._next_step(rep))
 
+    def _single_drained(self, g: _Group, now: float) -> None:
+        """A plain uniform batch drained: it completes as a plain batch does, and if it
+        ran alone from start to end, how it ran is kept for the next one like it."""
+        rep = g.rep
+        assert rep is not None
+        rep.done._fire(g.max_end - now, g.max_end)
+        if rep.phases and rep.start_s < g.max_end and len(self._memos) < 4096:
+            ends = [(part, idx, t - rep.start_s) for part, idx, t in g.ends] if self.record else []
+            self._memos[(rep.pattern.pid, rep.size)] = _Memo(rep.phases, now - rep.start_s,
+                                                             g.max_end - rep.start_s, ends)
+
+    def _replay(self, rep: _Repeat, memo: _Memo) -> None:
+        """Issue ``rep`` (one uniform batch) on a quiet network as it ran before: it coasts
+        to its known completion, or lands where something else arrives (:meth:`_land`)."""
+        now = float(self.env.now)
+        coast = _Coast(rep, 0, 1, now, memo.span_s, memo.drain_s, memo.phases, memo.ends)
+        self._n_coasts += 1
+        coast.token = self._n_coasts
+        self._coast = coast
+        final = now + memo.span_s
+        ev = self.env.timeout(memo.span_s)
+        tok = coast.token
+        ev.callbacks.append(lambda _e: self._coast_end(tok, final))
+
     def _coasted(self, c: _Coast, count: int, partial_s: float) -> None:
         """Account ``count`` whole coasted steps and ``partial_s`` of the next one."""
         n = c.rep.pattern.n
@@ -593,7 +643,7 @@ class Network(LinkReports):
             self._busy_s[p_.entry.ulinks] += max(0.0, min(phi, b) - a)
         pat = rep.pattern
         grp = _Group(self._n_groups, pat, ph.part, rep.size, ph.rem - ph.rate * (phi - ph.offset_s),
-                     start, f"{rep.tag}{rep.issued}", TransferDone(self.env))
+                     start, rep.step_tag(rep.issued), TransferDone(self.env))
         grp.rem[~ph.alive] = math.inf
         grp.alive = ph.alive.copy()
         grp.rate = ph.rate.copy()
@@ -650,6 +700,8 @@ class Network(LinkReports):
                 del self._active[g.gid]
                 if g.rep is None:
                     g.done._fire(g.max_end - now, g.max_end)
+                elif g.rep.single:
+                    self._single_drained(g, now)
                 else:
                     drained.append(g)
         for g in drained:
@@ -812,7 +864,7 @@ class Network(LinkReports):
                     size.append(np.full(pat.n, g.rep.size))
                     start.append(np.full(pat.n, t0))
                     end.append(t0 + drain)
-                    tags.append(f"{g.rep.tag}{g.first + i}")
+                    tags.append(g.rep.step_tag(g.first + i))
                 continue
             pat = g.pattern
             e = np.full(pat.n, math.nan)

@@ -210,3 +210,45 @@ def test_tree_steps_cut_from_one_pattern_equal_looked_up_routes() -> None:
         np.testing.assert_array_equal(cut.flow_of, fresh.flow_of)
         np.testing.assert_array_equal(cut.link_of, fresh.link_of)
         np.testing.assert_array_equal(cut.latency_s, fresh.latency_s)
+
+
+def test_a_batch_that_ran_alone_is_replayed_and_lands_where_something_arrives() -> None:
+    """A uniform batch issued again on a quiet network is not simulated again (it coasts
+    on how it ran before) and equals the reference engine, also when another batch
+    arrives in the middle of it."""
+    topo = servers(4, 4, 2e10, 1e9, fabric="fat_tree", oversubscription=2.0)
+    r = np.arange(16)
+    for arrive in (None, 3e-3, 1.2e-2, 1.9e-2):  # one batch takes 8.0 ms: before, in and late in a replay
+        out = []
+        for cls in (Network, UngroupedNetwork):
+            env = simpy.Environment()
+            net = cls(env, topo, per_message_overhead_s=1e-6)
+
+            def proc(net: Any = net, env: simpy.Environment = env) -> Any:
+                for _ in range(3):
+                    yield net.transfers(r, np.roll(r, -5), 1e6, "a")
+                    yield env.timeout(1e-5)
+
+            def other(net: Any = net, env: simpy.Environment = env) -> Any:
+                yield env.timeout(arrive)
+                yield net.transfers(r, np.roll(r, -1), 4e5, "b")
+
+            env.process(proc())
+            if arrive is not None:
+                env.process(other())
+            env.run()
+            rec = net.records
+            out.append((env.now, np.sort(rec.end_s), net.link_busy_s))
+        assert out[0][0] == pytest.approx(out[1][0], rel=REL)
+        np.testing.assert_allclose(out[0][1], out[1][1], rtol=REL)
+        np.testing.assert_allclose(out[0][2], out[1][2], rtol=REL, atol=1e-15)
+    env = simpy.Environment()
+    net = Network(env, topo)
+
+    def again() -> Any:
+        for _ in range(5):
+            yield net.transfers(r, np.roll(r, -5), 1e6)
+
+    env.process(again())
+    env.run()
+    assert net._n_coasts == 4  # the first ran, the other four replayed
