@@ -229,8 +229,8 @@ def test_a_batch_that_ran_alone_is_replayed_and_lands_where_something_arrives() 
                     yield net.transfers(r, np.roll(r, -5), 1e6, "a")
                     yield env.timeout(1e-5)
 
-            def other(net: Any = net, env: simpy.Environment = env) -> Any:
-                yield env.timeout(arrive)
+            def other(net: Any = net, env: simpy.Environment = env, at: float = arrive or 0.0) -> Any:
+                yield env.timeout(at)
                 yield net.transfers(r, np.roll(r, -1), 4e5, "b")
 
             env.process(proc())
