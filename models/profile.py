@@ -664,6 +664,10 @@ def profile_model(
     spec = name if isinstance(name, ModelSpec) else get_model(name)
     name = spec.name
     dev = _resolve_device(device)
+    if spec.meta_only and dev.type == "cpu":
+        raise WorkloadError(f"model {name!r} is built on the meta device only and is not run on the "
+                            "host CPU; profile it on a GPU (--device cuda) or estimate its compute "
+                            "with a target device")  # fmt: skip
     device_name = _device_name(dev)
     key_fields = {
         "model": name,

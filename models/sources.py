@@ -42,9 +42,10 @@ class WorkloadOrigin:
 
 def model_setting_problems(m: Any) -> list[tuple[str, str]]:
     """``(path, message)`` for every ``model`` setting that would be ignored or cannot hold."""
+    from gradwire.models.llm_workload import llm_setting_problems
     from gradwire.models.usermodel import check_module_path
 
-    out: list[tuple[str, str]] = []
+    out: list[tuple[str, str]] = llm_setting_problems(m)
     if m.module is not None:
         why = check_module_path(m.module)
         if why:
@@ -83,8 +84,9 @@ def model_setting_problems(m: Any) -> list[tuple[str, str]]:
 
 def scenario_spec(m: Any) -> ModelSpec:
     from gradwire.models.usermodel import model_spec
+    from gradwire.models.zoo.llama import llm_spec
 
-    return model_spec(m.name, m.module, m.loss)
+    return llm_spec(m) or model_spec(m.name, m.module, m.loss)
 
 
 def _guard(spec: ModelSpec, fn: Callable[[], Any]) -> Any:
@@ -135,6 +137,10 @@ def prepare_workload(
     log = say or (lambda _m: None)
     m = sc.model
     spec = scenario_spec(m)
+    if spec.meta_only:  # never run here: compute from the estimate or a profile file
+        from gradwire.models.llm_workload import prepare_meta_workload
+
+        return prepare_meta_workload(sc, spec, log)
     target = m.target_device or ""
     if m.profile is not None:
         from gradwire.models.workload_file import read_workload_file
