@@ -27,6 +27,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Other commands: `run_sim.py report DIR` (rebuild tables and dashboard from a run's "
         "store), `run_sim.py validate --help` (check predictions against a real shaped network), "
         "`run_sim.py profile --help` (measure a model on this GPU for model.profile), "
+        "`run_sim.py bench --help` (predictions against published results), "
         "`run_sim.py calibrate-codecs --help` (fit the codec cost model on this device).",
     )
     p.add_argument("scenario", nargs="?", default="quickstart",
@@ -162,6 +163,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cli_main(argv[1:])
         if argv and argv[0] == "report":
             return _report(argv[1:], console)
+        if argv and argv[0] == "bench":
+            from gradwire.bench import cli_main as bench_main
+
+            return bench_main(argv[1:], console)
         if argv and argv[0] == "profile":
             from gradwire.models.profile_cli import main as profile_main
 
