@@ -88,6 +88,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
             console.print(f"  point {pt.index} [{pt.point_id}] {pt.values}", markup=False, highlight=False)
         if len(points) > shown:
             console.print(f"  ... and {len(points) - shown:,} more point(s), all checked")
+        _print_cost(points, console)
         return 0
     scheduler = args.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
     engine = args.engine or ("dask" if scheduler else "serial")
@@ -116,6 +117,19 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     for name, path in outcome.files.items():
         console.print(f"  {name:>16}: {path}")
     return 1 if outcome.failed else 0
+
+
+def _print_cost(points: Sequence[object], console: Console) -> None:
+    """What the run would cost here (an estimate from the meta-device trace; runs no model)."""
+    from gradwire.cost_estimate import estimate_cost, format_cost
+
+    try:
+        lines = format_cost(estimate_cost(points))
+    except (GradWireError, RuntimeError, NotImplementedError, TypeError, ValueError) as exc:
+        # a model the meta device cannot trace still runs; only its estimate is missing
+        lines = [f"cost estimate unavailable: {type(exc).__name__}: {exc}"]
+    for line in lines:
+        console.print(line, markup=False, highlight=False)
 
 
 def _print_records(console: Console, title: str, records: Sequence[dict], keys: Sequence[str]) -> None:

@@ -619,6 +619,28 @@ def _load(path: Path, want_gradients: bool) -> Workload | None:
     return Workload.from_json(doc, gradients)
 
 
+def _needed_bytes(costs: _MetaCosts, tdtype: torch.dtype, device_type: str) -> int:
+    """Parameters, gradients, momentum, inputs, saved activations (and on the CPU the
+    float32 copies of the first step's gradients)."""
+    elem = torch.empty((), dtype=tdtype).element_size()
+    n_params = costs.param_bytes // elem
+    return int(
+        costs.param_bytes * (2 + OPTIMIZER_STATE_COPIES)
+        + (4 * n_params if device_type == "cpu" else 0)  # the float32 gradient copies
+        + costs.input_bytes
+        + costs.saved_activation_bytes
+    )
+
+
+def memory_needed_bytes(name: str | ModelSpec, batch_size: int, *, device: str | None = None,
+                        dtype: str = "float32") -> int:
+    """The memory one training step of the model needs on ``device`` (the bound a profile
+    checks before it allocates anything), counted on the meta device: nothing runs."""
+    spec = name if isinstance(name, ModelSpec) else get_model(name)
+    dev = _resolve_device(device)
+    return _needed_bytes(_meta_costs(spec, batch_size, DTYPES[dtype]), DTYPES[dtype], dev.type)
+
+
 def _cache_entry(spec: ModelSpec, batch_size: int, dev: torch.device, *, dtype: str, warmup: int, iters: int,
                  seed: int, cache_dir: str | Path | None, keep_gradients: bool, time_budget_s: float | None,
                  precision: str | None) -> Path:
@@ -725,16 +747,7 @@ def profile_model(
 
     tdtype = DTYPES[dtype]
     costs = _meta_costs(spec, batch_size, tdtype)
-    elem = torch.empty((), dtype=tdtype).element_size()
-    n_params = costs.param_bytes // elem
-    # Parameters, gradients, momentum, inputs, saved activations (and on the CPU the
-    # float32 copies of the first step's gradients).
-    needed = (
-        costs.param_bytes * (2 + OPTIMIZER_STATE_COPIES)
-        + (4 * n_params if dev.type == "cpu" else 0)  # the float32 gradient copies
-        + costs.input_bytes
-        + costs.saved_activation_bytes
-    )
+    needed = _needed_bytes(costs, tdtype, dev.type)
     available = _available_memory_bytes(dev)
     if needed > available:
         raise WorkloadError(
