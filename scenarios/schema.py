@@ -115,6 +115,9 @@ class ExchangeCfg(_Strict):
     quantized: str = "ring_allgather"  # payloads that cannot be summed without decoding
     summable_options: dict[str, Any] = Field(default_factory=dict)
     quantized_options: dict[str, Any] = Field(default_factory=dict)
+    # NCCL's choice for the summable collective (NCCL_ALGO / NCCL_PROTO); auto: its tuning model
+    algorithm: Literal["auto", "ring", "tree"] = "auto"
+    protocol: Literal["auto", "ll", "ll128", "simple"] = "auto"
 
 
 class Straggler(_Strict):
