@@ -52,6 +52,16 @@ def sample_rows(shape: tuple[int, ...]) -> tuple[int, int] | None:
     return None if 2 * r1 >= shape[0] else (r1, 2 * r1)
 
 
+def encoded_shapes(shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+    """The shapes :func:`synthetic_codec_profile` encodes for tensors of ``shapes`` (once per
+    distinct shape: whole, or its two row samples), for planning a run's cost."""
+    out: list[tuple[int, ...]] = []
+    for shape in dict.fromkeys(tuple(s) for s in shapes):
+        rows = sample_rows(shape)
+        out += [shape] if rows is None else [(r, *shape[1:]) for r in rows]
+    return out
+
+
 def synthetic_gradient(shape: tuple[int, ...], rows: int, seed: int) -> torch.Tensor:
     """``rows`` rows of a tensor of ``shape`` from the synthetic source (CPU float32)."""
     key = zlib.crc32(repr((tuple(shape), rows)).encode())
@@ -107,5 +117,5 @@ def synthetic_codec_profile(sc: Any, spec: str, wl: Any, dev: str, say: Callable
                         codec_source=f"{times.source}; {SOURCE_LABEL}")
 
 
-__all__ = ["GRAD_STD", "MIN_ROWS", "SAMPLE_ELEMENTS", "SOURCE_LABEL", "payload_bits", "sample_rows",
+__all__ = ["GRAD_STD", "MIN_ROWS", "SAMPLE_ELEMENTS", "SOURCE_LABEL", "encoded_shapes", "payload_bits", "sample_rows",
            "synthetic_codec_profile", "synthetic_gradient"]
