@@ -6,8 +6,10 @@ replaces :func:`gradwire.pipeline.codec_profile` for it, with a stated source:
 
 * **the gradient**: i.i.d. normal values of standard deviation :data:`GRAD_STD`, drawn from a
   generator seeded by (scenario seed, tensor shape, rows drawn), so the same scenario and
-  seed give the same bytes; real gradients are heavier-tailed, which changes the payload of
-  a variable-length code (QSGD's Elias coding) but not of a fixed-width one;
+  seed give the same bytes; real gradients are heavier-tailed and partly zero (embedding
+  rows of tokens not in the batch), which changes the payload of a variable-length code
+  (QSGD's Elias coding: overstated by 40-52% on a small decoder's real step,
+  ``benchmarks/llm_synthetic_grads.py``) but not of a fixed-width one;
 * **the size**: a tensor of at most :data:`SAMPLE_ELEMENTS` elements is encoded whole, at
   its real shape. A larger one of shape ``(R, *rest)`` is encoded at ``r`` and ``2r`` rows
   (``r`` = max(:data:`MIN_ROWS`, SAMPLE_ELEMENTS / row width)) and its payload bits are
