@@ -122,6 +122,17 @@ def test_interval_covers_the_simulated_truth_90_percent_of_the_time() -> None:
     assert 0.85 <= share <= 0.95, share
 
 
+def test_exact_inputs_give_the_nominal_speedup_as_the_interval() -> None:
+    """No stated error anywhere (compute exact, codec spread 0, a one-value efficiency
+    range): every draw re-simulates the nominal inputs, so the interval is the nominal
+    speedup exactly -- the draws run the same path as the nominal run."""
+    sc = scenario(["fp32", QSGD], workers=4, gbps=1.0, eff=(0.9, 0.9))
+    rows = point_rows(sc, prepared(sc, fwd=1e-3, bwd=3e-3, opt=2e-4, codecs={
+        "fp32": (IN_PLACE, 32, 0, 0), QSGD: (PAYLOAD, 4.06, 2e-9, 1e-9)}))
+    r = rows[QSGD]
+    assert r.speedup_low == r.speedup_high == r.speedup_vs_baseline == rows["fp32"].iteration_s / r.iteration_s
+
+
 def test_draws_follow_the_stated_errors() -> None:
     """A stated median error m gives draws whose |log factor| has median m; a spread s
     keeps every factor within 1 -+ s/2 (in the log) and fills it."""
