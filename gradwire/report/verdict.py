@@ -98,7 +98,7 @@ def _table_html(vrows: Sequence[tuple[str, Row]]) -> str:
     for label, r in vrows[:300]:
         cls = DECISION_CLASS.get(r.verdict, "")
         body.append(f"<tr><td>{html.escape(label)}</td><td class='{cls}'>{html.escape(r.verdict)}</td>"
-                    f"<td style='text-align:left'>{html.escape(r.verdict_line)}</td></tr>")
+                    f"<td style='text-align:left;white-space:normal'>{html.escape(r.verdict_line)}</td></tr>")
     more = (f"<p class='note'>Showing 300 of {len(vrows)} points; every verdict is in results.csv.</p>"
             if len(vrows) > 300 else "")
     return ("<div class='wrap'><table class='summary verdict'><tr><th>point</th><th>verdict</th>"
