@@ -31,7 +31,6 @@ from typing import Any
 
 import numpy as np
 
-from gradwire.report.fmt import fmt_speedup
 from gradwire.results import Row
 from gradwire.uncertainty import PointUncertainty, point_uncertainty
 
@@ -67,6 +66,11 @@ def interval(samples: np.ndarray) -> tuple[float, float]:
     """The 5% and 95% points of ``samples`` by the ``p (n + 1)`` rule."""
     lo, hi = np.quantile(np.asarray(samples, dtype=float), QUANTILES, method="weibull")
     return float(lo), float(hi)
+
+
+def fmt_speedup(x: float) -> str:
+    """``1.36×`` (the reports' format; a dash when there is no number)."""
+    return f"{x:.2f}×" if math.isfinite(x) else "—"
 
 
 def _line(decision: str, option: str, collective: str, baseline: str, x: float, lo: float, hi: float) -> str:
