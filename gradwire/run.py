@@ -239,9 +239,10 @@ def _run_locked(sc: Scenario, out: Path, points: list[Point], *, engine: str, sc
     if stale:
         say(stale)
     # the largest clusters cost most to simulate: start them first so none finishes alone
+    label = f"points, each with its verdict's {sc.verdict.draws} draws" if sc.verdict.enabled else "points"
     report = run_sweep(points, evaluate_point, prepared, store, engine=engine, scheduler=scheduler,
                        progress=progress, cost=lambda p: float(p.scenario.workers),
-                       provenance=lambda p: prov[p.point_id])
+                       provenance=lambda p: prov[p.point_id], label=label)
     ids = {p.point_id: p.index for p in points}
     rows = sorted((r for r in store.rows() if r.point_id in ids), key=lambda r: (r.point, r.codec))
     traces = [t for t in store.traces() if t.point in ids.values()]

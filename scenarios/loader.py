@@ -157,6 +157,10 @@ def _semantic_problems(sc: Scenario, prefix: str = "") -> list[Problem]:
     problems.extend(Problem(prefix + p.path, p.message) for p in _cluster_problems(sc, TOPOLOGIES))
     if sc.codec.costs is not None:
         problems.extend(Problem(prefix + p.path, p.message) for p in _calibration_problems(sc))
+    rng = sc.verdict.network_efficiency
+    if sc.verdict.enabled and rng is not None and not rng[0] <= sc.network.efficiency <= rng[1]:
+        add("verdict.network_efficiency", f"{rng} must contain network.efficiency ({sc.network.efficiency}), "
+            "the value the nominal prediction uses; widen the range or change network.efficiency")
     return problems
 
 
