@@ -167,11 +167,11 @@ def find_point(rows: Sequence[Row], point: str) -> tuple[str, list[Row]]:
     if len(hits) == 1:
         rs = by_id[hits[0]]
         return labels.get(rs[0].point, hits[0]), rs
-    listed = [f"{rs[0].point} [{pid}] {labels.get(rs[0].point, '')}" for pid, rs in
+    listed = [f"{rs[0].point} = {pid} = {labels.get(rs[0].point, pid)}" for pid, rs in
               sorted(by_id.items(), key=lambda kv: kv[1][0].point)]
     more = f"; ... and {len(listed) - MAX_LISTED} more" if len(listed) > MAX_LISTED else ""
     why = "matches several points" if hits else "is not a point of this run"
-    raise ConfigError(f"explain: {point!r} {why}; valid points (number [id] label): "
+    raise ConfigError(f"explain: {point!r} {why}; valid points (number = id = label): "
                       f"{'; '.join(listed[:MAX_LISTED])}{more}")
 
 

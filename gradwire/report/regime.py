@@ -61,16 +61,24 @@ def _no_compressed(rows: Sequence[Row]) -> str:
 
 
 def _records_table(result: BreakevenResult, rows: Sequence[Row]) -> str:
+    """One line per point and option, as the terminal prints it."""
+    from gradwire.breakeven_report import by_option
+
     labels = point_labels(rows)
-    recs = result.records[:MAX_TABLE_RECORDS]
-    head = "<tr><th>point</th><th>codec</th><th>exchange</th><th>here</th><th>searched</th><th>where it pays</th></tr>"
+    lines = list(by_option(result.records).items())
+    shown = lines[:MAX_TABLE_RECORDS]
+    head = ("<tr><th>point</th><th>codec</th><th>exchange</th><th>here</th><th>along bandwidth</th>"
+            "<th>along workers</th></tr>")
     body = []
-    for r in recs:
-        cells = [labels.get(int(r["point"]), str(r["point"])), str(r["codec"]), str(r["collective"]),
-                 "pays" if r["pays_at_own"] else "loses", str(r["axis"]), str(r["text"])]
+    for (point, codec), axes in shown:
+        first = next(iter(axes.values()))
+        cells = [labels.get(point, str(point)), codec, str(first["collective"]),
+                 "pays" if first["pays_at_own"] else "loses",
+                 str(axes[BANDWIDTH]["text"]) if BANDWIDTH in axes else "-",
+                 str(axes[WORKERS]["text"]) if WORKERS in axes else "-"]
         body.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
-    more = (f"<p class='note'>Showing {len(recs)} of {len(result.records)} records; all are in breakeven.csv.</p>"
-            if len(result.records) > len(recs) else "")
+    more = (f"<p class='note'>Showing {len(shown)} of {len(lines)} lines; all are in breakeven.csv.</p>"
+            if len(lines) > len(shown) else "")
     return f"<div class='wrap'><table class='records'>{head}{''.join(body)}</table></div>{more}"
 
 
@@ -109,7 +117,7 @@ def breakeven_panel(rows: Sequence[Row], result: BreakevenResult | None) -> Pane
                 xs: list[float | None] = []
                 for a, b in _stretches(r):
                     xs += [a, b, None]
-                ylab = f"{codec} · {r['collective']}"
+                ylab = _option_label(r, recs_by_point[p])
                 traces.append(_trace("scatter", x=xs, y=[ylab if x is not None else None for x in xs],
                                      mode="lines", line={"color": colours.get(codec, "#333"), "width": 9},
                                      name=codec, legendgroup=codec, showlegend=col == 1, subplot=col,
@@ -123,21 +131,31 @@ def breakeven_panel(rows: Sequence[Row], result: BreakevenResult | None) -> Pane
                                          hovertemplate=f"break-even %{{x:.4g}}<extra>{html.escape(codec)}</extra>"))
             if recs:
                 own = float(recs[0]["own_value"])
-                ys = [f"{r['codec']} · {r['collective']}" for r in recs]
+                ys = [_option_label(r, recs_by_point[p]) for r in recs]
                 traces.append(_trace("scatter", x=[own, own], y=[ys[0], ys[-1]], mode="lines",
                                      line={"dash": "dash", "color": "#444", "width": 1.5}, showlegend=False,
                                      subplot=col, hovertemplate=f"this point: {own:g}<extra></extra>"))
         groups.append((labels.get(p, str(p)), traces))
     fig = _with_selector(groups, fig, label="point: ")
+    fig.update_layout(**_base_layout("bars: where it pays; ticks: break-even; dashed: this point",
+                                     margin={"l": 190, "r": 30, "t": 96, "b": 120}))
     for col, axis in enumerate(axes_present, start=1):
         n = "" if col == 1 else str(col)
-        fig.update_layout({f"xaxis{n}": {"type": "log", "title": {
-            "text": "bandwidth (Gbit/s)" if axis == BANDWIDTH else "workers"}},
-            f"yaxis{n}": {"type": "category", "showticklabels": col == 1}})
-    fig.update_layout(**_base_layout("bars: where it pays; ticks: break-even; dashed: this point"))
+        one = next(r for r in result.records if r["axis"] == axis)
+        lo, hi = float(one["range_low"]), float(one["range_high"])
+        fig.update_layout({f"xaxis{n}": {"type": "log", "range": [math.log10(lo) - 0.05, math.log10(hi) + 0.05],
+                                         "title": {"text": "bandwidth (Gbit/s)" if axis == BANDWIDTH else "workers"}},
+                           f"yaxis{n}": {"type": "category", "showticklabels": col == 1, "automargin": True}})
     notes = " ".join(result.notes)
     return Panel(key, title, desc, fig, " ".join(x for x in (cap_note, notes) if x), wide=True,
                  table_html=_records_table(result, rows))
+
+
+def _option_label(rec: Mapping[str, Any], same_point: Sequence[Mapping[str, Any]]) -> str:
+    """The codec, with its collective when the point's options travel by several."""
+    if len({str(r["collective"]) for r in same_point}) > 1:
+        return f"{rec['codec']} · {rec['collective']}"
+    return str(rec["codec"])
 
 
 def _stretches(rec: Mapping[str, Any]) -> list[tuple[float, float]]:
@@ -260,13 +278,16 @@ def regime_map(rows: Sequence[Row], result: BreakevenResult | None) -> Panel:
     else:
         fig.update_yaxes(type="category", showticklabels=False)
     sub = f"{ax_x} × {ax_y}" if ax_y else f"one swept axis: {ax_x}"
+    fig.update_layout(**_base_layout(sub, height=560, margin={"l": 70, "r": 30, "t": 96, "b": 70},
+                                     legend={"orientation": "v", "x": 1.02, "y": 1.0, "xref": "paper",
+                                             "yref": "paper", "xanchor": "left", "yanchor": "top"}))
     note = cap_note
     if ax_y is None:
         note = " ".join(x for x in (note, f"Only one axis ({ax_x}) is swept: the map is one strip.") if x)
     if not records:
         why = " ".join(result.notes) if result and result.notes else "the break-even search was not run"
         note = " ".join(x for x in (note, f"No break-even contour: {why}.") if x)
-    return Panel(key, title, desc, fig, note)
+    return Panel(key, title, desc, fig, note, wide=True)
 
 
 def _axis_value(v: Any, numeric: bool) -> Any:
