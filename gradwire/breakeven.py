@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gradwire.errors import GradWireError, Problem
-from gradwire.pipeline import Prepared, evaluate_point, workload_key
+from gradwire.pipeline import Prepared, evaluate_point
 from gradwire.results import Row
 from gradwire.scenarios.convert import si_key, si_value
 from gradwire.scenarios.loader import Point
@@ -377,6 +377,7 @@ def find_breakevens(points: Sequence[Point], rows: Sequence[Row], prepared: Prep
     out = BreakevenResult()
     axes = [a for a, on in ((BANDWIDTH, cfg.bandwidth), (WORKERS, cfg.workers)) if on]
     if not axes:
+        out.notes.append("break-even searches are off (breakeven.bandwidth and breakeven.workers are false)")
         return out
     if len(points) > cfg.max_points:
         out.notes.append(f"break-even searches skipped: {len(points):,} points is more than breakeven.max_points "

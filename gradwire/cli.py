@@ -145,10 +145,9 @@ def _report(argv: Sequence[str], console: Console) -> int:
     files = report(a.dir)
     from pathlib import Path
 
+    from gradwire.breakeven_report import print_breakeven, read_breakeven
     from gradwire.report.table import print_summary
     from gradwire.sweep.store import STORE_FILENAME, ResultStore
-
-    from gradwire.breakeven_report import print_breakeven, read_breakeven
 
     with ResultStore(Path(a.dir) / STORE_FILENAME) as store:
         rows = store.rows()

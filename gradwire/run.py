@@ -259,13 +259,13 @@ def _run_locked(sc: Scenario, out: Path, points: list[Point], *, engine: str, sc
                     f"published figure {rec['figure']!r} ({rec['codec']}): no stored row of the scenario "
                     "matches its point and codec, so nothing was predicted")})
     columns = None
-    if rows and (sc.breakeven.bandwidth or sc.breakeven.workers):
+    if rows:
         from gradwire.breakeven import result_columns
         from gradwire.breakeven_report import breakeven_for_run
 
         outcome.breakeven = breakeven_for_run(sc, points, rows, prepared, prov, store, progress=progress, say=say)
         columns = result_columns(outcome.breakeven.records)
-    outcome.files = store.export(out, rows=rows, columns=columns)
+    outcome.files = store.export(out, rows=rows, extra_columns=columns)
     if outcome.breakeven is not None:
         from gradwire.breakeven_report import write_breakeven
 

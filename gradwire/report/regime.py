@@ -34,7 +34,14 @@ from gradwire.report.panels import (
     codec_order,
     heatmap_axes,
 )
-from gradwire.report.points import fmt_value, hashable, point_labels, point_values, sort_key, swept_axes
+from gradwire.report.points import (
+    fmt_value,
+    hashable,
+    point_labels,
+    point_values,
+    sort_key,
+    swept_axes,
+)
 from gradwire.results import Row
 
 MAX_TABLE_RECORDS = 300
@@ -260,14 +267,14 @@ def regime_map(rows: Sequence[Row], result: BreakevenResult | None) -> Panel:
                 base = _best(pts[p], True)
                 vs = f"{base.iteration_s / win.iteration_s:.2f}× {base.codec}" if base is not None else "no baseline"
                 hover.append(f"{win.codec} via {win.collective}: {win.iteration_s * MS_PER_S:.3g} ms ({vs})")
-            name = next(r for r in rows if r.codec == codec)
+            first = next(r for r in rows if r.codec == codec)
             traces.append(_trace(
                 "scatter", x=[_axis_value(vals[p].get(ax_x), numeric[ax_x]) for p in ps],
                 y=[_axis_value(vals[p].get(ax_y), numeric[ax_y]) if ax_y else "all" for p in ps],
                 mode="markers", name=f"wins: {codec}", legendgroup=codec, hovertext=hover,
                 hovertemplate="%{hovertext}<extra></extra>",
                 marker={"symbol": "square", "size": 34, "line": {"width": 1, "color": "#fff"},
-                        "color": BASELINE_COLOUR if is_baseline(name.codec_name) else colours[codec]}))
+                        "color": BASELINE_COLOUR if is_baseline(first.codec_name) else colours[codec]}))
         traces += _contours(records, members, vals, ax_x, ax_y, bw_axis, numeric, colours)
         name = ", ".join(f"{k}={fmt_value(v)}" for k, v in zip(others, ck, strict=True)) or "all"
         groups.append((name, traces))

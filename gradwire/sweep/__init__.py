@@ -56,7 +56,7 @@ def report(out_dir: str | Path) -> dict[str, Path]:
         rows = store.rows()
         traces = store.traces()
         info = store.info("scenario", {}) or {}
-        files = store.export(out, columns=result_columns(breakeven.records) if breakeven else None)
+        files = store.export(out, extra_columns=result_columns(breakeven.records) if breakeven else None)
     name = info.get("name") or (rows[0].scenario if rows else out.name)
     notes = [str(a) for a in info.get("assumptions", [])]  # the dashboard adds the estimate caveat
     extra = {key: _read_json(out / f"{key}.json") for key in ("published", "convergence", "validation")}

@@ -244,12 +244,12 @@ class ResultStore:
 
     # -- export ----------------------------------------------------------------------------
     def export(self, out_dir: str | Path, *, rows: Sequence[Row] | None = None,
-               columns: Mapping[tuple[str, str], Mapping[str, Any]] | None = None) -> dict[str, Path]:
+               extra_columns: Mapping[tuple[str, str], Mapping[str, Any]] | None = None) -> dict[str, Path]:
         """Write ``results.csv`` and ``results.parquet`` (one flat record per row).
 
         ``rows`` defaults to every stored row; a caller may pass a subset (the points of
         the current scenario when the folder also holds an earlier version's points).
-        ``columns`` adds columns to the rows of (point id, codec) (the break-even points).
+        ``extra_columns`` adds columns to the rows of (point id, codec) (the break-even points).
         """
         import pyarrow as pa
         import pyarrow.csv as pacsv
@@ -258,8 +258,9 @@ class ResultStore:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         records = rows_to_records(self.rows() if rows is None else rows)
-        if columns:
-            records = [{**rec, **columns.get((str(rec["point_id"]), str(rec["codec"])), {})} for rec in records]
+        if extra_columns:
+            records = [{**rec, **extra_columns.get((str(rec["point_id"]), str(rec["codec"])), {})}
+                       for rec in records]
         columns: list[str] = []
         for rec in records:
             for k in rec:
