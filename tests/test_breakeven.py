@@ -11,6 +11,7 @@ guarantees, and the worker search ends on neighbours that pay and do not.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 
@@ -288,3 +289,40 @@ def test_new_panels_render_in_headless_chromium(tmp_path) -> None:
     for section in ("regime", "breakeven"):  # both panels hold a plot, not a note
         body = text.split(f"id='panel-{section}'", 1)[1].split("</section>", 1)[0]
         assert "data-gw-figure=" in body
+
+
+# ---------------------------------------------------------------------- through a run
+def test_a_run_searches_once_and_report_and_explain_read_the_results(tmp_path, monkeypatch, capsys) -> None:
+    """The run path with the hand-made workload in place of profiling: files, results.csv
+    columns, the dashboard panels, reuse by a re-run, then `report` and `explain` reading
+    the folder."""
+    import csv
+
+    from gradwire.cli import main
+    from gradwire.run import run_scenario
+
+    sc = scenario(sweep={"workers": [2, 4], "cluster.bandwidth_Gbps": [1, 10]}, breakeven={"workers_range": [2, 32]})
+    prep = prepared(expand(sc)[0].scenario)
+    monkeypatch.setattr("gradwire.run.prepare", lambda *a, **k: prep)
+    said: list[str] = []
+    outcome = run_scenario(sc, tmp_path, progress=False, log=said.append)
+    recs = outcome.breakeven.records
+    assert len(recs) == 4 * 2 and (tmp_path / "breakeven.json").is_file() and (tmp_path / "breakeven.csv").is_file()
+    with (tmp_path / "results.csv").open() as fh:
+        table = list(csv.DictReader(fh))
+    for r in recs:
+        if r["axis"] == BANDWIDTH:
+            line = next(x for x in table if x["point_id"] == r["point_id"] and x["codec"] == r["codec"])
+            assert float(line["breakeven_bandwidth_Gbps"]) == pytest.approx(r["breakeven"], rel=1e-12)
+            assert line["breakeven_bandwidth_text"] == r["text"]
+    html = (tmp_path / "dashboard.html").read_text(encoding="utf-8")
+    assert "id='panel-regime'" in html and "id='panel-breakeven'" in html
+    said.clear()
+    again = run_scenario(sc, tmp_path, progress=False, log=said.append)
+    assert any("reusing the stored searches" in m for m in said)
+    assert json.dumps(again.breakeven.records, sort_keys=True) == json.dumps(recs, sort_keys=True)  # NaN == NaN
+    assert main(["report", str(tmp_path)]) == 0
+    assert "Break-even points against the best uncompressed baseline" in capsys.readouterr().out
+    assert main(["explain", "workers=2, bandwidth_Gbps=1", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "fp32 via ring_allreduce (best baseline)" in out and f"Break-even of {Q4} along bandwidth" in out
