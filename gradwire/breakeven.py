@@ -8,8 +8,9 @@ reusing the prepared workload and codec profiles (nothing is profiled or measure
 * **bandwidth**: the link bandwidth (``cluster.bandwidth_Gbps``; ``nic_bandwidth_Gbps`` of
   a ``servers`` cluster; for ``links`` every link scaled, the slowest one reported) below
   which the codec beats the best uncompressed baseline at that same bandwidth. Bisection on
-  log-bandwidth until the bracket ``[lo, hi]`` satisfies ``hi/lo <= 1 + tolerance``; the
-  reported bandwidth is its geometric middle. An iteration's time falls at most in
+  log-bandwidth (each step first probing either side of the crossing interpolated from the
+  bracket's ends, see :func:`_bisect_bandwidth`) until the bracket ``[lo, hi]`` satisfies
+  ``hi/lo <= 1 + tolerance``; the reported bandwidth is its geometric middle. An iteration's time falls at most in
   proportion to 1/bandwidth (communication scales as 1/B; compute, codec work and latency
   not at all), so ``ln(T_option/T_baseline)`` moves by at most ``|d ln B|`` and the two
   times at the reported bandwidth agree within ``sqrt(1 + tolerance) - 1``.
@@ -225,13 +226,40 @@ class Search:
     how: str = ""  # workers: how the valid counts step
 
 
+def _interpolated(fam: _Family, codec: str, lo: float, hi: float) -> float | None:
+    """The bandwidth where the option's and the best baseline's times cross if each is
+    ``A + K/B`` between ``lo`` and ``hi`` (their difference linear in 1/B), from the times
+    already simulated at both ends; None when they do not bracket a crossing."""
+    d_lo = fam.compare(lo, codec)
+    d_hi = fam.compare(hi, codec)
+    g_lo, g_hi = d_lo[1] - d_lo[2], d_hi[1] - d_hi[2]
+    if g_lo == g_hi or (g_lo > 0) == (g_hi > 0):
+        return None
+    x_lo, x_hi = 1 / lo, 1 / hi
+    x = x_lo + g_lo * (x_hi - x_lo) / (g_lo - g_hi)
+    return 1 / x if x > 0 else None
+
+
 def _bisect_bandwidth(fam: _Family, codec: str, lo: float, hi: float, pays_lo: bool, tol: float) -> Crossing:
-    while hi / lo > 1 + tol:
-        mid = math.sqrt(lo * hi)
-        if fam.compare(mid, codec)[0] == pays_lo:
-            lo = mid
-        else:
-            hi = mid
+    """Shrink the bracket ``[lo, hi]`` (the option pays at one end, not at the other) until
+    ``hi/lo <= 1 + tol``. Each round first probes just either side of the interpolated
+    crossing (:func:`_interpolated`; exact when both times are ``A + K/B``, which closes
+    the bracket in two probes); a round that does not at least halve the bracket (in log B)
+    is followed by a plain bisection step, so the search never takes more than about three
+    times as many steps as bisection alone, and usually far fewer."""
+    width = math.log(1 + tol)
+    interpolate = True
+    while math.log(hi / lo) > width:
+        before = math.log(hi / lo)
+        guess = _interpolated(fam, codec, lo, hi) if interpolate else None
+        probes = [math.sqrt(lo * hi)] if guess is None else [guess * (1 + tol) ** -0.45, guess * (1 + tol) ** 0.45]
+        for x in probes:
+            if lo < x < hi:
+                if fam.compare(x, codec)[0] == pays_lo:
+                    lo = x
+                else:
+                    hi = x
+        interpolate = guess is None or math.log(hi / lo) <= before / 2
     value = math.sqrt(lo * hi)
     _, opt, base, name = fam.compare(value, codec)
     return Crossing(lo, hi, value, pays_lo, opt, base, name)
@@ -342,7 +370,7 @@ class BreakevenResult:
 
 
 def _family_key(sc: Scenario, axis: str, knob: BandwidthKnob | None) -> str:
-    data = sc.model_dump(mode="json", exclude={"name", "description", "codecs", "sweep", "cases", "published",
+    data = sc.model_dump(mode="json", exclude={"name", "description", "sweep", "cases", "published",
                                                "assumptions", "breakeven"})
     if axis == BANDWIDTH:
         assert knob is not None
