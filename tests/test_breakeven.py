@@ -326,3 +326,22 @@ def test_a_run_searches_once_and_report_and_explain_read_the_results(tmp_path, m
     assert main(["explain", "workers=2, bandwidth_Gbps=1", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "fp32 via ring_allreduce (best baseline)" in out and f"Break-even of {Q4} along bandwidth" in out
+
+
+def test_a_links_cluster_scales_every_link_and_reports_the_slowest() -> None:
+    links = [{"src": f"g{i}", "dst": "sw", "bandwidth_Gbps": 10.0 if i else 40.0, "latency_us": 2} for i in range(P)]
+    sc = scenario(cluster={"topology": "links", "links": links, "gpus": [f"g{i}" for i in range(P)]},
+                  breakeven={"workers": False})
+    knob = bandwidth_knob(sc)
+    assert not isinstance(knob, str) and knob.value(sc) == 10.0
+    _, _, prep, res = run(sc)
+    rec = record(res, BANDWIDTH)
+    assert rec["setting"].startswith("every link") and rec["status"] == "crossing"
+    data = sc.model_dump(mode="python")
+    knob.set(data, rec["breakeven"], 10.0)
+    assert [lk["bandwidth_Gbps"] for lk in data["cluster"]["links"]] == pytest.approx(
+        [4 * rec["breakeven"]] + [rec["breakeven"]] * (P - 1))
+    t = times_at(sc, prep, gbps=rec["breakeven"])
+    assert abs(t[Q4] / t["fp32"] - 1) <= math.sqrt(1 + sc.breakeven.tolerance) - 1
+    assert isinstance(bandwidth_knob(scenario(cluster={"topology": "star", "latency_us": 1, "num_gpus": 4,
+                                                       "bandwidth_Mbps": 100})), type(knob))
