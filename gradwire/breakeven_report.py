@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -45,9 +46,11 @@ def breakeven_for_run(sc: Scenario, points: Sequence[Point], rows: Sequence[Row]
     if cached is not None:
         say("break-even points: reusing the stored searches (same points and settings)")
         return BreakevenResult.from_json(cached)
+    t0 = time.perf_counter()
     result = find_breakevens(points, rows, prepared, sc.breakeven, progress=progress)
     if result.records:
-        say(f"break-even points: {len(result.records)} searched with {result.evaluations} simulated iterations")
+        say(f"break-even points: {len(result.records)} found with {result.evaluations} more evaluations of "
+            f"points in {time.perf_counter() - t0:.1f} s")
     if store is not None:
         store.set_info(key, result.to_json())
     return result

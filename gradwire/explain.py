@@ -110,9 +110,9 @@ def print_explanation(ex: Explanation, console: Console, breakeven: Sequence[Map
     t = Table(title=f"Point {ex.label}", title_justify="left")
     t.add_column("term")
     assert ex.baseline is not None  # internal: explain_point raises without one
-    t.add_column(Text(f"{_name(ex.baseline)} (best baseline)"), justify="right")
+    t.add_column(Text(f"{_name(ex.baseline)}\n(best baseline)"), justify="right")
     if ex.option is not None:
-        t.add_column(Text(f"{_name(ex.option)} (best compressed)"), justify="right")
+        t.add_column(Text(f"{_name(ex.option)}\n(best compressed)"), justify="right")
         t.add_column("difference", justify="right")
     for term, b, o in ex.terms:
         style = "bold" if term == ex.decides else ""
