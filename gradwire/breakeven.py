@@ -471,6 +471,7 @@ def _search_family(fam: _Family, by_point: Mapping[int, Sequence[Row]], options:
         samples = sorted({min(lo, *own.values()), max(hi, *own.values()), *own.values()})
     else:
         lo_w, hi_w = (int(x) for x in cfg.workers_range)
+        lo_w, hi_w = min(lo_w, *(int(v) for v in own.values())), max(hi_w, *(int(v) for v in own.values()))
         try:
             grid, how = worker_counts(fam.members[0].scenario, lo_w, hi_w)
         except GradWireError as exc:
@@ -485,9 +486,14 @@ def _search_family(fam: _Family, by_point: Mapping[int, Sequence[Row]], options:
         samples = sorted({float(grid[0]), float(grid[-1]), *own.values()})
     records = []
     codecs = [c for c in fam.members[0].scenario.codecs if c in options]
-    # the ends of the range for every option at once: one simulation of all codecs
-    for end in (samples[0], samples[-1]):
-        fam.times(end, [*fam.baselines, *codecs])
+    try:  # the ends of the range for every option at once: one evaluation of all codecs
+        for end in (samples[0], samples[-1]):
+            fam.times(end, [*fam.baselines, *codecs])
+    except GradWireError as exc:
+        notes.append(f"{fam.axis} break-even skipped for {len(fam.members)} point(s): {exc}")
+        for _ in codecs:
+            tick()
+        return []
     for codec in codecs:
         try:
             s = _search(fam, codec, samples, cfg.tolerance, how)
