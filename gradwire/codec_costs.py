@@ -42,6 +42,17 @@ class CodecTimes:
     decode_call_s: float
     source: str
     estimate: bool
+    # their uncertainty (gradwire.uncertainty): the spread of host measurements,
+    # ``(max - min) / median`` weighted by time, and a cost model's stated median held-out
+    # relative error (NaN: a model with no stated error)
+    encode_spread: float = 0.0
+    decode_spread: float = 0.0
+    model_error: float = 0.0
+
+
+def _weighted(spread: Sequence[float], seconds: Sequence[float]) -> float:
+    total = sum(seconds)
+    return float(sum(s * t for s, t in zip(spread, seconds, strict=True)) / total) if total > 0 else 0.0
 
 
 def _shipped(profile: str) -> Path | None:
@@ -75,7 +86,9 @@ def codec_times(sc: Scenario, codec: Codec, gradients: Sequence[torch.Tensor], d
         ht = measure_cached(codec, gradients, device=device, repeats=sc.measure.repeats,
                             seed=sc.seed, log=say)
         return CodecTimes(tuple(t + extra for t in ht.encode_s), tuple(t + extra for t in ht.decode_s),
-                          0.0, 0.0, ht.source() + note, False)
+                          0.0, 0.0, ht.source() + note, False,
+                          encode_spread=_weighted(ht.encode_spread, ht.encode_s),
+                          decode_spread=_weighted(ht.decode_spread, ht.decode_s))
     spec = codec.spec()
     if cal_path is not None:
         cal = load_calibration(cal_path)
@@ -85,7 +98,7 @@ def codec_times(sc: Scenario, codec: Codec, gradients: Sequence[torch.Tensor], d
         refined = " (codec refined)" if spec in cal.refine else ""
         return CodecTimes(tuple(e[0] + extra for e in enc), tuple(d[0] + extra for d in dec),
                           max((e[1] for e in enc), default=0.0), max((d[1] for d in dec), default=0.0),
-                          cal.source() + refined + note, False)
+                          cal.source() + refined + note, False, model_error=cal.median_held_out_error)
     assert target is not None  # the remaining case: a GPU asked about, no file
     consts = gpu_defaults(target, memory_efficiency=sc.model.memory_efficiency,
                           compute_efficiency=sc.model.compute_efficiency)
@@ -96,4 +109,5 @@ def codec_times(sc: Scenario, codec: Codec, gradients: Sequence[torch.Tensor], d
         max((consts.seconds(w.decode.per_call()) for w in works), default=0.0),
         f"model ({target} datasheet constants, models/devices.yaml; no calibration file){note}",
         True,
+        model_error=float("nan"),
     )

@@ -80,6 +80,10 @@ class CodecProfile:
     encode_call_s: float = 0.0
     decode_call_s: float = 0.0
     codec_source: str = ""  # where the times come from (gradwire.codec_costs)
+    # their uncertainty (see gradwire.codec_costs.CodecTimes, gradwire.uncertainty)
+    encode_spread: float = 0.0
+    decode_spread: float = 0.0
+    model_error: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,8 @@ class WorkloadSummary:
     precision: str = ""
     compute_source: str = ""
     efficiency_source: str = ""
+    compute_error: float = 0.0  # an estimate's stated error (gradwire.models.sources.WorkloadOrigin)
+    compute_spread: float = 0.0  # a measurement's spread
 
     @property
     def num_params(self) -> int:
@@ -183,6 +189,7 @@ def prepare(scenario: Scenario, *, points: Sequence[Point] | None = None, progre
             names=tuple(p.name for p in wl.params), estimate=bool(wl.estimate),
             data_source=wl.data_source, target_device=origin.target_device, precision=origin.precision,
             compute_source=origin.compute_source, efficiency_source=origin.efficiency_source,
+            compute_error=origin.compute_error, compute_spread=origin.compute_spread,
         )
         prep.sum_s[key] = _accumulate_times(sc, wl, dev)
         specs = list(dict.fromkeys(s for pt in pts if workload_key(pt.scenario) == key for s in pt.scenario.codecs))
@@ -221,7 +228,9 @@ def codec_profile(sc: Scenario, spec: str, wl: Any, dev: str, say: Callable[[str
                                tuple(codec.round_bits(b, shape) for b in bits)))
     return CodecProfile(spec, codec.name, codec.summable, tuple(costs), estimate=times.estimate,
                         exchange=codec.exchange, encode_call_s=times.encode_call_s,
-                        decode_call_s=times.decode_call_s, codec_source=times.source)
+                        decode_call_s=times.decode_call_s, codec_source=times.source,
+                        encode_spread=times.encode_spread, decode_spread=times.decode_spread,
+                        model_error=times.model_error)
 
 
 def build_topology(sc: Scenario) -> Any:
@@ -335,4 +344,6 @@ def evaluate_point(point: Point, prepared: Prepared) -> tuple[list[Row], list[Tr
         ))
         traces.append(Trace(point=point.index, codec=spec, segments=res.segments, links=res.links,
                             positions=positions, node_kinds=kinds))
-    return add_speedups(rows), traces
+    from gradwire.verdict import with_verdict  # the point's verdict and its interval
+
+    return with_verdict(point, prepared, add_speedups(rows)), traces

@@ -66,6 +66,15 @@ class Row:
     uncompressed: bool = False
     best_baseline: str = ""
     speedup_vs_best_baseline: float = math.nan
+    # the point's verdict (gradwire.verdict): this codec against the point's best
+    # uncompressed baseline, its 90% interval over the inputs' stated errors;
+    # the verdict_* columns are the point's (the same on every row of the point)
+    speedup_low: float = math.nan
+    speedup_high: float = math.nan
+    verdict: str = ""  # compress | keep baseline | not decided | no verdict
+    verdict_option: str = ""  # the point's fastest compressed option (codec by collective)
+    verdict_line: str = ""
+    interval_basis: str = ""
 
     def flat(self) -> dict[str, Any]:
         """A flat dict: scenario parameters become ``param.<path>`` columns."""

@@ -113,6 +113,14 @@ class Efficiencies:
         return np.array([1 / self.gemm, 1 / self.small_gemm, 1 / self.memory,
                          1 / self.optimizer, self.launch_s])  # fmt: skip
 
+    def error_for(self, device: str | None = None, precision: str | None = None) -> float:
+        """The stated median held-out relative error on ``device`` at ``precision`` when
+        published rows of that pair were held out, else over all rows (NaN: not stated)."""
+        for dev, prec, med, _mx, _n in self.per_device:
+            if dev == device and prec == precision:
+                return med
+        return self.error_median
+
     def stated(self, device: str | None = None, precision: str | None = None) -> str:
         """The estimate's label with its held-out error: on ``device`` at ``precision``
         when published rows of that pair were held out, else over all rows."""
@@ -193,6 +201,7 @@ class ComputeEstimate:
     device: str
     precision: str
     source: str
+    error: float = float("nan")  # the stated median held-out relative error (NaN: none stated)
 
 
 def estimate_step(
@@ -220,6 +229,8 @@ def estimate_step(
     if ready.size:
         ready[-1] = backward_s
     opt = float(optimizer_terms(trace, dev) @ x)
+    # PyTorch's default without TF32 is plain FP32, which the published FP32 rows measure
+    rows_prec = prec.name if prec.name != "default" or "tf32" in dev.peak_flops else "fp32"
     return ComputeEstimate(
         forward_s=float(fwd.sum()),
         backward_s=backward_s,
@@ -227,7 +238,6 @@ def estimate_step(
         ready_s=tuple(float(t) for t in ready),
         device=dev.name,
         precision=prec.label,
-        # PyTorch's default without TF32 is plain FP32, which the published FP32 rows measure
-        source=eff.stated(dev.name, prec.name if prec.name != "default" or "tf32" in dev.peak_flops
-                          else "fp32"),
+        source=eff.stated(dev.name, rows_prec),
+        error=eff.error_for(dev.name, rows_prec),
     )

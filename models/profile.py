@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from gradwire.errors import ConfigError, WorkloadError
 from gradwire.models.spec import ModelSpec, build_spec, get_model
 
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3  # 3: steps keep their spread
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
     "float16": torch.float16,
@@ -113,6 +113,7 @@ class Workload:
     loss: float = math.nan
     times_source: str = "measured"
     precision: str = ""  # "" : PyTorch's default on the profiling device
+    step_spread: float = 0.0  # (max - min) / median of the timed steps' compute time
 
     @property
     def num_params(self) -> int:
@@ -548,7 +549,10 @@ def _measure(
         ParamInfo(n, shapes[n], math.prod(shapes[n]), float(t))
         for n, t in zip(order, times, strict=True)
     ]
+    steps = [a + b + c for a, b, c in zip(fwd, bwd, optim, strict=True)]
+    mid = statistics.median(steps)
     return {
+        "step_spread": (max(steps) - min(steps)) / mid if mid > 0 else 0.0,
         "forward_s": statistics.median(fwd),
         "backward_s": backward_s,
         "optimizer_s": statistics.median(optim),
@@ -809,6 +813,7 @@ def profile_model(
         iters=measured["iters"],
         loss=measured["loss"],
         precision=precision or "",
+        step_spread=measured["step_spread"],
     )
     if entry is not None:
         _save(entry, workload)

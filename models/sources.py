@@ -38,6 +38,11 @@ class WorkloadOrigin:
     precision: str
     compute_source: str
     efficiency_source: str
+    # the uncertainty of the compute times (gradwire.uncertainty): an estimate's stated
+    # median held-out relative error (NaN: none stated), a measurement's spread
+    # ((max - min) / median of the timed steps)
+    compute_error: float = 0.0
+    compute_spread: float = 0.0
 
 
 def model_setting_problems(m: Any) -> list[tuple[str, str]]:
@@ -233,10 +238,11 @@ def prepare_workload(
         wl = replace(here, forward_s=est.forward_s, backward_s=est.backward_s,
                      optimizer_s=est.optimizer_s, params=params, estimate=True,
                      target_device=gpu.name, times_source=est.source, precision=est.precision)  # fmt: skip
-        return wl, WorkloadOrigin(gpu.name, est.precision, est.source, eff.source)
+        return wl, WorkloadOrigin(gpu.name, est.precision, est.source, eff.source, compute_error=est.error)
     args = _full_args(sc, dev, m.precision)
     log(f"profiling {spec.name} (batch {m.batch_size}, {m.dtype}) on {dev}{_cached_note(spec, m.batch_size, args)}")
     here = _guard(spec, lambda: profile_model(spec, m.batch_size, progress=progress, **args))
     source = f"measured here ({here.device_name or here.device})"
     prec = m.precision or "PyTorch default"
-    return replace(here, times_source=source), WorkloadOrigin("", prec, source, "none (measured)")
+    return replace(here, times_source=source), WorkloadOrigin("", prec, source, "none (measured)",
+                                                               compute_spread=here.step_spread)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class _Strict(BaseModel):
@@ -162,6 +162,40 @@ class PublishedFigure(_Strict):
     point: dict[str, Any] = Field(default_factory=dict)  # swept values selecting the point
 
 
+class VerdictCfg(_Strict):
+    """The per-point verdict's interval (gradwire.verdict): Monte Carlo draws of the
+    inputs' stated errors, their seed, and the network's efficiency range (payload bytes
+    per wire byte; default: network.efficiency -+ 6.7%, at most 1; see docs/verdict.md)."""
+
+    enabled: bool = True
+    draws: Annotated[int, Field(ge=19, le=100_000)] = 100  # 19: the fewest for a 90% interval
+    seed: Annotated[int, Field(ge=0)] = 0
+    network_efficiency: Annotated[list[Annotated[float, Field(gt=0, le=1)]],
+                                  Field(min_length=2, max_length=2)] | None = None
+
+    @field_validator("network_efficiency")
+    @classmethod
+    def _low_high(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and v[0] > v[1]:
+            raise ValueError(f"must be [low, high] with low <= high, got {v}")
+        return v
+
+
+class BreakevenCfg(_Strict):
+    """Break-even searches run after the sweep (docs/breakeven.md): per point and compressed
+    codec, the bandwidth below which it beats the best uncompressed baseline and the worker
+    count above which it stops paying, each by bisection with the simulator."""
+
+    bandwidth: bool = True
+    workers: bool = True
+    bandwidth_range_Gbps: Annotated[list[PosFloat], Field(min_length=2, max_length=2)] = Field(
+        default_factory=lambda: [0.1, 1000.0])
+    workers_range: Annotated[list[Annotated[int, Field(ge=1, le=65536)]], Field(min_length=2, max_length=2)] = Field(
+        default_factory=lambda: [2, 1024])
+    tolerance: Annotated[float, Field(gt=0, le=0.1)] = 0.01  # relative, on the bandwidth
+    max_points: Annotated[int, Field(ge=0)] = 200  # more scenario points: skipped, with a note
+
+
 class Scenario(_Strict):
     name: str = "scenario"
     description: str = ""
@@ -198,3 +232,5 @@ class Scenario(_Strict):
     convergence: ConvergenceCfg = Field(default_factory=ConvergenceCfg)
     published: list[PublishedFigure] = Field(default_factory=list)
     assumptions: list[str] = Field(default_factory=list)
+    verdict: VerdictCfg = Field(default_factory=VerdictCfg)
+    breakeven: BreakevenCfg = Field(default_factory=BreakevenCfg)

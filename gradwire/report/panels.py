@@ -1032,7 +1032,10 @@ def all_panels(
     validation: Sequence[Mapping[str, Any]] | None = None,
 ) -> list[Panel]:
     """Every panel of the dashboard in page order (skipped ones included, with notes)."""
+    from gradwire.report.verdict import verdict_panel
+
     return [
+        verdict_panel(rows),
         speedup_vs_workers(rows),
         speedup_heatmap(rows),
         iteration_breakdown(rows),

@@ -136,7 +136,9 @@ def format_summary(rows: Sequence[Row], fmt: str) -> str:
         return buf.getvalue()
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(rec[c].replace("|", "\\|") for c in cols) + " |" for rec in recs]
-    return "\n".join(lines) + "\n"
+    from gradwire.report.verdict import verdict_markdown
+
+    return "\n".join(lines) + "\n" + verdict_markdown(rows)
 
 
 def summary_table(rows: Sequence[Row], *, compact: bool = False) -> Table:
@@ -208,6 +210,9 @@ def print_summary(rows: Sequence[Row], console: Console | None = None, fmt: str 
             "they are in the CSV and the dashboard)",
             style="dim",
         )
+    from gradwire.report.verdict import print_verdicts
+
+    print_verdicts(rows, console)
 
 
 __all__ = ["COLUMNS", "COMPACT_COLUMNS", "FORMATS", "format_summary", "ordered", "print_summary", "summary_table"]
