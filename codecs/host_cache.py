@@ -81,7 +81,9 @@ def cache_key(codec: Codec, tensors: Sequence[torch.Tensor], device: str, repeat
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _busy() -> tuple[float, int]:
+def host_load() -> tuple[float, int]:
+    """This host's one-minute load average and its number of cores: timings taken while the
+    load exceeds the cores measure other processes' work too."""
     cores = os.cpu_count() or 1
     return os.getloadavg()[0], cores
 
@@ -109,9 +111,9 @@ def measure_cached(codec: Codec, tensors: Sequence[torch.Tensor], *, device: str
                 return _times(doc, cached=True)
         except (OSError, ValueError, KeyError, TypeError):
             pass  # a torn or foreign file: measure again and overwrite it
-    load0, cores = _busy()
+    load0, cores = host_load()
     rows = [_time_one(codec, t, repeats, seed) for t in tensors]
-    load = max(load0, _busy()[0])
+    load = max(load0, host_load()[0])
     if load > cores:
         msg = (f"load average {load:.1f} exceeds this host's {cores} cores while timing "
                f"{codec.spec()}: the cached times include other processes' work; re-run on an "
@@ -174,9 +176,9 @@ def accumulate_cached(tensors: Sequence[torch.Tensor], *, device: str, repeats: 
                 return tuple(float(v) for v in doc["seconds"])
         except (OSError, ValueError, KeyError, TypeError):
             pass
-    load0, cores = _busy()
+    load0, cores = host_load()
     seconds = [measure_accumulate(t, repeats=repeats) for t in tensors]
-    load = max(load0, _busy()[0])
+    load = max(load0, host_load()[0])
     if load > cores:
         msg = (f"load average {load:.1f} exceeds this host's {cores} cores while timing the "
                f"gradient sums; re-run on an idle host after deleting {path}")

@@ -23,6 +23,7 @@ import platform
 import statistics
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -114,6 +115,7 @@ class Workload:
     times_source: str = "measured"
     precision: str = ""  # "" : PyTorch's default on the profiling device
     step_spread: float = 0.0  # (max - min) / median of the timed steps' compute time
+    host_load: float = -1.0  # load average while timing on the host CPU (-1: not on the host)
 
     @property
     def num_params(self) -> int:
@@ -763,6 +765,10 @@ def profile_model(
             f"on {dev.type} ({device_name}) but {available / 2**30:.1f} GiB is available; "
             "use a smaller batch_size"
         )
+    from gradwire.codecs.host_cache import HostLoadWarning, host_load
+
+    on_host = dev.type == "cpu"
+    load0 = host_load()[0] if on_host else -1.0
     try:
         measured = _measure(
             spec,
@@ -785,6 +791,15 @@ def profile_model(
                 f"({device_name}); use a smaller batch_size"
             ) from None
         raise
+    load = -1.0
+    if on_host:
+        now, cores = host_load()
+        load = max(load0, now)
+        if load > cores:
+            where = f"; re-run on an idle host after deleting {entry}" if entry is not None else ""
+            warnings.warn(f"load average {load:.1f} exceeds this host's {cores} cores while profiling "
+                          f"{name!r}: its times include other processes' work{where}",
+                          HostLoadWarning, stacklevel=2)  # fmt: skip
     gradients: dict[str, Tensor] = measured["gradients"]
     if measured["peak_memory_bytes"] >= 0:
         peak, method = measured["peak_memory_bytes"], "torch.cuda.max_memory_allocated"
@@ -814,6 +829,7 @@ def profile_model(
         loss=measured["loss"],
         precision=precision or "",
         step_spread=measured["step_spread"],
+        host_load=load,
     )
     if entry is not None:
         _save(entry, workload)

@@ -21,6 +21,7 @@ would ignore is refused by :func:`model_setting_problems`, which the scenario lo
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -242,7 +243,8 @@ def prepare_workload(
     args = _full_args(sc, dev, m.precision)
     log(f"profiling {spec.name} (batch {m.batch_size}, {m.dtype}) on {dev}{_cached_note(spec, m.batch_size, args)}")
     here = _guard(spec, lambda: profile_model(spec, m.batch_size, progress=progress, **args))
-    source = f"measured here ({here.device_name or here.device})"
+    load = f", load {here.host_load:.1f} on {os.cpu_count() or 1} cores" if here.host_load >= 0 else ""
+    source = f"measured here ({here.device_name or here.device}{load})"
     prec = m.precision or "PyTorch default"
     return replace(here, times_source=source), WorkloadOrigin("", prec, source, "none (measured)",
                                                                compute_spread=here.step_spread)

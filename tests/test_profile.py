@@ -198,3 +198,27 @@ def test_damaged_cache_entry_is_profiled_again(tmp_path: Path) -> None:
         assert torch.equal(again.gradients[n], g)  # same seed: the same first-step gradients
     (entry / "profile.json").write_text("[1, 2")
     assert profile_model("mlp", 4, device="cpu", warmup=0, iters=1, cache_dir=tmp_path).gradients
+
+
+def test_a_profile_on_a_busy_host_is_warned_about_and_records_its_load(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import warnings
+
+    from gradwire.codecs.host_cache import HostLoadWarning
+
+    busy = 4.0 * (os.cpu_count() or 1)
+    monkeypatch.setattr(os, "getloadavg", lambda: (busy, 0.0, 0.0))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        wl = profile_model("mlp", 2, device="cpu", iters=1, warmup=0, cache_dir=tmp_path)
+    assert any(issubclass(w.category, HostLoadWarning) and "profiling 'mlp'" in str(w.message) for w in caught)
+    assert wl.host_load == busy
+    again = profile_model("mlp", 2, device="cpu", iters=1, warmup=0, cache_dir=tmp_path)  # from the cache
+    assert again.host_load == busy
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    with warnings.catch_warnings(record=True) as quiet:
+        warnings.simplefilter("always")
+        idle = profile_model("mlp", 2, device="cpu", iters=1, warmup=0, cache_dir=tmp_path / "idle")
+    assert not any(issubclass(w.category, HostLoadWarning) for w in quiet)
+    assert idle.host_load == 0.0
