@@ -7,7 +7,8 @@ pipelined double binary tree (``nccl_allreduce`` forced to ``tree``), hierarchic
 allreduce, a compressed allgather (4-bit payloads, an eighth of the buffer) and the
 compressed reduce-scatter + allgather that re-quantizes at every hop (``compressed_allreduce``,
 10 us of codec work per hop). Each run is its own process, so the peak resident memory
-(``ru_maxrss``, the interpreter's ~50 MB included) is the run's own; the previous engine
+(``ru_maxrss``, the interpreter's ~50 MB included) is the run's own, and ``cpu_s`` is its
+processor time (less sensitive than wall time to other load on the machine); the previous engine
 (one row per flow, ``UngroupedNetwork``) runs beside it up to ``--old-max`` GPUs and its
 wall time is shown as the ratio old/new.
 
@@ -47,9 +48,11 @@ def one(p: int, label: str, old: bool) -> dict[str, float]:
     buckets = tuple(BucketCost(int(25 * MB / 4), 0.015 * (i + 1), (25 * MB * frac,), 1e-4 * frac, 1e-4 * frac,
                                hop_decode_s=hop / 2, hop_encode_s=hop / 2) for i in range(4))
     spec = IterationSpec(0.03, 0.06, 0.002, buckets, name, opts)
+    c1 = time.process_time()
     res = simulate_iteration(spec, topo, network=UngroupedNetwork if old else Network)
     t2 = time.perf_counter()
-    return {"build_s": t1 - t0, "wall_s": t2 - t1, "iteration_s": res.iteration_s,
+    return {"build_s": t1 - t0, "wall_s": t2 - t1, "cpu_s": time.process_time() - c1,
+            "iteration_s": res.iteration_s,
             "transfers": res.n_transfers,
             "peak_MB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
@@ -77,7 +80,7 @@ def main() -> None:
     if args.one:
         print(json.dumps(one(int(args.one[0]), args.one[1], args.old)))
         return
-    head = (f"{'p':>6} {'exchange':<23} {'wall_s':>8} {'peak_MB':>8} {'transfers':>14} {'sim_iter_s':>10} "
+    head = (f"{'p':>6} {'exchange':<23} {'wall_s':>8} {'cpu_s':>8} {'peak_MB':>8} {'transfers':>14} {'sim_iter_s':>10} "
             f"{'old_wall_s':>10} {'old_MB':>8} {'old/new':>8}")
     print(head)
     print("-" * len(head))
@@ -91,7 +94,8 @@ def main() -> None:
                 o = f"{old['wall_s']:>10.3f} {old['peak_MB']:>8.0f} {old['wall_s'] / new['wall_s']:>8.1f}"
             else:
                 o = f"{'-':>10} {'-':>8} {'-':>8}"
-            print(f"{p:>6} {label:<23} {new['wall_s']:>8.3f} {new['peak_MB']:>8.0f} {int(new['transfers']):>14,d} "
+            print(f"{p:>6} {label:<23} {new['wall_s']:>8.3f} {new['cpu_s']:>8.3f} {new['peak_MB']:>8.0f} "
+                  f"{int(new['transfers']):>14,d} "
                   f"{new['iteration_s']:>10.4f} {o}", flush=True)
 
 

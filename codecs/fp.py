@@ -1,10 +1,28 @@
 """Full-precision and half-precision casts: ``fp32`` (identity), ``fp16``, ``bf16``.
 
-These are the baselines every compressed codec is compared with. Their payloads are
-summable (an allreduce can add them without decoding). A cast codec sends the tensor in
-its wire dtype whatever the input dtype is, and decodes back to the input's dtype; NaN or
-Inf raises :class:`~gradwire.errors.NonFiniteGradientError` like every other codec, and
-values beyond fp16's range (65504) raise too rather than silently becoming Inf.
+These are the uncompressed baselines every compressed codec is compared with. A cast codec
+sends the tensor in its wire dtype whatever the input dtype is, and decodes back to the
+input's dtype; NaN or Inf raises :class:`~gradwire.errors.NonFiniteGradientError` like every
+other codec, and values beyond fp16's range (65504) raise too rather than silently becoming
+Inf.
+
+Where the reduction is accumulated is a parameter, ``accumulate``, and it changes the
+declared exchange (never the timeline):
+
+* ``accumulate="wire"`` (the default): the collective adds the payloads in the wire dtype as
+  they travel, as NCCL does for a bf16/fp16 allreduce or reduce-scatter (DDP's
+  ``bf16_compress_hook``; FSDP2's ``MixedPrecisionPolicy(param_dtype=torch.bfloat16)``, whose
+  ``reduce_dtype`` defaults to the compute dtype). The payloads are summable: one cast
+  before, one cast back after, the additions inside the collective.
+* ``accumulate="fp32"``: every received payload is cast up and added into a float32 sum by
+  the receiver, so no partial sum is ever rounded to the wire dtype on the way. The
+  payloads are not summable by the collective: they travel through the scenario's
+  ``exchange.quantized`` collective like any encoded payload (an all-gather: every rank
+  casts up and adds all p payloads; a re-quantizing reduce-scatter: every hop adds in
+  float32 and casts the partial sum back for the wire), with the bytes and the per-payload
+  decode-and-add work that collective declares.
+
+``fp32`` has one accumulation only (its wire dtype is float32).
 """
 
 from __future__ import annotations
@@ -25,8 +43,13 @@ from gradwire.codecs.base import (
     expect_nbytes,
 )
 from gradwire.codecs.cost import CodecWork, Work, stream
-from gradwire.codecs.exchange import CAST, IN_PLACE
-from gradwire.errors import CodecError
+from gradwire.codecs.exchange import CAST, IN_PLACE, Exchange
+from gradwire.errors import CodecError, ConfigError
+
+ACCUMULATE = ("wire", "fp32")
+# 16-bit payloads added into a float32 sum by their receiver: not summable on the way, and
+# still an uncompressed baseline
+WIRE_CAST_FP32_SUM = Exchange(("payload",), baseline=True)
 
 
 class CastCodec(Codec):
@@ -35,6 +58,20 @@ class CastCodec(Codec):
     wire_dtype: ClassVar[torch.dtype] = torch.float32
     summable = True
     exchange = CAST
+
+    def __init__(self, *, accumulate: str = "wire", seed: int = 0) -> None:
+        super().__init__(seed=seed)
+        if accumulate not in ACCUMULATE:
+            raise ConfigError(f"codec {self.name!r}: accumulate={accumulate!r} is not one of "
+                              f"{', '.join(ACCUMULATE)} (where the reduction is added up)")  # fmt: skip
+        self.accumulate = "wire" if self.wire_dtype == torch.float32 else accumulate
+        if self.accumulate == "fp32":
+            # the instance's declaration shadows the class's: payloads the receiver adds in fp32
+            setattr(self, "summable", False)  # noqa: B010  (a ClassVar overridden per instance)
+            setattr(self, "exchange", WIRE_CAST_FP32_SUM)  # noqa: B010
+
+    def params(self) -> dict[str, object]:
+        return {"accumulate": self.accumulate} if self.accumulate != "wire" else {}
 
     def _wire(self, tensor: torch.Tensor) -> torch.Tensor:
         if not tensor.is_floating_point():

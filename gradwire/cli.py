@@ -27,6 +27,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Other commands: `run_sim.py report DIR` (rebuild tables and dashboard from a run's "
         "store), `run_sim.py validate --help` (check predictions against a real shaped network), "
         "`run_sim.py profile --help` (measure a model on this GPU for model.profile), "
+        "`run_sim.py bench --help` (predictions against published results), "
         "`run_sim.py calibrate-codecs --help` (fit the codec cost model on this device).",
     )
     p.add_argument("scenario", nargs="?", default="quickstart",
@@ -82,11 +83,16 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     console.print(f"[bold]{sc.name}[/bold]: {len(points)} point(s), sweep axes: {axes}; "
                   f"codecs: {', '.join(sc.codecs)}")
     if args.check:
+        from gradwire.iteration import ExchangeChoice
+
+        for line in ExchangeChoice.of(sc).describe():
+            console.print(f"  {line}", markup=False, highlight=False)
         shown = 200  # every point was checked; listing 10^5 of them helps no one
         for pt in points[:shown]:
             console.print(f"  point {pt.index} [{pt.point_id}] {pt.values}", markup=False, highlight=False)
         if len(points) > shown:
             console.print(f"  ... and {len(points) - shown:,} more point(s), all checked")
+        _print_cost(points, console)
         return 0
     scheduler = args.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
     engine = args.engine or ("dask" if scheduler else "serial")
@@ -115,6 +121,19 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     for name, path in outcome.files.items():
         console.print(f"  {name:>16}: {path}")
     return 1 if outcome.failed else 0
+
+
+def _print_cost(points: Sequence[object], console: Console) -> None:
+    """What the run would cost here (an estimate from the meta-device trace; runs no model)."""
+    from gradwire.cost_estimate import estimate_cost, format_cost
+
+    try:
+        lines = format_cost(estimate_cost(points))
+    except (GradWireError, RuntimeError, NotImplementedError, TypeError, ValueError) as exc:
+        # a model the meta device cannot trace still runs; only its estimate is missing
+        lines = [f"cost estimate unavailable: {type(exc).__name__}: {exc}"]
+    for line in lines:
+        console.print(line, markup=False, highlight=False)
 
 
 def _print_records(console: Console, title: str, records: Sequence[dict], keys: Sequence[str]) -> None:
@@ -162,6 +181,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cli_main(argv[1:])
         if argv and argv[0] == "report":
             return _report(argv[1:], console)
+        if argv and argv[0] == "bench":
+            from gradwire.bench import cli_main as bench_main
+
+            return bench_main(argv[1:], console)
         if argv and argv[0] == "profile":
             from gradwire.models.profile_cli import main as profile_main
 

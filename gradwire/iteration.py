@@ -28,7 +28,7 @@ from typing import Any
 
 from gradwire.codecs.exchange import Exchange
 from gradwire.errors import ConfigError
-from gradwire.simulator.collectives.base import check_options, collective_info
+from gradwire.simulator.collectives.base import check_options, collective_info, with_settings
 from gradwire.simulator.timeline import BucketCost, IterationSpec, Round
 
 LENGTH_MESSAGE_BYTES = 8  # the int64 payload length (in bits) each rank gathers first
@@ -56,30 +56,51 @@ class BucketInput:
 
 @dataclass(frozen=True)
 class ExchangeChoice:
-    """The collectives a scenario picks, with their options."""
+    """The collectives a scenario picks, with their options; ``algorithm`` and ``protocol``
+    (``exchange.algorithm``/``exchange.protocol``) go to the summable collective as options
+    of those names, ``gpu`` (``model.target_device``) to one that takes a ``gpu`` option
+    (:func:`~gradwire.simulator.collectives.base.with_settings`)."""
 
     summable: str = "ring_allreduce"
     quantized: str = "ring_allgather"
     summable_options: Mapping[str, Any] = field(default_factory=dict)
     quantized_options: Mapping[str, Any] = field(default_factory=dict)
+    algorithm: str = "auto"
+    protocol: str = "auto"
+    gpu: str | None = None
 
     @classmethod
     def of(cls, scenario: Any) -> ExchangeChoice:
         """A scenario's ``exchange`` section: its collectives and their options."""
         e = scenario.exchange
-        return cls(e.summable, e.quantized, dict(e.summable_options), dict(e.quantized_options))
+        return cls(e.summable, e.quantized, dict(e.summable_options), dict(e.quantized_options),
+                   e.algorithm, e.protocol, scenario.model.target_device)
+
+    def _summable(self) -> tuple[dict[str, Any], list[str]]:
+        return with_settings(self.summable, self.summable_options, "exchange.summable",
+                             {"algorithm": self.algorithm, "protocol": self.protocol}, self.gpu)
 
     def collective_for(self, summable: bool) -> tuple[str, Mapping[str, Any], str]:
         """``(collective, options, scenario field)`` that carries summable or encoded payloads."""
         if summable:
-            return self.summable, self.summable_options, "exchange.summable"
+            return self.summable, self._summable()[0], "exchange.summable"
         return self.quantized, self.quantized_options, "exchange.quantized"
+
+    def describe(self) -> list[str]:
+        """Each collective with the options it runs with, in words where it says (``--check``)."""
+        out = []
+        for summable in (True, False):
+            name, opts, fld = self.collective_for(summable)
+            told = collective_info(name).describe
+            shown = ", ".join(f"{k}={v!r}" for k, v in opts.items()) or "defaults"
+            out.append(f"{fld}: {name} ({shown})" + (f"; {told(opts)}" if told else ""))
+        return out
 
     def problems(self, summable: bool, codecs: Sequence[str]) -> list[str]:
         """``"field: message"`` for options the chosen collective does not take, and for a
         collective that cannot carry the payloads of ``codecs`` (summable or not)."""
         name, opts, fld = self.collective_for(summable)
-        out = check_options(name, opts, f"{fld}_options")
+        out = check_options(name, opts, f"{fld}_options") + (self._summable()[1] if summable else [])
         if codecs and not collective_info(name).can_carry(summable):
             what = "summable payloads" if summable else "encoded payloads that must be decoded before summing"
             out.append(f"{fld}: {name} cannot carry {what} (codecs {', '.join(codecs)}); choose a "

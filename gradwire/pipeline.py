@@ -132,7 +132,7 @@ def workload_key(sc: Scenario) -> str:
     eff = m.efficiency.model_dump_json() if m.efficiency else ""
     return (f"{m.name}|{m.batch_size}|{m.device}|{m.dtype}|{m.target_device}|{m.compute_efficiency}|"
             f"{m.memory_efficiency}|{measured}|{m.profile_iters}|{m.module}|{m.loss}|{m.profile}|"
-            f"{m.precision}|{eff}")
+            f"{m.precision}|{eff}|{m.seq_len}|{m.llm.model_dump_json() if m.llm else ''}")
 
 
 def _device(sc: Scenario) -> str:
@@ -179,7 +179,9 @@ def prepare(scenario: Scenario, *, points: Sequence[Point] | None = None, progre
         prep.measured_on = dev
         # compute: a profile file, the user's measured times, an estimate, or a profile here
         wl, origin = prepare_workload(sc, dev, progress=progress, say=say)
-        assert wl.gradients is not None  # internal: requested with keep_gradients
+        measure = codec_profile
+        if wl.gradients is None:  # a meta-only model (LLM): payloads of synthetic gradients
+            from gradwire.llm_codecs import synthetic_codec_profile as measure
         prep.workloads[key] = WorkloadSummary(
             model=wl.model, batch_size=wl.batch_size, device=wl.device,
             forward_s=wl.forward_s, backward_s=wl.backward_s, optimizer_s=wl.optimizer_s,
@@ -192,8 +194,8 @@ def prepare(scenario: Scenario, *, points: Sequence[Point] | None = None, progre
         prep.sum_s[key] = _accumulate_times(sc, wl, dev)
         specs = list(dict.fromkeys(s for pt in pts if workload_key(pt.scenario) == key for s in pt.scenario.codecs))
         for spec in specs:
-            say(f"codec {spec} on {len(wl.params)} real gradients")
-            prep.codecs[(key, spec)] = codec_profile(sc, spec, wl, dev, say)
+            say(f"codec {spec} on {len(wl.params)} {'real' if wl.gradients is not None else 'synthetic'} gradients")
+            prep.codecs[(key, spec)] = measure(sc, spec, wl, dev, say)
         del wl
         if dev == "cuda":
             torch.cuda.empty_cache()
@@ -338,7 +340,7 @@ def evaluate_point(point: Point, prepared: Prepared) -> tuple[list[Row], list[Tr
             estimate=wl.estimate or prof.estimate, params=dict(point.values),
             target_device=wl.target_device, precision=wl.precision, efficiency_source=wl.efficiency_source,
             compute_source=wl.compute_source, codec_source=prof.codec_source,
-            network_source="estimate (simulated network model)",
+            network_source="estimate (simulated network model)", uncompressed=prof.exchange.baseline,
         ))
         traces.append(Trace(point=point.index, codec=spec, segments=res.segments, links=res.links,
                             positions=positions, node_kinds=kinds))

@@ -61,11 +61,14 @@ class Row:
     compute_source: str = ""
     codec_source: str = ""
     network_source: str = ""
+    # an uncompressed exchange (fp32, or a 16-bit cast with its accumulation): the codec's
+    # declaration; the fastest such row at the point is the best baseline
+    uncompressed: bool = False
+    best_baseline: str = ""
+    speedup_vs_best_baseline: float = math.nan
     # the point's verdict (gradwire.verdict): this codec against the point's best
-    # uncompressed baseline, nominal and its 90% interval over the inputs' stated errors;
+    # uncompressed baseline, its 90% interval over the inputs' stated errors;
     # the verdict_* columns are the point's (the same on every row of the point)
-    baseline: str = ""
-    speedup_vs_baseline: float = math.nan
     speedup_low: float = math.nan
     speedup_high: float = math.nan
     verdict: str = ""  # compress | keep baseline | not decided | no verdict
@@ -123,7 +126,9 @@ def add_speedups(rows: Sequence[Row]) -> list[Row]:
     """Fill ``speedup_vs_fp32`` and ``speedup_vs_onebit`` from the same point's rows.
 
     The reference is the row at the same ``point`` whose ``codec_name`` is ``fp32`` (resp.
-    ``onebit``); a point without one gets NaN.
+    ``onebit``); a point without one gets NaN. ``speedup_vs_best_baseline`` compares with the
+    fastest ``uncompressed`` row of the point (named in ``best_baseline``), so a codec is
+    credited only for what it gains over the best uncompressed exchange.
     """
     from dataclasses import replace
 
@@ -134,12 +139,19 @@ def add_speedups(rows: Sequence[Row]) -> list[Row]:
             ref_fp32.setdefault(r.point, r.iteration_s)
         elif r.codec_name == "onebit":
             ref_onebit.setdefault(r.point, r.iteration_s)
+    best: dict[int, Row] = {}
+    for r in rows:
+        if r.uncompressed and (r.point not in best or r.iteration_s < best[r.point].iteration_s):
+            best[r.point] = r
     out = []
     for r in rows:
         f = ref_fp32.get(r.point, math.nan)
         o = ref_onebit.get(r.point, math.nan)
+        b = best.get(r.point)
         out.append(
-            replace(r, speedup_vs_fp32=f / r.iteration_s, speedup_vs_onebit=o / r.iteration_s)
+            replace(r, speedup_vs_fp32=f / r.iteration_s, speedup_vs_onebit=o / r.iteration_s,
+                    best_baseline=b.codec if b else "",
+                    speedup_vs_best_baseline=b.iteration_s / r.iteration_s if b else math.nan)
         )
     return out
 

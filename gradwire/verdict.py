@@ -185,7 +185,7 @@ def attach(rows: Sequence[Row], verdict: PointVerdict) -> list[Row]:
     for r in rows:
         x, lo, hi = verdict.per_codec.get(r.codec, (math.nan, math.nan, math.nan))
         out.append(replace(
-            r, baseline=verdict.baseline, speedup_vs_baseline=x, speedup_low=lo, speedup_high=hi,
+            r, best_baseline=verdict.baseline, speedup_vs_best_baseline=x, speedup_low=lo, speedup_high=hi,
             verdict=verdict.decision,
             verdict_option=f"{verdict.option} by {verdict.collective}" if verdict.option else "",
             verdict_line=verdict.line, interval_basis=verdict.basis,

@@ -623,6 +623,77 @@ def _load(path: Path, want_gradients: bool) -> Workload | None:
     return Workload.from_json(doc, gradients)
 
 
+def _needed_bytes(costs: _MetaCosts, tdtype: torch.dtype, device_type: str) -> int:
+    """Parameters, gradients, momentum, inputs, saved activations (and on the CPU the
+    float32 copies of the first step's gradients)."""
+    elem = torch.empty((), dtype=tdtype).element_size()
+    n_params = costs.param_bytes // elem
+    return int(
+        costs.param_bytes * (2 + OPTIMIZER_STATE_COPIES)
+        + (4 * n_params if device_type == "cpu" else 0)  # the float32 gradient copies
+        + costs.input_bytes
+        + costs.saved_activation_bytes
+    )
+
+
+def memory_needed_bytes(name: str | ModelSpec, batch_size: int, *, device: str | None = None,
+                        dtype: str = "float32") -> int:
+    """The memory one training step of the model needs on ``device`` (the bound a profile
+    checks before it allocates anything), counted on the meta device: nothing runs."""
+    spec = name if isinstance(name, ModelSpec) else get_model(name)
+    dev = _resolve_device(device)
+    return _needed_bytes(_meta_costs(spec, batch_size, DTYPES[dtype]), DTYPES[dtype], dev.type)
+
+
+def _cache_entry(spec: ModelSpec, batch_size: int, dev: torch.device, *, dtype: str, warmup: int, iters: int,
+                 seed: int, cache_dir: str | Path | None, keep_gradients: bool, time_budget_s: float | None,
+                 precision: str | None) -> Path:
+    """The cache folder of one profile: every setting that changes its numbers is in the key."""
+    key_fields = {
+        "model": spec.name,
+        "batch_size": batch_size,
+        "dtype": dtype,
+        "device": dev.type,
+        "device_name": _device_name(dev),
+        "threads": torch.get_num_threads() if dev.type == "cpu" else 0,
+        "torch": torch.__version__,
+        "seed": seed,
+        "warmup": warmup,
+        "iters": iters,
+        "time_budget_s": time_budget_s,
+        "keep_gradients": keep_gradients,
+        "format": CACHE_FORMAT,
+        "precision": precision,
+        "source": spec.source,  # a user model's source names its code's hash
+    }
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    label = spec.name.replace(":", "-").replace("/", "-").replace(".", "-")
+    return root / f"{label}-b{batch_size}-{dtype}-{dev.type}-{_cache_key(key_fields)}"
+
+
+def profile_is_cached(
+    name: str | ModelSpec,
+    batch_size: int,
+    *,
+    device: str | None = None,
+    dtype: str = "float32",
+    warmup: int = 1,
+    iters: int = 3,
+    seed: int = 0,
+    cache_dir: str | Path | None = None,
+    keep_gradients: bool = True,
+    time_budget_s: float | None = 30.0,
+    precision: str | None = None,
+) -> bool:
+    """Whether :func:`profile_model` with the same arguments would read its result from the
+    cache (a complete, readable entry) instead of running the model. Runs nothing."""
+    spec = name if isinstance(name, ModelSpec) else get_model(name)
+    entry = _cache_entry(spec, batch_size, _resolve_device(device), dtype=dtype, warmup=warmup, iters=iters,
+                         seed=seed, cache_dir=cache_dir, keep_gradients=keep_gradients,
+                         time_budget_s=time_budget_s, precision=precision)
+    return _load(entry, keep_gradients) is not None
+
+
 # --------------------------------------------------------------------------- public
 
 
@@ -668,45 +739,23 @@ def profile_model(
     spec = name if isinstance(name, ModelSpec) else get_model(name)
     name = spec.name
     dev = _resolve_device(device)
+    if spec.meta_only and dev.type == "cpu":
+        raise WorkloadError(f"model {name!r} is built on the meta device only and is not run on the "
+                            "host CPU; profile it on a GPU (--device cuda) or estimate its compute "
+                            "with a target device")  # fmt: skip
     device_name = _device_name(dev)
-    key_fields = {
-        "model": name,
-        "batch_size": batch_size,
-        "dtype": dtype,
-        "device": dev.type,
-        "device_name": device_name,
-        "threads": torch.get_num_threads() if dev.type == "cpu" else 0,
-        "torch": torch.__version__,
-        "seed": seed,
-        "warmup": warmup,
-        "iters": iters,
-        "time_budget_s": time_budget_s,
-        "keep_gradients": keep_gradients,
-        "format": CACHE_FORMAT,
-        "precision": precision,
-        "source": spec.source,  # a user model's source names its code's hash
-    }
     entry = None
     if cache:
-        root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        label = name.replace(":", "-").replace("/", "-").replace(".", "-")
-        entry = root / f"{label}-b{batch_size}-{dtype}-{dev.type}-{_cache_key(key_fields)}"
+        entry = _cache_entry(spec, batch_size, dev, dtype=dtype, warmup=warmup, iters=iters, seed=seed,
+                             cache_dir=cache_dir, keep_gradients=keep_gradients,
+                             time_budget_s=time_budget_s, precision=precision)
         hit = _load(entry, keep_gradients)
         if hit is not None:
             return hit
 
     tdtype = DTYPES[dtype]
     costs = _meta_costs(spec, batch_size, tdtype)
-    elem = torch.empty((), dtype=tdtype).element_size()
-    n_params = costs.param_bytes // elem
-    # Parameters, gradients, momentum, inputs, saved activations (and on the CPU the
-    # float32 copies of the first step's gradients).
-    needed = (
-        costs.param_bytes * (2 + OPTIMIZER_STATE_COPIES)
-        + (4 * n_params if dev.type == "cpu" else 0)  # the float32 gradient copies
-        + costs.input_bytes
-        + costs.saved_activation_bytes
-    )
+    needed = _needed_bytes(costs, tdtype, dev.type)
     available = _available_memory_bytes(dev)
     if needed > available:
         raise WorkloadError(

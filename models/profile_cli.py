@@ -33,6 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
     p.add_argument("--iters", type=int, default=10, help="timed steps (default 10; medians kept)")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights and the batch")
+    p.add_argument("--seq-len", type=int, default=None,
+                   help="tokens per sequence of a decoder (LLM); default its pre-training context")
     return p
 
 
@@ -48,10 +50,20 @@ def main(argv: Sequence[str]) -> int:
     if a.loss is not None and module is None:
         raise ConfigError("--loss: only for a model given as package.module:factory")
     spec = model_spec(a.model, module, a.loss)
+    if a.seq_len is not None or spec.meta_only:
+        from gradwire.models.zoo.llama import SHIPPED, decoder_spec, spec_seq_len
+
+        entry = next((s for s in SHIPPED if s.name == a.model), None)
+        if entry is None:
+            raise ConfigError(f"--seq-len: only for a decoder ({', '.join(s.name for s in SHIPPED)})")
+        seq = a.seq_len if a.seq_len is not None else entry.seq_len
+        spec = decoder_spec(entry.name, entry.config, seq, published=entry.published_params,
+                            source=entry.source)  # fmt: skip
     device = None if a.device == "auto" else a.device
     wl = profile_model(spec, a.batch, device=device, warmup=a.warmup, iters=a.iters, seed=a.seed,
                        keep_gradients=False, cache=False, time_budget_s=None, precision=a.precision)
-    path = write_workload_file(wl, a.out, module=module, loss=a.loss)
+    seq = spec_seq_len(spec) if spec.meta_only else None
+    path = write_workload_file(wl, a.out, module=module, loss=a.loss, seq_len=seq)
     console.print(wl.describe())
     console.print(f"device {wl.device_name}, precision {a.precision or 'PyTorch default'}, "
                   f"{wl.iters} timed steps; wrote {path}")

@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from gradwire.errors import ConfigError, GradWireError, WorkloadError
-from gradwire.models.profile import ParamInfo, Workload, profile_model
+from gradwire.models.profile import ParamInfo, Workload, profile_is_cached, profile_model
 from gradwire.models.spec import ModelSpec
 
 
@@ -47,9 +47,10 @@ class WorkloadOrigin:
 
 def model_setting_problems(m: Any) -> list[tuple[str, str]]:
     """``(path, message)`` for every ``model`` setting that would be ignored or cannot hold."""
+    from gradwire.models.llm_workload import llm_setting_problems
     from gradwire.models.usermodel import check_module_path
 
-    out: list[tuple[str, str]] = []
+    out: list[tuple[str, str]] = llm_setting_problems(m)
     if m.module is not None:
         why = check_module_path(m.module)
         if why:
@@ -88,8 +89,9 @@ def model_setting_problems(m: Any) -> list[tuple[str, str]]:
 
 def scenario_spec(m: Any) -> ModelSpec:
     from gradwire.models.usermodel import model_spec
+    from gradwire.models.zoo.llama import llm_spec
 
-    return model_spec(m.name, m.module, m.loss)
+    return llm_spec(m) or model_spec(m.name, m.module, m.loss)
 
 
 def _guard(spec: ModelSpec, fn: Callable[[], Any]) -> Any:
@@ -105,12 +107,39 @@ def _guard(spec: ModelSpec, fn: Callable[[], Any]) -> Any:
                           f"{type(exc).__name__}: {exc}") from None  # fmt: skip
 
 
-def _one_step(spec: ModelSpec, sc: Any, dev: str, progress: bool, precision: str | None) -> Workload:
-    """One real step here for the codecs' gradients (its times are not used)."""
+def _one_step_args(sc: Any, dev: str) -> dict[str, Any]:
+    """The profile made for the codecs' gradients: one real step here, its times unused."""
+    return {"device": dev, "dtype": sc.model.dtype, "warmup": 0, "iters": 1, "seed": sc.seed,
+            "keep_gradients": True, "precision": None}
+
+
+def _full_args(sc: Any, dev: str, precision: str | None) -> dict[str, Any]:
+    """The profile whose times are used: ``model.profile_iters`` timed steps here."""
     m = sc.model
-    return _guard(spec, lambda: profile_model(
-        spec, m.batch_size, device=dev, dtype=m.dtype, warmup=0, iters=1, seed=sc.seed,
-        keep_gradients=True, progress=progress, precision=precision))  # fmt: skip
+    return {"device": dev, "dtype": m.dtype, "iters": m.profile_iters, "seed": sc.seed,
+            "keep_gradients": True, "precision": precision}
+
+
+def profile_calls(sc: Any, dev: str) -> list[tuple[str, dict[str, Any]]]:
+    """The profiles :func:`prepare_workload` makes here for ``sc`` (``(kind, arguments of
+    profile_model)``; kind ``"step"`` for the codecs' gradients, ``"timed"`` when its
+    times are the workload's), so a caller can say what a run will cost before it runs."""
+    m = sc.model
+    if m.measured is not None:
+        return [("timed", _full_args(sc, dev, None))]
+    if m.profile is not None or m.target_device:
+        return [("step", _one_step_args(sc, dev))]
+    return [("timed", _full_args(sc, dev, m.precision))]
+
+
+def _cached_note(spec: ModelSpec, batch_size: int, args: dict[str, Any]) -> str:
+    return " (cached)" if profile_is_cached(spec, batch_size, **args) else ""
+
+
+def _one_step(spec: ModelSpec, sc: Any, dev: str, progress: bool) -> Workload:
+    """One real step here for the codecs' gradients (its times are not used)."""
+    args = _one_step_args(sc, dev)
+    return _guard(spec, lambda: profile_model(spec, sc.model.batch_size, progress=progress, **args))
 
 
 def _same_params(spec: ModelSpec, here: Workload, names: list[tuple[str, tuple[int, ...]]],
@@ -140,6 +169,10 @@ def prepare_workload(
     log = say or (lambda _m: None)
     m = sc.model
     spec = scenario_spec(m)
+    if spec.meta_only:  # never run here: compute from the estimate or a profile file
+        from gradwire.models.llm_workload import prepare_meta_workload
+
+        return prepare_meta_workload(sc, spec, log)
     target = m.target_device or ""
     if m.profile is not None:
         from gradwire.models.workload_file import read_workload_file
@@ -155,8 +188,9 @@ def prepare_workload(
         if m.precision is not None and m.precision != (f.precision or None):
             raise ConfigError(f"model.precision: {m.precision!r} differs from the profile file's "
                               f"({f.precision or 'PyTorch default'}); remove it or profile again")  # fmt: skip
-        log(f"compute from {f.describe()}; one step here for the codecs' gradients")
-        here = _one_step(spec, sc, dev, progress, None)
+        log(f"compute from {f.describe()}; one step here for the codecs' gradients"
+            f"{_cached_note(spec, m.batch_size, _one_step_args(sc, dev))}")
+        here = _one_step(spec, sc, dev, progress)
         _same_params(spec, here, [(p.name, p.shape) for p in f.params], f"file {m.profile!r}", "model.profile")
         wl = replace(here, forward_s=f.forward_s, backward_s=f.backward_s, optimizer_s=f.optimizer_s,
                      params=list(f.params), estimate=False, target_device=target or None,
@@ -167,10 +201,10 @@ def prepare_workload(
     if m.measured is not None:
         from gradwire.models.devices import with_measured_times
 
-        log(f"profiling {spec.name} (batch {m.batch_size}) on {dev} for ready-time shape and gradients")
-        here = _guard(spec, lambda: profile_model(
-            spec, m.batch_size, device=dev, dtype=m.dtype, iters=m.profile_iters, seed=sc.seed,
-            keep_gradients=True, progress=progress))  # fmt: skip
+        args = _full_args(sc, dev, None)
+        log(f"profiling {spec.name} (batch {m.batch_size}) on {dev} for ready-time shape and gradients"
+            f"{_cached_note(spec, m.batch_size, args)}")
+        here = _guard(spec, lambda: profile_model(spec, m.batch_size, progress=progress, **args))
         t = m.measured
         wl = with_measured_times(here, t.forward_ms / 1e3, t.backward_ms / 1e3, t.optimizer_ms / 1e3,
                                  device_label=target or None)  # fmt: skip
@@ -186,8 +220,8 @@ def prepare_workload(
         trace = _guard(spec, lambda: trace_spec(spec, m.batch_size, seed=sc.seed))
         est = estimate_step(trace, target, m.precision, eff)
         log(f"estimated {spec.name} on {target} ({est.precision}) from the meta-device trace; "
-            "one step here for the codecs' gradients")  # fmt: skip
-        here = _one_step(spec, sc, dev, progress, None)
+            f"one step here for the codecs' gradients{_cached_note(spec, m.batch_size, _one_step_args(sc, dev))}")
+        here = _one_step(spec, sc, dev, progress)
         _same_params(spec, here, list(trace.params), "the meta-device trace", "model.module")
         gpu = get_device(target)
         if here.peak_memory_bytes > gpu.memory_bytes:
@@ -201,10 +235,9 @@ def prepare_workload(
                      optimizer_s=est.optimizer_s, params=params, estimate=True,
                      target_device=gpu.name, times_source=est.source, precision=est.precision)  # fmt: skip
         return wl, WorkloadOrigin(gpu.name, est.precision, est.source, eff.source, compute_error=est.error)
-    log(f"profiling {spec.name} (batch {m.batch_size}, {m.dtype}) on {dev}")
-    here = _guard(spec, lambda: profile_model(
-        spec, m.batch_size, device=dev, dtype=m.dtype, iters=m.profile_iters, seed=sc.seed,
-        keep_gradients=True, progress=progress, precision=m.precision))  # fmt: skip
+    args = _full_args(sc, dev, m.precision)
+    log(f"profiling {spec.name} (batch {m.batch_size}, {m.dtype}) on {dev}{_cached_note(spec, m.batch_size, args)}")
+    here = _guard(spec, lambda: profile_model(spec, m.batch_size, progress=progress, **args))
     source = f"measured here ({here.device_name or here.device})"
     prec = m.precision or "PyTorch default"
     return replace(here, times_source=source), WorkloadOrigin("", prec, source, "none (measured)",

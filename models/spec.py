@@ -45,6 +45,9 @@ class ModelSpec:
     params_rel_tol: float = 0.0
     sequence_loss: bool = False  # output [B, T, C] against targets [B, T]
     loss_kind: str = "cross_entropy"  # or "mse"
+    # built on the meta device only (no weights): never run on the host CPU; compute from
+    # the estimate or a profile file, codec payloads from synthetic gradients
+    meta_only: bool = False
 
     def __post_init__(self) -> None:
         if self.input_kind not in INPUT_KINDS:

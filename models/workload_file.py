@@ -52,6 +52,7 @@ class WorkloadFile:
     backward_s: float
     optimizer_s: float
     params: tuple[ParamInfo, ...]
+    seq_len: int | None = None  # tokens per sequence of a decoder (LLM) profile
 
     def describe(self) -> str:
         p = self.provenance
@@ -61,15 +62,19 @@ class WorkloadFile:
 
 
 def workload_document(
-    workload: Workload, *, module: str | None = None, loss: str | None = None
+    workload: Workload, *, module: str | None = None, loss: str | None = None,
+    seq_len: int | None = None,
 ) -> dict[str, Any]:
-    """The JSON document of a profiled ``workload``."""
+    """The JSON document of a profiled ``workload`` (``seq_len``: a decoder's sequence length)."""
     import torch
 
+    model: dict[str, Any] = {"name": workload.model, "module": module, "loss": loss}
+    if seq_len is not None:
+        model["seq_len"] = seq_len
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "model": {"name": workload.model, "module": module, "loss": loss},
+        "model": model,
         "batch_size": workload.batch_size,
         "precision": workload.precision,
         "dtype": workload.dtype,
@@ -92,11 +97,13 @@ def workload_document(
 
 
 def write_workload_file(
-    workload: Workload, path: str | Path, *, module: str | None = None, loss: str | None = None
+    workload: Workload, path: str | Path, *, module: str | None = None, loss: str | None = None,
+    seq_len: int | None = None,
 ) -> Path:
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(workload_document(workload, module=module, loss=loss), indent=1) + "\n")
+    doc = workload_document(workload, module=module, loss=loss, seq_len=seq_len)
+    out.write_text(json.dumps(doc, indent=1) + "\n")
     return out
 
 
@@ -141,6 +148,7 @@ def parse_workload_document(doc: Any, path: str | Path = "<document>") -> Worklo
         path=str(path), model=model["name"], module=model.get("module"), loss=model.get("loss"),
         batch_size=int(doc["batch_size"]), precision=doc["precision"], dtype=doc["dtype"],
         provenance=dict(doc["provenance"]), params=tuple(params), **times,
+        seq_len=model["seq_len"] if isinstance(model.get("seq_len"), int) else None,
     )
 
 

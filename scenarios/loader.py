@@ -113,11 +113,15 @@ def _semantic_problems(sc: Scenario, prefix: str = "") -> list[Problem]:
     def add(path: str, msg: str) -> None:
         problems.append(Problem(prefix + path, msg))
 
-    if sc.model.module is None and sc.model.name not in MODELS:
+    if sc.model.module is None and sc.model.llm is None and sc.model.name not in MODELS:
         add("model.name", f"unknown model {sc.model.name!r}; valid: {', '.join(MODELS.names())}")
     from gradwire.models.sources import model_setting_problems
 
     for path, msg in model_setting_problems(sc.model):
+        add(path, msg)
+    from gradwire.baselines import baseline_problems
+
+    for path, msg in baseline_problems(sc):
         add(path, msg)
     if sc.model.device == "cuda":
         import torch
@@ -313,6 +317,9 @@ def validate(data: Mapping[str, Any], source: str = "", *, semantic: bool = True
         seen = {p.path for p in problems}
         extra = _unit_problems(data) + (_codec_problems(data) if semantic else [])
         raise ScenarioError(problems + [p for p in extra if p.path not in seen], source) from None
+    from gradwire.baselines import with_baselines
+
+    sc = with_baselines(sc)  # the uncompressed baselines every point runs
     problems = _sweep_problems(sc) + _unit_problems(data) + limits.field_problems(sc)
     if semantic:
         problems += _semantic_problems(sc) + _published_problems(sc)
@@ -496,6 +503,8 @@ def expand(sc: Scenario, *, max_points: int = limits.DEFAULT_MAX_POINTS) -> list
 
     Refuses (before building any point) a sweep of more than ``max_points`` points.
     """
+    from gradwire.baselines import with_baselines
+
     limits.check_sweep_size(sc, max_points)
     base = sc.model_dump(mode="python", exclude={"sweep", "cases"})
     axes = list(sc.sweep.items())
@@ -527,6 +536,7 @@ def expand(sc: Scenario, *, max_points: int = limits.DEFAULT_MAX_POINTS) -> list
             failed += 1
             problems += [Problem(prefix + p.path, p.message) for p in found][: max(0, MAX_REPORTED - len(problems))]
             continue
+        resolved = with_baselines(resolved)
         points.append(Point(i, point_id(resolved), values, resolved))
     if problems:
         if failed > 1 and len(problems) >= MAX_REPORTED:

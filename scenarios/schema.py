@@ -47,6 +47,20 @@ class EfficiencyCfg(_Strict):
     launch_us: NonNegFloat = 0.0
 
 
+class LlmCfg(_Strict):
+    """An inline Llama-style decoder (gradwire.models.zoo.llama), built on the meta device."""
+
+    layers: Annotated[int, Field(gt=0)]
+    hidden: Annotated[int, Field(gt=0)]
+    intermediate: Annotated[int, Field(gt=0)]
+    heads: Annotated[int, Field(gt=0)]
+    kv_heads: Annotated[int, Field(gt=0)] | None = None  # grouped-query attention; None: heads
+    vocab: Annotated[int, Field(gt=0)]
+    tied_embeddings: bool = False
+    seq_len: Annotated[int, Field(gt=0)] = 4096  # default sequence length (model.seq_len wins)
+    rope_theta: PosFloat = 10_000.0
+
+
 class ModelCfg(_Strict):
     name: str = "mlp"
     batch_size: Annotated[int, Field(gt=0)] = 32  # per worker
@@ -64,6 +78,8 @@ class ModelCfg(_Strict):
     profile: str | None = None  # a workload file written by `run_sim.py profile`
     precision: Literal["fp32", "tf32", "amp_bf16", "amp_fp16"] | None = None  # None: PyTorch's default
     efficiency: EfficiencyCfg | None = None  # override the calibrated per-class efficiencies
+    seq_len: Annotated[int, Field(gt=0)] | None = None  # tokens per sequence of a decoder (LLM)
+    llm: LlmCfg | None = None  # a decoder given by its configuration (model.name labels it)
 
 
 class LinkCfg(_Strict):
@@ -99,6 +115,9 @@ class ExchangeCfg(_Strict):
     quantized: str = "ring_allgather"  # payloads that cannot be summed without decoding
     summable_options: dict[str, Any] = Field(default_factory=dict)
     quantized_options: dict[str, Any] = Field(default_factory=dict)
+    # NCCL's choice for the summable collective (NCCL_ALGO / NCCL_PROTO); auto: its tuning model
+    algorithm: Literal["auto", "ring", "tree"] = "auto"
+    protocol: Literal["auto", "ll", "ll128", "simple"] = "auto"
 
 
 class Straggler(_Strict):
@@ -174,6 +193,9 @@ class Scenario(_Strict):
         default_factory=lambda: ["fp32", "qsgd(bits=4, bucket=512)", "onebit"]
     )
     exchange: ExchangeCfg = Field(default_factory=ExchangeCfg)
+    # uncompressed exchanges every point runs besides `codecs` (gradwire.baselines); unset:
+    # PyTorch's for a decoder (bf16), none added otherwise
+    baselines: list[str] | None = None
     # DDP's bucket_cap_mb (MiB). Left unset, DDP's default: 25 MiB with a first bucket of
     # 1 MiB, which starts communication early in backward; DDP gives an explicit
     # bucket_cap_mb no small first bucket (first_bucket_MB = bucket_MB) unless

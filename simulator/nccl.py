@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,24 @@ BANDWIDTH_FRACTION: dict[str, dict[str, float]] = {
     "tree": {"ll": 0.92 / 3.8, "ll128": 0.92 * 120 / 128, "simple": 0.92},
 }
 TREE_LL128_ONE_NODE_FRACTION = 0.92 * 7 / 9
+# NCCL tuning.cc (2.19-2.21) llMaxBws[index1][index2], GB/s of bus bandwidth: the most LL
+# delivers. index2 by node count (1, 2, more); index1 on one node by GPU generation
+# (Volta, Ampere, Hopper), across nodes by the host CPU's vendor (Intel, AMD).
+LL_MAX_BUS_GBPS_ONE_NODE: dict[str, float] = {"volta": 39.0, "ampere": 87.7, "hopper": 87.7}
+LL_MAX_BUS_GBPS_NODES: dict[str, tuple[float, float]] = {"intel": (39.0, 20.4), "amd": (22.5, 19.0)}
+CPU_VENDORS: tuple[str, ...] = ("intel", "amd")
+
+# Compute capability of the GPUs of models/devices.yaml (NVIDIA's CUDA GPU table,
+# developer.nvidia.com/cuda-gpus): LL128's default depends on it (:func:`ll128_default`).
+COMPUTE_CAPABILITY: dict[str, int] = {
+    "K80": 37, "P100": 60, "V100": 70, "V100-16GB": 70, "A100-40GB": 80, "A100": 80,
+    "H100": 90, "H200": 90,
+}
+# NCCL 2.19-2.21 src/graph/tuning.cc (ncclTopoTuneModel): LL128 is enabled by default only
+# when every GPU has the same compute capability and it is 7.0 (Volta), 8.0 (Ampere) or
+# 9.0 (Hopper), over NVLink inside a node ("Other cases are not tested and may cause silent
+# data corruption"); NCCL_PROTO=LL128 enables it anywhere.
+LL128_COMPUTE_CAPABILITIES = frozenset({70, 80, 90})
 
 # NCCL's default step buffer: 4 MiB per channel in NCCL_STEPS = 8 slots (Simple)
 DEFAULT_CHUNK_BYTES = 512 * 1024
@@ -81,7 +99,8 @@ class Layout:
     """The ranks of one collective as NCCL sees them: an (S, g) grid of S servers of g GPUs,
     the payload bandwidth of a GPU's link into its server (bytes/s), the total NIC
     bandwidth of a server (bytes/s, inf on one server), NICs per server, the hardware of
-    intra-server hops (``"nvlink"`` or ``"pci"``) and whether LL128 may run."""
+    intra-server hops (``"nvlink"`` or ``"pci"``), whether LL128 may run, LL's bus bandwidth
+    cap and the system's own latency per protocol on top of NCCL's model."""
 
     grid: np.ndarray
     gpu_Bps: float
@@ -89,6 +108,9 @@ class Layout:
     nics: int
     intra_hw: str = "nvlink"
     ll128: bool = True
+    ll_max_bus_Bps: float = math.inf  # LL's bus bandwidth cap (:func:`ll_max_bus_Bps`)
+    # the system's latency per protocol beyond NCCL's model (seconds; host launch, transport)
+    extra_latency_s: tuple[tuple[str, float], ...] = ()
 
     @property
     def servers(self) -> int:
@@ -211,7 +233,18 @@ def tree_channels(grid: np.ndarray, channels: int) -> list[Tree]:
 
 @dataclass(frozen=True)
 class TreeStep:
-    """Flows of one lock-step of the pipelined trees: sources and destinations (ranks)."""
+    """Flows of one lock-step of the pipelined trees: sources and destinations (ranks),
+    and ``idx``, their positions in the schedule's :class:`TreeEdges` (one entry per tree
+    edge and direction), so a step's routes can be cut from the edges' routes."""
+
+    src: np.ndarray
+    dst: np.ndarray
+    idx: np.ndarray
+
+
+@dataclass(frozen=True)
+class TreeEdges:
+    """Every (tree, edge, direction) of a schedule as one flow: up then down, read-only."""
 
     src: np.ndarray
     dst: np.ndarray
@@ -223,6 +256,11 @@ def tree_schedule(trees: Sequence[Tree], chunks: int) -> list[TreeStep]:
     sent chunk j one step or more before), the root holds chunk j reduced after step
     ``j + H - 1`` (H its height), and a node at depth d forwards chunk j to its children at
     step ``j + H + d``. All trees share the step count ``chunks + 2·max(H) - 1``."""
+    return tree_plan(trees, chunks)[1]
+
+
+def tree_plan(trees: Sequence[Tree], chunks: int) -> tuple[TreeEdges, list[TreeStep]]:
+    """:func:`tree_schedule` with the edges its steps index into."""
     H = max(int(t.height.max()) for t in trees)
     n_steps = chunks + 2 * H - 1 if H > 0 else 0
     up_src: list[np.ndarray] = []
@@ -240,14 +278,32 @@ def tree_schedule(trees: Sequence[Tree], chunks: int) -> list[TreeStep]:
         dn_dst.append(t.nodes[child])
         # the parent (depth d-1) forwards at step j + H + d - 1
         dn_t.append(H + t.depth[child] - 1)
-    us, ud, ut = np.concatenate(up_src), np.concatenate(up_dst), np.concatenate(up_t)
-    ds, dd, dt = np.concatenate(dn_src), np.concatenate(dn_dst), np.concatenate(dn_t)
+    src = np.concatenate(up_src + dn_src)
+    dst = np.concatenate(up_dst + dn_dst)
+    t0 = np.concatenate(up_t + dn_t)
+    src.flags.writeable = False
+    dst.flags.writeable = False
     steps = []
     for k in range(n_steps):
-        mu = (ut <= k) & (k < ut + chunks)
-        md = (dt <= k) & (k < dt + chunks)
-        steps.append(TreeStep(np.concatenate((us[mu], ds[md])), np.concatenate((ud[mu], dd[md]))))
-    return steps
+        idx = np.flatnonzero((t0 <= k) & (k < t0 + chunks))
+        steps.append(TreeStep(src[idx], dst[idx], idx))
+    return TreeEdges(src, dst), steps
+
+
+_PLANS: dict[tuple[bytes, tuple[int, ...], int, int], tuple[TreeEdges, list[TreeStep]]] = {}
+
+
+def tree_plan_of(grid: np.ndarray, channels: int, chunks: int) -> tuple[TreeEdges, list[TreeStep]]:
+    """:func:`tree_plan` of :func:`tree_channels` ``(grid, channels)``, kept for the next
+    bucket of the same ranks (the plan is a pure function of its arguments)."""
+    key = (grid.tobytes(), grid.shape, channels, chunks)
+    plan = _PLANS.get(key)
+    if plan is None:
+        if len(_PLANS) > 64:
+            _PLANS.clear()
+        plan = tree_plan(tree_channels(grid, channels), chunks)
+        _PLANS[key] = plan
+    return plan
 
 
 def tree_chunks(nbytes_per_tree: float, chunk_bytes: float) -> int:
@@ -296,6 +352,9 @@ def algorithm_Bps(algorithm: str, protocol: str, layout: Layout) -> float:
     f = fraction(algorithm, protocol, layout)
     if p <= 1:
         return math.inf
+    if protocol == "ll":  # and no more than NCCL's cap on LL
+        return min(ll_cap_Bps(algorithm, layout), f / fraction(algorithm, "simple", layout)
+                   * algorithm_Bps(algorithm, "simple", layout))
     if algorithm == "ring":
         bw = layout.gpu_Bps if s_ <= 1 else min(layout.gpu_Bps, layout.server_net_Bps)
         return f * p / (2 * (p - 1)) * bw
@@ -314,10 +373,57 @@ def algorithm_Bps(algorithm: str, protocol: str, layout: Layout) -> float:
 
 
 def model_time_s(algorithm: str, protocol: str, nbytes: float, layout: Layout) -> float:
-    """NCCL's predicted time: ``latency + nbytes / algorithm bandwidth`` (seconds)."""
+    """NCCL's predicted time: ``latency + nbytes / algorithm bandwidth`` (seconds), plus the
+    system's own latency of the protocol (:func:`extra_latency_s`)."""
     if layout.p <= 1:
         return 0.0
-    return latency_s(algorithm, protocol, layout) + nbytes / algorithm_Bps(algorithm, protocol, layout)
+    return (latency_s(algorithm, protocol, layout) + extra_latency_s(protocol, layout)
+            + nbytes / algorithm_Bps(algorithm, protocol, layout))
+
+
+def compute_capability(gpu: str) -> int:
+    """Compute capability (major*10 + minor) of ``gpu`` (a name of models/devices.yaml,
+    case-insensitive); an unknown name is a :class:`ConfigError` listing the known ones."""
+    for name, cc in COMPUTE_CAPABILITY.items():
+        if name.lower() == str(gpu).lower():
+            return cc
+    raise ConfigError(f"no compute capability known for GPU {gpu!r}; known: {', '.join(COMPUTE_CAPABILITY)}")
+
+
+def ll128_default(gpu: str | None) -> bool:
+    """Whether NCCL enables LL128 by default on GPUs ``gpu`` joined by NVLink: only on
+    compute capability 7.0, 8.0 and 9.0 (:data:`LL128_COMPUTE_CAPABILITIES`). Without a
+    GPU (None) the model assumes an NVLink data-centre GPU of those and enables it."""
+    if gpu is None:
+        return True
+    return compute_capability(gpu) in LL128_COMPUTE_CAPABILITIES
+
+
+def ll_max_bus_Bps(servers: int, gpu: str | None = None, cpu: str = "intel") -> float:
+    """NCCL's cap on LL's bus bandwidth (bytes/s, ``llMaxBws``): on one node by the GPU's
+    generation (``gpu`` None: Ampere), across nodes by the CPU vendor and 2 or more nodes."""
+    if cpu not in CPU_VENDORS:
+        raise ConfigError(f"unknown CPU vendor {cpu!r}; valid: {', '.join(CPU_VENDORS)}")
+    if servers <= 1:
+        cc = 80 if gpu is None else compute_capability(gpu)
+        gen = "hopper" if cc >= 90 else "ampere" if cc >= 80 else "volta"
+        return LL_MAX_BUS_GBPS_ONE_NODE[gen] * 1e9
+    two, more = LL_MAX_BUS_GBPS_NODES[cpu]
+    return (two if servers == 2 else more) * 1e9
+
+
+def ll_cap_Bps(algorithm: str, layout: Layout) -> float:
+    """LL's algorithm bandwidth cap from its bus cap: NCCL converts bus to algorithm
+    bandwidth by p/(2(p-1)) for the ring and 1/2 for the tree."""
+    p = layout.p
+    if algorithm == "ring":
+        return layout.ll_max_bus_Bps * p / (2 * (p - 1)) if p > 1 else math.inf
+    return layout.ll_max_bus_Bps / 2
+
+
+def extra_latency_s(protocol: str, layout: Layout) -> float:
+    """The system's latency of ``protocol`` beyond NCCL's model (seconds; 0 if not given)."""
+    return dict(layout.extra_latency_s).get(protocol, 0.0)
 
 
 def allowed_protocols(layout: Layout) -> tuple[str, ...]:
@@ -338,7 +444,8 @@ def choose(nbytes: float, layout: Layout, *, algorithm: str = "auto", protocol: 
 def crossover_bytes(a: tuple[str, str], b: tuple[str, str], layout: Layout) -> float:
     """The buffer size at which ``a`` and ``b`` are predicted equally fast (``a`` faster
     below it when it has the lower latency): ``(L_b - L_a) / (1/W_a - 1/W_b)``."""
-    la, lb = latency_s(*a, layout), latency_s(*b, layout)
+    la = latency_s(*a, layout) + extra_latency_s(a[1], layout)
+    lb = latency_s(*b, layout) + extra_latency_s(b[1], layout)
     wa, wb = algorithm_Bps(*a, layout), algorithm_Bps(*b, layout)
     den = 1 / wa - 1 / wb
     return (lb - la) / den if den != 0 else math.inf
@@ -346,26 +453,30 @@ def crossover_bytes(a: tuple[str, str], b: tuple[str, str], layout: Layout) -> f
 
 # ---------------------------------------------------------------------- from a topology
 def layout_of(topology: Topology, ranks: np.ndarray, *, efficiency: float = 1.0,
-              ll128: bool = True) -> Layout:
+              ll128: bool = True, gpu: str | None = None, cpu: str = "intel",
+              extra_latency_us: Mapping[str, float] | None = None) -> Layout:
     """The :class:`Layout` of ``ranks`` on ``topology``: servers from ``topology.servers``
     (none: one rank per server), a GPU's bandwidth the bottleneck of the route to the next
     GPU of its server (to the next rank when servers hold one GPU), a server's network
     bandwidth the sum of its NIC links (the GPU's own route bandwidth without NICs);
-    all times ``efficiency`` (payload bytes per wire byte)."""
+    all times ``efficiency`` (payload bytes per wire byte). LL's cap follows ``gpu`` and
+    ``cpu`` (:func:`ll_max_bus_Bps`); ``extra_latency_us`` is the system's own latency per
+    protocol (microseconds)."""
     grid = grid_of(topology.servers, ranks, "nccl_allreduce")
     s_, g = grid.shape
     if g > 1:
-        gpu = min(topology.route_bandwidth_Bps(int(grid[0, j]), int(grid[0, (j + 1) % g]))
-                  for j in range(g))
+        gpu_Bps = min(topology.route_bandwidth_Bps(int(grid[0, j]), int(grid[0, (j + 1) % g]))
+                      for j in range(g))
     elif len(ranks) > 1:
-        gpu = topology.route_bandwidth_Bps(int(ranks[0]), int(ranks[1]))
+        gpu_Bps = topology.route_bandwidth_Bps(int(ranks[0]), int(ranks[1]))
     else:
-        gpu = math.inf
+        gpu_Bps = math.inf
     net, nics = _server_nics(topology, grid)
     if net is None:
-        net = gpu
-    return Layout(grid, gpu * efficiency, net * efficiency if s_ > 1 else math.inf, nics,
-                  "nvlink", ll128)
+        net = gpu_Bps
+    extra = tuple(sorted((k, float(v) * 1e-6) for k, v in (extra_latency_us or {}).items()))
+    return Layout(grid, gpu_Bps * efficiency, net * efficiency if s_ > 1 else math.inf, nics,
+                  "nvlink", ll128, ll_max_bus_Bps(s_, gpu, cpu), extra)
 
 
 def _server_nics(topology: Topology, grid: np.ndarray) -> tuple[float | None, int]:

@@ -34,6 +34,7 @@ from simpy.events import NORMAL
 
 from gradwire.errors import ConfigError, TopologyError
 from gradwire.results import LinkUse
+from gradwire.simulator.maxmin import max_min_rates
 from gradwire.simulator.topology import Topology
 
 # Flows whose predicted drain ends agree to this relative tolerance finish in one event:
@@ -90,17 +91,29 @@ class _Pattern:
     __slots__ = ("counts", "dst", "flow_of", "latency_s", "link_of", "n", "pid", "sent",
                  "src", "ulinks", "whole")
 
-    def __init__(self, pid: int, topo: Topology, src: np.ndarray, dst: np.ndarray) -> None:
+    def __init__(self, pid: int, topo: Topology, src: np.ndarray, dst: np.ndarray,
+                 cut: tuple[_Pattern, np.ndarray] | None = None) -> None:
         self.pid = pid
         self.n = len(src)
         self.src = src
         self.dst = dst
-        routes = [topo.route(a, b) for a, b in zip(src.tolist(), dst.tolist(), strict=True)]
-        lens = np.fromiter((len(r) for r in routes), dtype=np.int64, count=self.n)
-        self.flow_of = np.repeat(np.arange(self.n, dtype=np.int64), lens)
-        self.link_of = np.fromiter(
-            (link for r in routes for link in r), dtype=np.int64, count=int(lens.sum())
-        )
+        if cut is None:
+            routes = [topo.route(a, b) for a, b in zip(src.tolist(), dst.tolist(), strict=True)]
+            lens = np.fromiter((len(r) for r in routes), dtype=np.int64, count=self.n)
+            self.flow_of = np.repeat(np.arange(self.n, dtype=np.int64), lens)
+            self.link_of = np.fromiter(
+                (link for r in routes for link in r), dtype=np.int64, count=int(lens.sum())
+            )
+        else:
+            # flows idx of a known pattern: its (flow, link) pairs, renumbered, in flow order
+            base, idx = cut
+            new = np.full(base.n, -1, dtype=np.int64)
+            new[idx] = np.arange(self.n, dtype=np.int64)
+            nf = new[base.flow_of]
+            keep = np.flatnonzero(nf >= 0)
+            order = keep[np.argsort(nf[keep], kind="stable")]
+            self.flow_of = nf[order]
+            self.link_of = base.link_of[order]
         self.latency_s = np.bincount(
             self.flow_of, weights=topo.latency_s[self.link_of], minlength=self.n
         )
@@ -177,10 +190,11 @@ class _Repeat:
     anything else is in flight), so that the next steps, alone too, need not be simulated.
     """
 
-    __slots__ = ("done", "gap_s", "issued", "pattern", "phases", "size", "start_s", "steps", "tag")
+    __slots__ = ("done", "gap_s", "issued", "pattern", "phases", "single", "size", "start_s", "steps",
+                 "tag")
 
     def __init__(self, pattern: _Pattern, size: float, tag: str, steps: int, gap_s: float,
-                 done: TransferDone) -> None:
+                 done: TransferDone, single: bool = False) -> None:
         self.pattern = pattern
         self.size = size
         self.tag = tag
@@ -190,6 +204,21 @@ class _Repeat:
         self.issued = 0
         self.start_s = 0.0
         self.phases: list[_Phase] | None = None
+        self.single = single  # one plain batch (its tag as given), replayed from a memo
+
+    def step_tag(self, i: int) -> str:
+        return self.tag if self.single else f"{self.tag}{i}"
+
+
+@dataclass
+class _Memo:
+    """How a uniform batch ran alone on a quiet network: its phases, when it drained and
+    when its last transfer completed (seconds after its start), its classes' drain ends."""
+
+    phases: list[_Phase]
+    drain_s: float
+    span_s: float
+    ends: list[tuple[_Partition, np.ndarray, float]]
 
 
 @dataclass
@@ -225,68 +254,6 @@ class _RateEntry:
     rates: np.ndarray  # per active flow, in group order
     ulinks: np.ndarray  # links carrying at least one active flow
     busy_s: float = 0.0  # seconds this set of flows has been draining (summed at the end)
-
-
-def max_min_rates(flow_of: np.ndarray, link_of: np.ndarray, n_flows: int,
-                  capacity: np.ndarray) -> np.ndarray:
-    """Max-min fair rates by progressive filling (vectorized over flow-link pairs).
-
-    ``flow_of[j], link_of[j]`` say flow ``flow_of[j]`` crosses link ``link_of[j]``;
-    ``capacity`` is bytes/s per link id. A flow alone on all its links gets its route's
-    bottleneck capacity at once; the flows that share a link are filled progressively:
-    all unfrozen flows grow together, the links whose equal share is smallest saturate and
-    freeze their flows at that share (one iteration per distinct rate level). A flow that
-    crosses no link gets an infinite rate.
-    """
-    rate = np.full(n_flows, math.inf)
-    if len(link_of) == 0:
-        return rate
-    # the links in use, numbered by a lookup table (no sort): per level O(pairs + used links)
-    used_l = np.flatnonzero(np.bincount(link_of, minlength=len(capacity)))
-    lut = np.empty(len(capacity), dtype=np.int64)
-    lut[used_l] = np.arange(len(used_l))
-    lidx = lut[link_of]
-    n_l = len(used_l)
-    cap = capacity[used_l].astype(float)
-    cnt = np.bincount(lidx, minlength=n_l).astype(float)
-    shared_pair = cnt[lidx] > 1
-    shared = np.zeros(n_flows, dtype=bool)
-    shared[flow_of[shared_pair]] = True
-    alone = ~shared[flow_of]
-    if alone.any():
-        np.minimum.at(rate, flow_of[alone], cap[lidx[alone]])
-    if not shared_pair.any():
-        return rate
-    live = ~alone
-    rem = cap
-    # the (flow, link) pairs of unfrozen flows, dropped as their flows freeze
-    fo = flow_of[live]
-    li = lidx[live]
-    cnt = np.bincount(li, minlength=n_l).astype(float)
-    level = 0.0
-    while len(fo):
-        used = cnt > 0
-        share = np.full(n_l, math.inf)
-        share[used] = rem[used] / cnt[used]
-        s = float(share.min())
-        if not math.isfinite(s):
-            break
-        # never below the previous level: float residue of rem must not slow flows down
-        s = max(s, level)
-        level = s
-        bott = used & (share <= s * (1 + 1e-12))
-        hit = np.zeros(n_flows, dtype=bool)
-        hit[fo[bott[li]]] = True
-        rate[hit] = s
-        newly = hit[fo]
-        dec = np.bincount(li[newly], minlength=n_l)
-        rem -= dec * s
-        np.maximum(rem, 0.0, out=rem)
-        cnt -= dec
-        keep = ~newly
-        fo = fo[keep]
-        li = li[keep]
-    return rate
 
 
 class LinkReports:
@@ -411,6 +378,7 @@ class Network(LinkReports):
         self._coast: _Coast | None = None
         self._n_coasts = 0
         self._split_parts: dict[tuple[int, bytes], _Partition] = {}
+        self._memos: dict[tuple[int, float], _Memo] = {}
 
     # ------------------------------------------------------------------ issuing
     def transfer(self, src: int, dst: int, nbytes: float, tag: str = "") -> simpy.Event:
@@ -446,6 +414,18 @@ class Network(LinkReports):
                 self._by_id.clear()
             self._by_id[(id(srcs), id(dsts))] = (srcs, dsts, pat)  # type: ignore[assignment]
         return pat
+
+    def cut_pattern(self, srcs: np.ndarray, dsts: np.ndarray, idx: np.ndarray) -> None:
+        """Know the routes of the flows ``(srcs[idx], dsts[idx])`` (distinct ``idx``) from
+        those of ``(srcs, dsts)`` without looking them up again: a schedule whose steps are
+        subsets of one set of flows (the tree pipeline) pays its route lookups once."""
+        base = self._pattern(srcs, dsts, "")
+        src = base.src[idx]
+        dst = base.dst[idx]
+        key = (src.tobytes(), dst.tobytes())
+        if key not in self._patterns:
+            self._patterns[key] = _Pattern(len(self._patterns), self.topology, src, dst,
+                                           cut=(base, np.asarray(idx, dtype=np.int64)))
 
     def _partition(self, pattern: _Pattern, cls: np.ndarray, n_cls: int) -> _Partition:
         self._n_parts += 1
@@ -488,7 +468,16 @@ class Network(LinkReports):
                 raise ConfigError(f"transfers: nbytes must be finite and >= 0 (tag {tag!r})")
             size = lo if lo == hi else arr
         if repeat == 1 and gap_s == 0:
-            self._issue(pat, size, tag, done, None)
+            if isinstance(size, np.ndarray):
+                self._issue(pat, size, tag, done, None)
+                return done
+            # a uniform batch: logged when it runs alone, replayed when it comes again alone
+            single = _Repeat(pat, size, tag, 1, 0.0, done, single=True)
+            memo = self._memos.get((pat.pid, size))
+            if memo is not None and not self._active and self._coast is None and not self._dirty:
+                self._replay(single, memo)
+            else:
+                self._next_step(single)
             return done
         if isinstance(size, np.ndarray):
             raise ConfigError(f"transfers: a repeated batch needs one size for every transfer (tag {tag!r})")
@@ -497,7 +486,7 @@ class Network(LinkReports):
         return done
 
     def _next_step(self, rep: _Repeat) -> None:
-        self._issue(rep.pattern, rep.size, f"{rep.tag}{rep.issued}", TransferDone(self.env), rep)
+        self._issue(rep.pattern, rep.size, rep.step_tag(rep.issued), TransferDone(self.env), rep)
 
     def _issue(self, pat: _Pattern, size: float | np.ndarray, tag: str, done: TransferDone,
                rep: _Repeat | None) -> None:
@@ -575,6 +564,30 @@ class Network(LinkReports):
         ev = self.env.timeout(t_next - now)
         ev.callbacks.append(lambda _e: self._next_step(rep))
 
+    def _single_drained(self, g: _Group, now: float) -> None:
+        """A plain uniform batch drained: it completes as a plain batch does, and if it
+        ran alone from start to end, how it ran is kept for the next one like it."""
+        rep = g.rep
+        assert rep is not None
+        rep.done._fire(g.max_end - now, g.max_end)
+        if rep.phases and rep.start_s < g.max_end and len(self._memos) < 4096:
+            ends = [(part, idx, t - rep.start_s) for part, idx, t in g.ends] if self.record else []
+            self._memos[(rep.pattern.pid, rep.size)] = _Memo(rep.phases, now - rep.start_s,
+                                                             g.max_end - rep.start_s, ends)
+
+    def _replay(self, rep: _Repeat, memo: _Memo) -> None:
+        """Issue ``rep`` (one uniform batch) on a quiet network as it ran before: it coasts
+        to its known completion, or lands where something else arrives (:meth:`_land`)."""
+        now = float(self.env.now)
+        coast = _Coast(rep, 0, 1, now, memo.span_s, memo.drain_s, memo.phases, memo.ends)
+        self._n_coasts += 1
+        coast.token = self._n_coasts
+        self._coast = coast
+        final = now + memo.span_s
+        ev = self.env.timeout(memo.span_s)
+        tok = coast.token
+        ev.callbacks.append(lambda _e: self._coast_end(tok, final))
+
     def _coasted(self, c: _Coast, count: int, partial_s: float) -> None:
         """Account ``count`` whole coasted steps and ``partial_s`` of the next one."""
         n = c.rep.pattern.n
@@ -630,7 +643,7 @@ class Network(LinkReports):
             self._busy_s[p_.entry.ulinks] += max(0.0, min(phi, b) - a)
         pat = rep.pattern
         grp = _Group(self._n_groups, pat, ph.part, rep.size, ph.rem - ph.rate * (phi - ph.offset_s),
-                     start, f"{rep.tag}{rep.issued}", TransferDone(self.env))
+                     start, rep.step_tag(rep.issued), TransferDone(self.env))
         grp.rem[~ph.alive] = math.inf
         grp.alive = ph.alive.copy()
         grp.rate = ph.rate.copy()
@@ -687,6 +700,8 @@ class Network(LinkReports):
                 del self._active[g.gid]
                 if g.rep is None:
                     g.done._fire(g.max_end - now, g.max_end)
+                elif g.rep.single:
+                    self._single_drained(g, now)
                 else:
                     drained.append(g)
         for g in drained:
@@ -849,7 +864,7 @@ class Network(LinkReports):
                     size.append(np.full(pat.n, g.rep.size))
                     start.append(np.full(pat.n, t0))
                     end.append(t0 + drain)
-                    tags.append(f"{g.rep.tag}{g.first + i}")
+                    tags.append(g.rep.step_tag(g.first + i))
                 continue
             pat = g.pattern
             e = np.full(pat.n, math.nan)

@@ -131,6 +131,9 @@ class UngroupedNetwork(LinkReports):
         self._records_cache: TransferRecords | None = None
 
     # ------------------------------------------------------------------ issuing
+    def cut_pattern(self, srcs: np.ndarray, dsts: np.ndarray, idx: np.ndarray) -> None:
+        """Nothing to do: the reference engine looks every pattern's routes up itself."""
+
     def transfer(self, src: int, dst: int, nbytes: float, tag: str = "") -> simpy.Event:
         """Send ``nbytes`` from rank ``src`` to rank ``dst``; the event fires on completion."""
         return self.transfers([src], [dst], nbytes, tag)

@@ -351,6 +351,8 @@ def simulate_iteration(
                 codec_iv[c].append((t0, env.now, kind, b))
 
     def on_all(kind: str, seconds: float, b: int) -> simpy.Event:
+        if ncls == 1:  # one class of ranks: its process is the event (no condition around it)
+            return env.process(codec_work(0, kind, seconds, b))
         return simpy.AllOf(env, [env.process(codec_work(c, kind, seconds, b)) for c in range(ncls)])
 
     def encoder(c: int, b: int) -> Any:

@@ -203,3 +203,114 @@ def test_profiles_build_their_systems() -> None:
     assert h100.servers == 2 and h100.server_net_Bps == pytest.approx(8 * 25e9)
     with pytest.raises(ConfigError, match="valid"):
         nccl.profile_topology("dgx9")
+
+
+# ---------------------------------------------------------------------- scenario settings
+def _scenario(**exchange: object) -> dict:
+    return {"workers": 16, "model": {"name": "mlp", "target_device": "A100"},
+            "cluster": {"topology": "servers", "gpus_per_server": 8, "intra_bandwidth_Gbps": 2400,
+                        "nic_bandwidth_Gbps": 200, "nics_per_server": 4},
+            "codecs": ["fp32"], "exchange": {"summable": "nccl_allreduce", **exchange}}
+
+
+def test_scenario_algorithm_and_protocol_reach_the_collective_and_sweep() -> None:
+    from gradwire.iteration import ExchangeChoice
+    from gradwire.scenarios.loader import expand, load_scenario
+
+    sc = load_scenario(_scenario(algorithm="tree", protocol="simple",
+                                 summable_options={"algorithm": "tree", "channels": 2}))
+    name, opts, _ = ExchangeChoice.of(sc).collective_for(True)
+    assert (name, opts) == ("nccl_allreduce", {"algorithm": "tree", "channels": 2, "protocol": "simple",
+                                               "gpu": "A100"})
+    assert "LL128 enabled (NCCL's default on A100, compute capability 8.0)" in ExchangeChoice.of(sc).describe()[0]
+    pts = expand(load_scenario({**_scenario(), "sweep": {"exchange.algorithm": ["ring", "tree"],
+                                                         "exchange.protocol": ["auto", "ll"]}}))
+    got = {(ExchangeChoice.of(p.scenario).collective_for(True)[1].get("algorithm"),
+            ExchangeChoice.of(p.scenario).collective_for(True)[1].get("protocol")) for p in pts}
+    assert got == {("ring", None), ("tree", None), ("ring", "ll"), ("tree", "ll")}
+
+
+@pytest.mark.parametrize(("exchange", "field", "words"), [
+    ({"algorithm": "ring", "summable_options": {"algorithm": "tree"}}, "exchange.algorithm", "conflicts"),
+    ({"protocol": "ll", "summable_options": {"protocol": "simple"}}, "exchange.protocol", "conflicts"),
+    ({"summable": "ring_allreduce", "protocol": "ll"}, "exchange.protocol", "nccl_allreduce"),
+    ({"summable": "hierarchical_allreduce", "algorithm": "tree"}, "exchange.algorithm", "takes no algorithm"),
+    ({"algorithm": "halving"}, "exchange.algorithm", "ring"),
+])
+def test_scenario_settings_that_conflict_or_do_not_apply_name_the_field(exchange: dict, field: str,
+                                                                       words: str) -> None:
+    from gradwire.errors import ScenarioError
+    from gradwire.scenarios.loader import load_scenario
+
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(_scenario(**exchange))
+    msgs = [p.message for p in err.value.problems if p.path == field]
+    assert msgs and words in msgs[0], str(err.value)
+
+
+def test_ll128_default_follows_the_gpu_architecture() -> None:
+    """NCCL enables LL128 by default only on compute capability 7.0/8.0/9.0; forcing the
+    protocol enables it anywhere (NCCL_PROTO=LL128)."""
+    from gradwire.models.devices import list_devices
+
+    assert set(list_devices()) <= set(nccl.COMPUTE_CAPABILITY)  # every target GPU is gated
+    assert {d: nccl.ll128_default(d) for d in list_devices()} == {
+        d: nccl.COMPUTE_CAPABILITY[d] in (70, 80, 90) for d in list_devices()}
+    assert not nccl.ll128_default("P100") and nccl.ll128_default("V100") and nccl.ll128_default("H100")
+    topo = servers(1, 8, 2.4e11, 2.5e10)
+    ranks = np.arange(8)
+    from gradwire.simulator.collectives.nccl_allreduce import plan
+
+    picks = {gpu: {plan(topo, ranks, m, 1.0, algorithm="auto", protocol="auto", channels=0, ll128=None,
+                        gpu=gpu)[2] for m in np.geomspace(1e3, 1e10, 40)} for gpu in ("A100", "P100")}
+    assert "ll128" in picks["A100"] and "ll128" not in picks["P100"]
+    assert picks["P100"] == {"ll", "simple"}
+    forced = run_collective(topo, "nccl_allreduce", 1e7, protocol="ll128", gpu="P100").time_s
+    assert forced == pytest.approx(run_collective(topo, "nccl_allreduce", 1e7, protocol="ll128").time_s, rel=REL)
+    assert check_options("nccl_allreduce", {"gpu": "X9"}, "f")[0].startswith("f.gpu: no compute capability")
+
+
+# ---------------------------------------------------------------------- LL's cap, system latency
+def test_ll_cap_follows_nccl_table_and_bounds_the_time() -> None:
+    """NCCL's llMaxBws: by GPU generation on one node, by CPU vendor across 2 / more nodes;
+    LL's time is at least latency + M / cap (ring: bus x p/(2(p-1)), tree: bus / 2)."""
+    assert nccl.ll_max_bus_Bps(1, "A100") == 87.7e9 and nccl.ll_max_bus_Bps(1, "V100") == 39.0e9
+    assert nccl.ll_max_bus_Bps(2, "H100", "intel") == 39.0e9 and nccl.ll_max_bus_Bps(5, None, "amd") == 19.0e9
+    topo = servers(2, 8, 8e11, 1e11, nics_per_server=8)
+    m = 6e7
+    for alg, cap in (("ring", 39e9 * 16 / 30), ("tree", 39e9 / 2)):
+        opts = {"algorithm": alg, "protocol": "ll", "gpu": "H100", "cpu": "intel"}
+        t = run_collective(topo, "nccl_allreduce", m, **opts).time_s
+        lay = nccl.layout_of(topo, np.arange(16), gpu="H100", cpu="intel")
+        assert t == pytest.approx(nccl.latency_s(alg, "ll", lay) + m / cap, rel=REL)
+        assert nccl.algorithm_Bps(alg, "ll", lay) == pytest.approx(cap)
+        # where the closed form is exact (a star), it applies the same bound
+        st_ = star(4, 1e12, 1e-6)
+        opts["cpu"] = "amd"
+        t = run_collective(st_, "nccl_allreduce", m, **opts).time_s
+        assert t == pytest.approx(analytic.closed_form(st_, "nccl_allreduce", m, **opts), rel=REL)
+        assert t == pytest.approx(nccl.latency_s(alg, "ll", nccl.layout_of(st_, np.arange(4))) + m / (
+            19e9 * (4 / 6 if alg == "ring" else 0.5)), rel=REL)
+
+
+def test_system_latency_is_paid_once_per_protocol() -> None:
+    topo = servers(2, 4, 2e11, 2.5e10, nics_per_server=2)
+    for proto in ("ll128", "simple"):
+        plain = run_collective(topo, "nccl_allreduce", 3e7, algorithm="tree", protocol=proto).time_s
+        more = run_collective(topo, "nccl_allreduce", 3e7, algorithm="tree", protocol=proto,
+                              latency_us={proto: 250.0, "ll": 7.0}).time_s
+        assert more - plain == pytest.approx(250e-6, rel=1e-6)
+    assert check_options("nccl_allreduce", {"latency_us": {"fast": 1}, "cpu": "arm"}, "f") == [
+        "f.cpu: the host CPU's vendor sets LL's cap across nodes: intel, amd; got 'arm'",
+        "f.latency_us: a mapping of protocol (ll, ll128, simple) to microseconds >= 0, got {'fast': 1}"]
+
+
+@pytest.mark.parametrize("name", ["a100_8x_node", "h100_a3mega_2x8"])
+def test_profile_ll_latency_is_its_anchor_row_minus_the_model(name: str) -> None:
+    """A profile's LL latency is the measured time of the sweep's smallest message (a row
+    outside the judged csv) less the model's fastest LL time there."""
+    pr = nccl.load_profiles()[name]
+    topo = nccl.profile_topology(name)
+    model = min(run_collective(topo, "nccl_allreduce", float(pr["ll_anchor"]["bytes"]), algorithm=a,
+                               protocol="ll", gpu=pr["gpu"], cpu=pr["cpu"]).time_s for a in nccl.ALGORITHMS)
+    assert pr["latency_us"]["ll"] == pytest.approx(pr["ll_anchor"]["time_us"] - model * 1e6, abs=0.05)

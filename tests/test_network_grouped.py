@@ -173,3 +173,82 @@ def test_a_repeat_alone_is_simulated_once() -> None:
     rec = net.records
     assert len(rec) == net.n_transfers
     assert rec.end_s.max() == pytest.approx(float(done.value), rel=REL)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n_links=st.integers(1, 12), routes=st.lists(st.lists(st.integers(0, 11), min_size=0, max_size=4),
+                                                   min_size=1, max_size=30),
+       caps=st.lists(st.sampled_from([1.0, 2.0, 3.0, 7.5, 1e9, 2.5e10]), min_size=12, max_size=12))
+def test_compiled_max_min_rates_are_the_reference_floats(n_links: int, routes: list[list[int]],
+                                                         caps: list[float]) -> None:
+    """The compiled progressive filling returns exactly the reference's floats."""
+    from gradwire.simulator import maxmin
+
+    routes = [[x % n_links for x in r] for r in routes]
+    flow_of = np.repeat(np.arange(len(routes)), [len(r) for r in routes]).astype(np.int64)
+    link_of = np.array([x for r in routes for x in r], dtype=np.int64)
+    cap = np.array(caps[:n_links])
+    want = maxmin.max_min_rates_reference(flow_of, link_of, len(routes), cap)
+    got = np.full(len(routes), np.inf)
+    if len(link_of):
+        maxmin._rates(flow_of, link_of, cap, got)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_tree_steps_cut_from_one_pattern_equal_looked_up_routes() -> None:
+    """A step's routes cut from the tree edges' routes are the routes looked up."""
+    from gradwire.simulator import nccl
+
+    topo = servers(6, 4, 2e10, 1e9, fabric="fat_tree", oversubscription=2.0)
+    net = Network(simpy.Environment(), topo)
+    grid = np.arange(24).reshape(6, 4)
+    edges, steps = nccl.tree_plan_of(grid, 2, 5)
+    for step in steps:
+        net.cut_pattern(edges.src, edges.dst, step.idx)
+        cut = net._patterns[(step.src.tobytes(), step.dst.tobytes())]
+        fresh = Network(simpy.Environment(), topo)._pattern(step.src.copy(), step.dst.copy(), "")
+        np.testing.assert_array_equal(cut.flow_of, fresh.flow_of)
+        np.testing.assert_array_equal(cut.link_of, fresh.link_of)
+        np.testing.assert_array_equal(cut.latency_s, fresh.latency_s)
+
+
+def test_a_batch_that_ran_alone_is_replayed_and_lands_where_something_arrives() -> None:
+    """A uniform batch issued again on a quiet network is not simulated again (it coasts
+    on how it ran before) and equals the reference engine, also when another batch
+    arrives in the middle of it."""
+    topo = servers(4, 4, 2e10, 1e9, fabric="fat_tree", oversubscription=2.0)
+    r = np.arange(16)
+    for arrive in (None, 3e-3, 1.2e-2, 1.9e-2):  # one batch takes 8.0 ms: before, in and late in a replay
+        out = []
+        for cls in (Network, UngroupedNetwork):
+            env = simpy.Environment()
+            net = cls(env, topo, per_message_overhead_s=1e-6)
+
+            def proc(net: Any = net, env: simpy.Environment = env) -> Any:
+                for _ in range(3):
+                    yield net.transfers(r, np.roll(r, -5), 1e6, "a")
+                    yield env.timeout(1e-5)
+
+            def other(net: Any = net, env: simpy.Environment = env, at: float = arrive or 0.0) -> Any:
+                yield env.timeout(at)
+                yield net.transfers(r, np.roll(r, -1), 4e5, "b")
+
+            env.process(proc())
+            if arrive is not None:
+                env.process(other())
+            env.run()
+            rec = net.records
+            out.append((env.now, np.sort(rec.end_s), net.link_busy_s))
+        assert out[0][0] == pytest.approx(out[1][0], rel=REL)
+        np.testing.assert_allclose(out[0][1], out[1][1], rtol=REL)
+        np.testing.assert_allclose(out[0][2], out[1][2], rtol=REL, atol=1e-15)
+    env = simpy.Environment()
+    net = Network(env, topo)
+
+    def again() -> Any:
+        for _ in range(5):
+            yield net.transfers(r, np.roll(r, -5), 1e6)
+
+    env.process(again())
+    env.run()
+    assert net._n_coasts == 4  # the first ran, the other four replayed

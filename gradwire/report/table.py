@@ -2,9 +2,10 @@
 
 Columns: the point, the codec, workers, iteration time and its breakdown (compute,
 encode, exposed and hidden communication, decode), bytes each rank sends, payload bits
-per gradient element, compression ratio against fp32, and the speedup against fp32 and
-against 1-bit SGD at the same point. Speedups above 1 are green, below 1 red; rows whose
-compute times were rescaled to another device carry an ``*`` and the caption says they
+per gradient element, compression ratio against fp32, and the speedup against fp32, against
+the best uncompressed baseline of the point (``vs best base``, shown when that is not fp32
+everywhere) and against 1-bit SGD at the same point. Speedups above 1 are green, below 1
+red; rows whose compute times were rescaled to another device carry an ``*`` and the caption says they
 are estimates. Built from rows only, never by re-running a simulation.
 """
 
@@ -38,6 +39,8 @@ COLUMNS = (
     "bits/elem",
     "compression",
 )
+# speedup against the fastest uncompressed exchange of the point, shown when it is not fp32
+BEST_BASELINE_COLUMN = "vs best base"
 # the breakdown columns are left out when the terminal is narrower than WIDE_COLUMNS
 BREAKDOWN_COLUMNS = ("compute", "encode", "exposed comm", "hidden comm", "decode", "sent/rank")
 COMPACT_COLUMNS = tuple(c for c in COLUMNS if c not in (*BREAKDOWN_COLUMNS, "point", "workers"))
@@ -80,6 +83,9 @@ def shown_columns(rows: Sequence[Row], compact: bool = False) -> tuple[str, ...]
     cols = COMPACT_COLUMNS if compact else COLUMNS
     if not any(r.codec_name == "onebit" for r in rows):
         cols = tuple(c for c in cols if c != "vs 1-bit")
+    if any(r.best_baseline not in ("", "fp32") for r in rows):  # else it is the fp32 column
+        at = cols.index("vs fp32") + 1
+        cols = (*cols[:at], BEST_BASELINE_COLUMN, *cols[at:])
     return cols
 
 
@@ -100,6 +106,7 @@ def _cells(r: Row, label: str) -> dict[str, str]:
         "compression": fmt_ratio(r.compression_ratio),
         "vs fp32": fmt_speedup(r.speedup_vs_fp32),
         "vs 1-bit": fmt_speedup(r.speedup_vs_onebit),
+        BEST_BASELINE_COLUMN: fmt_speedup(r.speedup_vs_best_baseline),
     }
 
 
@@ -178,6 +185,7 @@ def summary_table(rows: Sequence[Row], *, compact: bool = False) -> Table:
             cells["codec"] = ("  " if compact else "") + r.codec
             cells["vs fp32"] = _speedup_cell(r.speedup_vs_fp32)
             cells["vs 1-bit"] = _speedup_cell(r.speedup_vs_onebit)
+            cells[BEST_BASELINE_COLUMN] = _speedup_cell(r.speedup_vs_best_baseline)
             table.add_row(
                 *(cells[c] for c in columns),
                 end_section=not compact and i == len(prow) - 1 and pi < len(order) - 1,

@@ -128,16 +128,16 @@ def verdict_panel(rows: Sequence[Row]) -> Panel:
     colours = codec_colours(rows)
     fig = go.Figure()
     codecs = list(dict.fromkeys(r.codec for p in points for r in by_point[p]
-                                if not math.isnan(r.speedup_vs_baseline) and not _is_baseline_row(r)))
+                                if not math.isnan(r.speedup_vs_best_baseline) and not _is_baseline_row(r)))
     for codec in codecs:
         pts = [r for p in points for r in by_point[p] if r.codec == codec]
         fig.add_trace(go.Scatter(
-            x=[r.speedup_vs_baseline for r in pts], y=[labels[r.point] for r in pts], mode="markers",
+            x=[r.speedup_vs_best_baseline for r in pts], y=[labels[r.point] for r in pts], mode="markers",
             name=codec, marker={"color": colours.get(codec), "size": 9},
             error_x={"type": "data", "symmetric": False,
-                     "array": [max(0.0, r.speedup_high - r.speedup_vs_baseline) for r in pts],
-                     "arrayminus": [max(0.0, r.speedup_vs_baseline - r.speedup_low) for r in pts]},
-            customdata=[[r.baseline, fmt_speedup(r.speedup_low), fmt_speedup(r.speedup_high), r.verdict]
+                     "array": [max(0.0, r.speedup_high - r.speedup_vs_best_baseline) for r in pts],
+                     "arrayminus": [max(0.0, r.speedup_vs_best_baseline - r.speedup_low) for r in pts]},
+            customdata=[[r.best_baseline, fmt_speedup(r.speedup_low), fmt_speedup(r.speedup_high), r.verdict]
                         for r in pts],
             hovertemplate=("%{y}<br>" + html.escape(codec) + ": %{x:.2f}× vs %{customdata[0]}"
                            "<br>90%: %{customdata[1]} to %{customdata[2]}<br>point: %{customdata[3]}"

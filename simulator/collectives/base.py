@@ -34,6 +34,7 @@ Delivers = Literal["reduced", "all", "chunks"]
 WorkFn = Callable[[str, float], simpy.Event]
 ClosedForm = Callable[..., float]
 OptionCheck = Callable[[Mapping[str, Any]], list[tuple[str, str]]]
+OptionDescription = Callable[[Mapping[str, Any]], str]
 # keyword parameters every collective may take that are not user options
 RESERVED_OPTIONS = frozenset({"tag", "work", "hop_encode_s", "hop_decode_s"})
 
@@ -67,6 +68,8 @@ class CollectiveInfo:
     no_closed_form_why: str = ""
     # (options) -> [(option, problem)]: checks of option values, run with the names' check
     check_values: OptionCheck | None = None
+    # (options) -> what they make the collective do, in words (``run_sim.py --check``)
+    describe: OptionDescription | None = None
 
     def options(self) -> tuple[str, ...]:
         """The keyword options a scenario may set (``exchange.*_options``)."""
@@ -94,7 +97,7 @@ COLLECTIVE_INFO: dict[str, CollectiveInfo] = {}
 def collective(name: str, *, carries: Carries, delivers: Delivers = "reduced",
                requantizes: bool = False, length_prefix: bool = False,
                closed_form: ClosedForm | None = None, no_closed_form_why: str = "",
-               check_values: OptionCheck | None = None
+               check_values: OptionCheck | None = None, describe: OptionDescription | None = None
                ) -> Callable[[CollectiveFn], CollectiveFn]:
     """Register a collective under ``name`` with its declaration (see :class:`CollectiveInfo`).
 
@@ -105,7 +108,7 @@ def collective(name: str, *, carries: Carries, delivers: Delivers = "reduced",
     def deco(fn: CollectiveFn) -> CollectiveFn:
         COLLECTIVES.register(name)(fn)
         COLLECTIVE_INFO[name] = CollectiveInfo(name, fn, carries, delivers, requantizes, length_prefix,
-                                               closed_form, no_closed_form_why, check_values)
+                                               closed_form, no_closed_form_why, check_values, describe)
         return fn
 
     return deco
@@ -128,6 +131,36 @@ def check_options(name: str, opts: Mapping[str, Any], field: str) -> list[str]:
         return [f"{field}.{opt}: {msg}" for opt, msg in info.check_values(opts)]
     valid = ", ".join(allowed) if allowed else "none"
     return [f"{field}: {name} takes no option {k!r} (its options: {valid})" for k in bad]
+
+
+def with_settings(name: str, opts: Mapping[str, Any], field: str, settings: Mapping[str, Any],
+                  gpu: str | None = None) -> tuple[dict[str, Any], list[str]]:
+    """``opts`` of collective ``name`` (set as ``<field>_options``) with the scenario-level
+    settings ``settings`` (``exchange.<key>: value``; ``"auto"`` leaves the option alone)
+    merged in as options of the same name, and the scenario's target ``gpu`` as option
+    ``gpu`` where the collective takes one; with ``"field: message"`` problems for a
+    setting the collective does not take and one that contradicts its option."""
+    info = collective_info(name)
+    allowed = info.options()
+    out = dict(opts)
+    problems = []
+    for key, value in settings.items():
+        if value == "auto":
+            continue
+        if key not in allowed:
+            takers = sorted(n for n, i in COLLECTIVE_INFO.items() if key in i.options())
+            problems.append(f"exchange.{key}: {value!r} is set but {field} is {name}, which takes no {key}; "
+                            f"choose {' or '.join(takers) or 'another collective'} or leave it auto")
+            continue
+        given = out.get(key, "auto")
+        if given not in ("auto", value):
+            problems.append(f"exchange.{key}: {value!r} conflicts with {field}_options.{key}: {given!r}; "
+                            f"set only one of them")
+            continue
+        out[key] = value
+    if gpu is not None and "gpu" in allowed and "gpu" not in out:
+        out["gpu"] = gpu
+    return out, problems
 
 
 def default_work(env: simpy.Environment) -> WorkFn:

@@ -1,0 +1,242 @@
+"""What a run will cost, estimated before it runs (``run_sim.py SCENARIO --check``).
+
+For every distinct workload of a scenario's points, :func:`estimate_cost` traces one
+training step on the ``meta`` device (:func:`gradwire.models.flops.trace_spec`: per-op
+FLOPs and bytes, no arithmetic, no memory) and counts the memory a step needs the way a
+profile checks it before allocating (:func:`gradwire.models.profile.memory_needed_bytes`).
+Nothing of the model runs. The profiles a run makes
+(:func:`gradwire.models.sources.profile_calls`) are recognised in the cache
+(:func:`gradwire.models.profile.profile_is_cached`): a cached one costs about nothing.
+
+The basis of every time, stated in the output: three rates of the device at hand,
+measured once per process by tiny probes that are not the model (a 512 x 512 float32
+matrix product and a 3 x 3 convolution of 64 channels for FLOP/s, a 32 MB copy for
+bytes/s, a one-element add for the fixed cost of an operation). A step takes ``sum over operations of max(flops / F_class, bytes / B)
++ operations x per-op cost`` plus the optimizer's five passes over the parameters
+(a roofline with the host's own rates); a profile runs warm-up plus timed steps, cut by
+its 30 s time budget. Codec measurement prices each codec's declared work
+(:meth:`Codec.work`) with constants built from the same rates, for the encodes that
+measure payload sizes and, when codec times are measured here, the timing repeats.
+Simulation costs the transfers of a ring over every bucket at the seconds per transfer
+of a probe run of the simulator. These are estimates for planning (a factor of two
+either way is typical), not measurements.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+PROBE_MATMUL_N = 512
+PROBE_CONV_BATCH, PROBE_CONV_CHANNELS, PROBE_CONV_PIXELS = 8, 64, 32
+PROBE_COPY_BYTES = 32 * 2**20
+OPTIMIZER_BYTES_PER_PARAM = 5 * 4  # SGD with momentum: read param, grad, buffer; write param, buffer
+SIM_PROBE_RANKS = 8
+
+
+@dataclass(frozen=True)
+class HostRates:
+    """Rates of the device at hand, measured by probes (not by the model)."""
+
+    device: str
+    flops_per_s: float  # matrix products
+    conv_flops_per_s: float  # convolutions
+    bytes_per_s: float
+    op_s: float  # fixed cost of one operation (dispatch, launch)
+    sim_transfer_s: float  # simulator seconds per simulated transfer
+
+    def basis(self) -> str:
+        return (f"{self.device} probes: {self.flops_per_s / 1e9:.0f} GFLOP/s ({PROBE_MATMUL_N}x{PROBE_MATMUL_N} "
+                f"matmul), {self.conv_flops_per_s / 1e9:.0f} GFLOP/s (3x3 convolution), "
+                f"{self.bytes_per_s / 1e9:.1f} GB/s (copy), {self.op_s * 1e6:.1f} us per op; "
+                f"simulator {self.sim_transfer_s * 1e6:.2f} us per transfer")
+
+
+def _best_of(fn: Any, repeats: int = 5) -> float:
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+@functools.lru_cache(maxsize=4)
+def host_rates(device: str = "cpu") -> HostRates:
+    """Probe the device at hand once per process (about 0.2 s)."""
+    import torch
+
+    from gradwire.simulator.collectives import run_collective
+    from gradwire.simulator.topology import make_topology
+
+    dev = torch.device(device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    a = torch.ones(PROBE_MATMUL_N, PROBE_MATMUL_N, device=dev)
+    mm = _best_of(lambda: (a @ a, sync()))
+    buf = torch.empty(PROBE_COPY_BYTES // 4, device=dev)
+    dst = torch.empty_like(buf)
+    cp = _best_of(lambda: (dst.copy_(buf), sync()))
+    img = torch.ones(PROBE_CONV_BATCH, PROBE_CONV_CHANNELS, PROBE_CONV_PIXELS, PROBE_CONV_PIXELS, device=dev)
+    weight = torch.ones(PROBE_CONV_CHANNELS, PROBE_CONV_CHANNELS, 3, 3, device=dev)
+    conv = _best_of(lambda: (torch.nn.functional.conv2d(img, weight, padding=1), sync()))
+    conv_flops = 2.0 * 9 * PROBE_CONV_CHANNELS**2 * PROBE_CONV_BATCH * PROBE_CONV_PIXELS**2
+    one = torch.ones(1, device=dev)
+    ops = 200
+    op = _best_of(lambda: ([one.add(one) for _ in range(ops)], sync())) / ops
+    topo = make_topology("star", SIM_PROBE_RANKS, bandwidth_Bps=1e9)
+    run_collective(topo, "ring_allreduce", 1e6)  # first-call costs are not the engine's
+    t0 = time.perf_counter()
+    run = run_collective(topo, "ring_allreduce", 1e6)
+    sim = (time.perf_counter() - t0) / max(1, run.n_transfers)
+    return HostRates(dev.type, 2.0 * PROBE_MATMUL_N**3 / mm, conv_flops / conv, 2.0 * PROBE_COPY_BYTES / cp,
+                     op, sim)
+
+
+@dataclass(frozen=True)
+class WorkloadCost:
+    """One distinct workload: what its profiles and codec measurements cost here."""
+
+    label: str
+    params: int
+    step_flops: float
+    step_s: float  # estimated seconds of one training step here
+    profile_steps: int  # steps the uncached profiles run
+    cached: bool  # every profile it needs is in the cache
+    memory_bytes: int
+    profile_s: float  # 0 when cached
+    codec_s: float
+
+    @property
+    def seconds(self) -> float:
+        return self.profile_s + self.codec_s
+
+
+@dataclass(frozen=True)
+class CostEstimate:
+    workloads: tuple[WorkloadCost, ...]
+    points: int
+    simulations: int  # points x codecs
+    simulation_s: float
+    rates: HostRates
+
+    @property
+    def seconds(self) -> float:
+        return sum(w.seconds for w in self.workloads) + self.simulation_s
+
+    @property
+    def peak_memory_bytes(self) -> int:  # workloads are prepared one after another
+        return max((w.memory_bytes for w in self.workloads), default=0)
+
+
+def step_seconds(trace: Any, rates: HostRates) -> float:
+    """Roofline of one traced training step with the host's rates (vectorized over ops)."""
+    import numpy as np
+
+    from gradwire.models.flops import CONV
+
+    rate = np.where(trace.op_class == CONV, rates.conv_flops_per_s, rates.flops_per_s)
+    per_op = np.maximum(trace.flops / rate, trace.bytes / rates.bytes_per_s)
+    optimizer = OPTIMIZER_BYTES_PER_PARAM * trace.num_params / rates.bytes_per_s
+    return float(per_op.sum() + len(trace.flops) * rates.op_s + optimizer)
+
+
+def _profile_steps(kind: str, args: dict[str, Any], step_s: float) -> int:
+    if kind == "step":
+        return 1
+    warmup, iters = int(args.get("warmup", 1)), int(args["iters"])
+    budget = float(args.get("time_budget_s", 30.0))
+    # a timed step is not started when it would end past the budget; at least one runs
+    return min(warmup + iters, max(warmup + 1, math.floor(budget / max(step_s, 1e-12))))
+
+
+def _codec_seconds(sc: Any, shapes: Sequence[tuple[int, ...]], rates: HostRates) -> float:
+    from gradwire.codecs import make_codec
+    from gradwire.codecs.cost import (
+        DEFAULT_CALL_S,
+        DEFAULT_VARLEN_S,
+        PACK_OPS,
+        REDUCE_OPS,
+        RNG_OPS,
+        SELECT_PASSES_BYTES,
+        DeviceConstants,
+        codec_seconds,
+    )
+
+    byte_s, op_s = 1.0 / rates.bytes_per_s, 1.0 / rates.flops_per_s
+    host = DeviceConstants(byte_s=byte_s, launch_s=rates.op_s, call_s=DEFAULT_CALL_S, rng_s=RNG_OPS * op_s,
+                           select_s=SELECT_PASSES_BYTES * byte_s, pack_s=PACK_OPS * op_s,
+                           varlen_s=DEFAULT_VARLEN_S, reduce_s=REDUCE_OPS * op_s, flop_s=op_s)
+    timed_here = sc.codec.costs is None and sc.model.target_device is None
+    total = 0.0
+    for spec in sc.codecs:
+        enc, dec = codec_seconds(make_codec(spec), shapes, host)
+        # payload sizes for measure.ranks ranks; host timing: repeats of encode + decode
+        total += sc.measure.ranks * enc + (sc.measure.repeats * (enc + dec) if timed_here else 0.0)
+    return total
+
+
+def estimate_cost(points: Sequence[Any], *, device: str | None = None) -> CostEstimate:
+    """The cost of running ``points`` (from :func:`gradwire.scenarios.loader.expand`) here."""
+    from gradwire.models.flops import trace_spec
+    from gradwire.models.profile import memory_needed_bytes, profile_is_cached
+    from gradwire.models.sources import profile_calls, scenario_spec
+    from gradwire.pipeline import _device, point_buckets, workload_key
+
+    first = points[0].scenario if points else None
+    dev = device or (_device(first) if first is not None else "cpu")
+    rates = host_rates(dev)
+    seen: dict[str, Any] = {}
+    for pt in points:
+        seen.setdefault(workload_key(pt.scenario), pt.scenario)
+    works: list[WorkloadCost] = []
+    numels: dict[str, list[int]] = {}
+    for key, sc in seen.items():
+        m = sc.model
+        spec = scenario_spec(m)
+        trace = trace_spec(spec, m.batch_size, seed=sc.seed)
+        numels[key] = [math.prod(s) for _, s in trace.params]
+        step = step_seconds(trace, rates)
+        calls = profile_calls(sc, dev)
+        cold = [(kind, args) for kind, args in calls if not profile_is_cached(spec, m.batch_size, **args)]
+        steps = sum(_profile_steps(kind, args, step) for kind, args in cold)
+        where = f" on {m.target_device} (estimate)" if m.target_device else ""
+        works.append(WorkloadCost(
+            label=f"{m.module or m.name} batch {m.batch_size}{where}", params=trace.num_params,
+            step_flops=trace.total_flops(), step_s=step, profile_steps=steps, cached=not cold,
+            memory_bytes=memory_needed_bytes(spec, m.batch_size, device=dev, dtype=m.dtype),
+            profile_s=steps * step, codec_s=_codec_seconds(sc, [s for _, s in trace.params], rates)))
+    transfers = 0.0
+    sims = 0
+    for pt in points:
+        sc = pt.scenario
+        buckets = len(point_buckets(sc, numels[workload_key(sc)]))
+        p = sc.workers
+        transfers += len(sc.codecs) * buckets * p * 2 * max(0, p - 1)
+        sims += len(sc.codecs)
+    return CostEstimate(tuple(works), len(points), sims, transfers * rates.sim_transfer_s, rates)
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.2f} GB"
+
+
+def _secs(s: float) -> str:
+    return f"{s:.2g} s" if s < 60 else f"{s / 60:.1f} min"
+
+
+def format_cost(est: CostEstimate) -> list[str]:
+    """Lines for the terminal: one per workload, then simulation and the total."""
+    lines = [f"Estimated cost of the run (nothing run; basis: {est.rates.basis()}):"]
+    for w in est.workloads:
+        prof = "profile cached (~0 s)" if w.cached else f"{w.profile_steps} step(s) x {_secs(w.step_s)}"
+        lines.append(f"  {w.label}: {w.params / 1e6:.1f}M parameters, {w.step_flops / 1e9:.3g} GFLOP per step; "
+                     f"{prof}; codecs ~{_secs(w.codec_s)}; memory ~{_gb(w.memory_bytes)}")
+    lines.append(f"  simulation: {est.points} point(s) x codecs = {est.simulations} iteration(s), "
+                 f"~{_secs(est.simulation_s)} (ring transfers of every bucket)")
+    lines.append(f"  total ~{_secs(est.seconds)}, peak memory ~{_gb(est.peak_memory_bytes)} "
+                 "(workloads are prepared one after another)")
+    return lines
