@@ -148,6 +148,33 @@ def test_draws_follow_the_stated_errors() -> None:
     assert TimeError.stated_median(float("nan"), "x").kind == "unstated"
 
 
+def test_each_source_gets_its_stated_error() -> None:
+    """Compute: an estimate's stated median, a measurement's spread, a given time unstated;
+    codecs: a calibration file's held-out error per direction (its own for a spec it
+    calibrated, else the file's median), datasheet constants unstated, fp32 exact."""
+    from gradwire.codecs.calibrate import Calibration
+    from gradwire.codecs.cost import gpu_defaults
+    from gradwire.uncertainty import codec_errors, compute_error
+
+    wl = WorkloadSummary("m", 1, "cpu", 1, 1, 1, (1,), (1,), ("a",), True, "x",
+                         compute_source="estimate (±12% median ...)", compute_error=0.12)
+    assert compute_error(wl) == TimeError.stated_median(0.12, "compute estimate")
+    assert compute_error(replace(wl, compute_source="measured here (cpu)", compute_spread=0.3)).kind == "uniform"
+    assert compute_error(replace(wl, compute_source="given in the scenario (model.measured)")).kind == "unstated"
+    cal = Calibration("f.json", "cuda", "H200", "H200", {}, "2026-11-29", gpu_defaults("H200"), 0.12, {},
+                      {QSGD: {"encode": 0.05, "decode": 0.2}})
+    assert (cal.error(QSGD, "encode"), cal.error(QSGD, "decode"), cal.error("onebit", "encode")) == (0.05, 0.2, 0.12)
+    prof = CodecProfile(QSGD, "qsgd", False, (), exchange=PAYLOAD, codec_source="measured file f.json",
+                        encode_error=0.05, decode_error=0.2)
+    enc, dec = codec_errors(prof)
+    assert (enc.kind, dec.kind) == ("normal", "normal")
+    assert (enc.scale, dec.scale) == pytest.approx((0.05 / MEDIAN_ABS_NORMAL, 0.2 / MEDIAN_ABS_NORMAL))
+    sheet = replace(prof, codec_source="model (H200 datasheet constants)", encode_error=math.nan, decode_error=math.nan)
+    assert [e.kind for e in codec_errors(sheet)] == ["unstated", "unstated"]
+    fp32 = CodecProfile("fp32", "fp32", True, (), exchange=IN_PLACE, codec_source="declared: no codec work")
+    assert [e.kind for e in codec_errors(fp32)] == ["exact", "exact"]
+
+
 def test_common_random_numbers_and_independent_codec_streams() -> None:
     """Compute and network draws do not depend on the codecs; adding a codec leaves the
     other codecs' draws as they were."""
