@@ -5,7 +5,8 @@
 default); ``--list`` lists the built-in scenarios; ``run_sim.py report DIR`` rebuilds the
 tables and dashboard from a finished run's store; ``run_sim.py validate ...`` compares
 predictions with a real shaped network; ``run_sim.py profile MODEL --out FILE`` writes a
-workload file measured on this machine's GPU. User errors print as one message and exit 2.
+workload file measured on this machine's GPU; ``run_sim.py explain POINT`` says why the
+best option wins or loses at one point of a finished run. User errors print as one message and exit 2.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
         "store), `run_sim.py validate --help` (check predictions against a real shaped network), "
         "`run_sim.py profile --help` (measure a model on this GPU for model.profile), "
         "`run_sim.py bench --help` (predictions against published results), "
+        "`run_sim.py explain POINT` (why the best option wins or loses at one point), "
         "`run_sim.py calibrate-codecs --help` (fit the codec cost model on this device).",
     )
     p.add_argument("scenario", nargs="?", default="quickstart",
@@ -101,6 +103,9 @@ def _run(args: argparse.Namespace, console: Console) -> int:
                            log=lambda m: console.print(f"[dim]{m}[/dim]"), max_points=max_points,
                            wait_s=args.wait)
     print_summary(outcome.rows, console, args.format)
+    from gradwire.breakeven_report import print_breakeven
+
+    print_breakeven(outcome.breakeven, outcome.rows, console, args.format)
     if outcome.time_to_target:
         first = outcome.time_to_target[0]
         how = "a proxy: another model, batch or worker count than the point" if first.get("proxy") else "the same workers"
@@ -159,11 +164,14 @@ def _report(argv: Sequence[str], console: Console) -> int:
     files = report(a.dir)
     from pathlib import Path
 
+    from gradwire.breakeven_report import print_breakeven, read_breakeven
     from gradwire.report.table import print_summary
     from gradwire.sweep.store import STORE_FILENAME, ResultStore
 
     with ResultStore(Path(a.dir) / STORE_FILENAME) as store:
-        print_summary(store.rows(), console, a.format)
+        rows = store.rows()
+    print_summary(rows, console, a.format)
+    print_breakeven(read_breakeven(a.dir), rows, console, a.format)
     console.print("Wrote:")
     for name, path in files.items():
         console.print(f"  {name:>16}: {path}")
@@ -185,6 +193,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from gradwire.bench import cli_main as bench_main
 
             return bench_main(argv[1:], console)
+        if argv and argv[0] == "explain":
+            from gradwire.explain import cli_main as explain_main
+
+            return explain_main(argv[1:], console)
         if argv and argv[0] == "profile":
             from gradwire.models.profile_cli import main as profile_main
 

@@ -44,6 +44,7 @@ class RunOutcome:
     convergence: list[dict[str, Any]] = field(default_factory=list)
     time_to_target: list[dict[str, Any]] = field(default_factory=list)
     published: list[dict[str, Any]] = field(default_factory=list)
+    breakeven: Any = None  # gradwire.breakeven.BreakevenResult, when searched
     skipped: int = 0
     elapsed_s: float = 0.0
 
@@ -258,7 +259,18 @@ def _run_locked(sc: Scenario, out: Path, points: list[Point], *, engine: str, sc
                 outcome.failed.append({"point": "published", "error": (
                     f"published figure {rec['figure']!r} ({rec['codec']}): no stored row of the scenario "
                     "matches its point and codec, so nothing was predicted")})
-    outcome.files = store.export(out, rows=rows)
+    columns = None
+    if rows:
+        from gradwire.breakeven import result_columns
+        from gradwire.breakeven_report import breakeven_for_run
+
+        outcome.breakeven = breakeven_for_run(sc, points, rows, prepared, prov, store, progress=progress, say=say)
+        columns = result_columns(outcome.breakeven.records)
+    outcome.files = store.export(out, rows=rows, extra_columns=columns)
+    if outcome.breakeven is not None:
+        from gradwire.breakeven_report import write_breakeven
+
+        outcome.files.update(write_breakeven(out, outcome.breakeven))
     for name, records in (("time_to_target", outcome.time_to_target), ("published", outcome.published),
                           ("convergence", outcome.convergence)):
         if records:
@@ -268,7 +280,7 @@ def _run_locked(sc: Scenario, out: Path, points: list[Point], *, engine: str, sc
     outcome.files["dashboard"] = write_dashboard(  # it adds the caveat when rows are estimates
         out / "dashboard.html", rows, traces, title=f"GradWire: {sc.name}",
         published=outcome.published or None, convergence=outcome.convergence or None,
-        notes=list(sc.assumptions),
+        notes=list(sc.assumptions), breakeven=outcome.breakeven,
     )
     outcome.elapsed_s = time.perf_counter() - t0
     return outcome

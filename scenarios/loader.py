@@ -35,7 +35,7 @@ BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
 
 _UNITS = {"Gbps": "Gbit/s", "us": "µs", "ms": "ms", "MB": "MB"}
 # Keys that describe a scenario but do not change its numbers: left out of point ids.
-_NOT_IN_ID = ("name", "description", "sweep", "cases", "published", "assumptions")
+_NOT_IN_ID = ("name", "description", "sweep", "cases", "published", "assumptions", "breakeven")
 
 
 def list_builtin() -> list[str]:
@@ -155,6 +155,9 @@ def _semantic_problems(sc: Scenario, prefix: str = "") -> list[Problem]:
         if sc.convergence.model not in MODELS:
             add("convergence.model", f"unknown model {sc.convergence.model!r}")
     problems.extend(Problem(prefix + p.path, p.message) for p in _cluster_problems(sc, TOPOLOGIES))
+    from gradwire.breakeven import config_problems
+
+    problems.extend(Problem(prefix + p.path, p.message) for p in config_problems(sc.breakeven))
     if sc.codec.costs is not None:
         problems.extend(Problem(prefix + p.path, p.message) for p in _calibration_problems(sc))
     rng = sc.verdict.network_efficiency
@@ -330,7 +333,8 @@ def validate(data: Mapping[str, Any], source: str = "", *, semantic: bool = True
 
 def _sweep_problems(sc: Scenario) -> list[Problem]:
     problems = []
-    fields = set(Scenario.model_fields) - {"sweep", "cases", "published", "assumptions", "name", "description"}
+    fields = set(Scenario.model_fields) - {"sweep", "cases", "published", "assumptions", "name", "description",
+                                           "breakeven"}
     paths = [(f"sweep.{path}", path) for path in sc.sweep]
     paths += [(f"cases[{i}].{path}", path) for i, case in enumerate(sc.cases) for path in case if path != "case"]
     for where, path in paths:

@@ -181,6 +181,21 @@ class VerdictCfg(_Strict):
         return v
 
 
+class BreakevenCfg(_Strict):
+    """Break-even searches run after the sweep (docs/breakeven.md): per point and compressed
+    codec, the bandwidth below which it beats the best uncompressed baseline and the worker
+    count above which it stops paying, each by bisection with the simulator."""
+
+    bandwidth: bool = True
+    workers: bool = True
+    bandwidth_range_Gbps: Annotated[list[PosFloat], Field(min_length=2, max_length=2)] = Field(
+        default_factory=lambda: [0.1, 1000.0])
+    workers_range: Annotated[list[Annotated[int, Field(ge=1, le=65536)]], Field(min_length=2, max_length=2)] = Field(
+        default_factory=lambda: [2, 1024])
+    tolerance: Annotated[float, Field(gt=0, le=0.1)] = 0.01  # relative, on the bandwidth
+    max_points: Annotated[int, Field(ge=0)] = 200  # more scenario points: skipped, with a note
+
+
 class Scenario(_Strict):
     name: str = "scenario"
     description: str = ""
@@ -218,3 +233,4 @@ class Scenario(_Strict):
     published: list[PublishedFigure] = Field(default_factory=list)
     assumptions: list[str] = Field(default_factory=list)
     verdict: VerdictCfg = Field(default_factory=VerdictCfg)
+    breakeven: BreakevenCfg = Field(default_factory=BreakevenCfg)

@@ -224,6 +224,7 @@ def build_dashboard(
     convergence: Sequence[Mapping[str, Any]] | None = None,
     validation: Sequence[Mapping[str, Any]] | None = None,
     notes: Sequence[str] = (),
+    breakeven: Any = None,
 ) -> str:
     """One self-contained HTML document (plotly.js inlined: it opens offline).
 
@@ -232,12 +233,17 @@ def build_dashboard(
     ``published`` records have keys figure, quantity, published, predicted (optionally
     unit); ``convergence`` records codec, step, time_s, test_acc; ``validation`` records
     case, codec, workers, rate, measured_s, predicted_s, error. ``notes`` are shown under
-    the title (assumptions a scenario makes, for instance).
+    the title (assumptions a scenario makes, for instance). ``breakeven`` (a
+    :class:`~gradwire.breakeven.BreakevenResult`) adds the break-even and regime-map panels.
     """
     rows = list(rows)
     panels = all_panels(
         rows, traces, published=published, convergence=convergence, validation=validation
     )
+    if breakeven is not None:
+        from gradwire.report.regime import breakeven_panel, regime_map
+
+        panels[2:2] = [regime_map(rows, breakeven), breakeven_panel(rows, breakeven)]
     scenarios = list(dict.fromkeys(r.scenario for r in rows))
     codecs = list(dict.fromkeys(r.codec for r in rows))
     n_points = len({r.point for r in rows})

@@ -48,16 +48,20 @@ def report(out_dir: str | Path) -> dict[str, Path]:
             f"report: no results store {db}; pass the --out folder of an earlier run "
             f"(python run_sim.py SCENARIO --out {out} creates it)"
         )
+    from gradwire.breakeven import result_columns
+    from gradwire.breakeven_report import read_breakeven
+
+    breakeven = read_breakeven(out)
     with ResultStore(db) as store:
         rows = store.rows()
         traces = store.traces()
         info = store.info("scenario", {}) or {}
-        files = store.export(out)
+        files = store.export(out, extra_columns=result_columns(breakeven.records) if breakeven else None)
     name = info.get("name") or (rows[0].scenario if rows else out.name)
     notes = [str(a) for a in info.get("assumptions", [])]  # the dashboard adds the estimate caveat
     extra = {key: _read_json(out / f"{key}.json") for key in ("published", "convergence", "validation")}
     files["dashboard"] = write_dashboard(
-        out / "dashboard.html", rows, traces, title=f"GradWire: {name}", notes=notes,
+        out / "dashboard.html", rows, traces, title=f"GradWire: {name}", notes=notes, breakeven=breakeven,
         **{k: v for k, v in extra.items() if v},
     )
     return files

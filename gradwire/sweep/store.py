@@ -19,7 +19,7 @@ import math
 import sqlite3
 import time
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -243,11 +243,13 @@ class ResultStore:
                  "finished_at": at} for pid, err, tb, meta, at in cur]
 
     # -- export ----------------------------------------------------------------------------
-    def export(self, out_dir: str | Path, *, rows: Sequence[Row] | None = None) -> dict[str, Path]:
+    def export(self, out_dir: str | Path, *, rows: Sequence[Row] | None = None,
+               extra_columns: Mapping[tuple[str, str], Mapping[str, Any]] | None = None) -> dict[str, Path]:
         """Write ``results.csv`` and ``results.parquet`` (one flat record per row).
 
         ``rows`` defaults to every stored row; a caller may pass a subset (the points of
         the current scenario when the folder also holds an earlier version's points).
+        ``extra_columns`` adds columns to the rows of (point id, codec) (the break-even points).
         """
         import pyarrow as pa
         import pyarrow.csv as pacsv
@@ -256,6 +258,9 @@ class ResultStore:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         records = rows_to_records(self.rows() if rows is None else rows)
+        if extra_columns:
+            records = [{**rec, **extra_columns.get((str(rec["point_id"]), str(rec["codec"])), {})}
+                       for rec in records]
         columns: list[str] = []
         for rec in records:
             for k in rec:
