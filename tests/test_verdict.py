@@ -318,6 +318,41 @@ def test_settings_errors_name_the_field_and_the_fix() -> None:
         load_scenario({"verdict": {"network_efficiency": [0.9, 0.8]}})
 
 
+def test_draws_tick_a_line_under_the_sweep_bar(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each draw of each codec advances a line under the sweep's bar, removed when the
+    point is done; without a bar (progress off, a Dask worker) it is a no-op."""
+    from contextlib import contextmanager
+
+    from gradwire.sweep import engine
+
+    with engine.subtask("nothing showing", 3) as tick:
+        tick()
+    bar = engine._Progress(True, 1, "sweep")
+    try:
+        with engine.subtask("draws", 2) as tick:
+            (task,) = [t for t in bar._bar.tasks if t.description == "draws"]
+            tick()
+            tick()
+            assert task.completed == 2
+        assert [t.description for t in bar._bar.tasks] == ["sweep"]
+    finally:
+        bar.stop()
+    assert not engine._ACTIVE
+    seen: list[tuple[int, int]] = []
+
+    @contextmanager
+    def recording(label: str, total: int):  # type: ignore[no-untyped-def]
+        count = [0]
+        yield lambda: count.__setitem__(0, count[0] + 1)
+        seen.append((total, count[0]))
+
+    monkeypatch.setattr(engine, "subtask", recording)
+    sc = scenario(["fp32", QSGD], draws=23, eff=(0.85, 0.95))
+    point_rows(sc, prepared(sc, fwd=1e-3, bwd=3e-3, opt=2e-4, codecs={
+        "fp32": (IN_PLACE, 32, 0, 0), QSGD: (PAYLOAD, 4.06, 2e-9, 1e-9)}))
+    assert seen == [(2 * 23, 2 * 23)]
+
+
 # ------------------------------------------------------------------------ the browser
 
 CHROMIUM = find_chromium()
