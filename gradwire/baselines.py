@@ -32,9 +32,21 @@ def default_baselines(sc: Any) -> list[str]:
 
 
 def with_baselines(sc: Any) -> Any:
-    """``sc`` with its baselines ahead of its codecs (each codec once)."""
-    extra = [b for b in default_baselines(sc) if b not in sc.codecs]
+    """``sc`` with its baselines ahead of its codecs (each exchange once: ``bf16`` and
+    ``bf16(accumulate='wire')`` are one)."""
+    have = {_canonical(c) for c in sc.codecs}
+    extra = [b for b in default_baselines(sc) if _canonical(b) not in have]
     return sc.model_copy(update={"codecs": [*extra, *sc.codecs]}) if extra else sc
+
+
+def _canonical(spec: str) -> str:
+    from gradwire.codecs import make_codec
+    from gradwire.errors import GradWireError
+
+    try:
+        return make_codec(spec).spec()
+    except GradWireError:
+        return spec  # reported by the scenario's codec checks
 
 
 def baseline_problems(sc: Any) -> list[tuple[str, str]]:

@@ -109,6 +109,7 @@ class WorkloadCost:
     memory_bytes: int
     profile_s: float  # 0 when cached
     codec_s: float
+    never_run: bool = False  # a meta-only model (LLM): no profile here, synthetic payloads
 
     @property
     def seconds(self) -> float:
@@ -204,11 +205,19 @@ def estimate_cost(points: Sequence[Any], *, device: str | None = None) -> CostEs
         cold = [(kind, args) for kind, args in calls if not profile_is_cached(spec, m.batch_size, **args)]
         steps = sum(_profile_steps(kind, args, step) for kind, args in cold)
         where = f" on {m.target_device} (estimate)" if m.target_device else ""
+        shapes = [s for _, s in trace.params]
+        if spec.meta_only:  # the codecs encode synthetic samples of each distinct shape
+            from gradwire.llm_codecs import encoded_shapes
+
+            shapes = encoded_shapes(shapes)
+            memory = 2 * 4 * max(math.prod(s) for s in shapes)  # a float32 sample and its payload
+        else:
+            memory = memory_needed_bytes(spec, m.batch_size, device=dev, dtype=m.dtype)
         works.append(WorkloadCost(
             label=f"{m.module or m.name} batch {m.batch_size}{where}", params=trace.num_params,
             step_flops=trace.total_flops(), step_s=step, profile_steps=steps, cached=not cold,
-            memory_bytes=memory_needed_bytes(spec, m.batch_size, device=dev, dtype=m.dtype),
-            profile_s=steps * step, codec_s=_codec_seconds(sc, [s for _, s in trace.params], rates)))
+            memory_bytes=memory, profile_s=steps * step, codec_s=_codec_seconds(sc, shapes, rates),
+            never_run=spec.meta_only))
     transfers = 0.0
     sims = 0
     for pt in points:
@@ -234,6 +243,8 @@ def format_cost(est: CostEstimate) -> list[str]:
     lines = [f"Estimated cost of the run (nothing run; basis: {est.rates.basis()}):"]
     for w in est.workloads:
         prof = "profile cached (~0 s)" if w.cached else f"{w.profile_steps} step(s) x {_secs(w.step_s)}"
+        if w.never_run:
+            prof = "never run here (meta device; synthetic codec payloads)"
         lines.append(f"  {w.label}: {w.params / 1e6:.1f}M parameters, {w.step_flops / 1e9:.3g} GFLOP per step; "
                      f"{prof}; codecs ~{_secs(w.codec_s)}; memory ~{_gb(w.memory_bytes)}")
     lines.append(f"  simulation: {est.points} point(s) x codecs x (1 + verdict draws) = {est.simulations} "

@@ -6,8 +6,10 @@ replaces :func:`gradwire.pipeline.codec_profile` for it, with a stated source:
 
 * **the gradient**: i.i.d. normal values of standard deviation :data:`GRAD_STD`, drawn from a
   generator seeded by (scenario seed, tensor shape, rows drawn), so the same scenario and
-  seed give the same bytes; real gradients are heavier-tailed, which changes the payload of
-  a variable-length code (QSGD's Elias coding) but not of a fixed-width one;
+  seed give the same bytes; real gradients are heavier-tailed and partly zero (embedding
+  rows of tokens not in the batch), which changes the payload of a variable-length code
+  (QSGD's Elias coding: overstated by 40-52% on a small decoder's real step,
+  ``benchmarks/llm_synthetic_grads.py``) but not of a fixed-width one;
 * **the size**: a tensor of at most :data:`SAMPLE_ELEMENTS` elements is encoded whole, at
   its real shape. A larger one of shape ``(R, *rest)`` is encoded at ``r`` and ``2r`` rows
   (``r`` = max(:data:`MIN_ROWS`, SAMPLE_ELEMENTS / row width)) and its payload bits are
@@ -50,6 +52,16 @@ def sample_rows(shape: tuple[int, ...]) -> tuple[int, int] | None:
     width = n // shape[0]
     r1 = max(MIN_ROWS, SAMPLE_ELEMENTS // width)
     return None if 2 * r1 >= shape[0] else (r1, 2 * r1)
+
+
+def encoded_shapes(shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+    """The shapes :func:`synthetic_codec_profile` encodes for tensors of ``shapes`` (once per
+    distinct shape: whole, or its two row samples), for planning a run's cost."""
+    out: list[tuple[int, ...]] = []
+    for shape in dict.fromkeys(tuple(s) for s in shapes):
+        rows = sample_rows(shape)
+        out += [shape] if rows is None else [(r, *shape[1:]) for r in rows]
+    return out
 
 
 def synthetic_gradient(shape: tuple[int, ...], rows: int, seed: int) -> torch.Tensor:
@@ -107,5 +119,5 @@ def synthetic_codec_profile(sc: Any, spec: str, wl: Any, dev: str, say: Callable
                         codec_source=f"{times.source}; {SOURCE_LABEL}")
 
 
-__all__ = ["GRAD_STD", "MIN_ROWS", "SAMPLE_ELEMENTS", "SOURCE_LABEL", "payload_bits", "sample_rows",
+__all__ = ["GRAD_STD", "MIN_ROWS", "SAMPLE_ELEMENTS", "SOURCE_LABEL", "encoded_shapes", "payload_bits", "sample_rows",
            "synthetic_codec_profile", "synthetic_gradient"]

@@ -124,7 +124,11 @@ def profile_calls(sc: Any, dev: str) -> list[tuple[str, dict[str, Any]]]:
     """The profiles :func:`prepare_workload` makes here for ``sc`` (``(kind, arguments of
     profile_model)``; kind ``"step"`` for the codecs' gradients, ``"timed"`` when its
     times are the workload's), so a caller can say what a run will cost before it runs."""
+    from gradwire.models.llm_workload import is_decoder
+
     m = sc.model
+    if is_decoder(m):  # built on the meta device only: never run here
+        return []
     if m.measured is not None:
         return [("timed", _full_args(sc, dev, None))]
     if m.profile is not None or m.target_device:

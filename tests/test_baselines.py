@@ -158,6 +158,8 @@ def test_scenario_baselines() -> None:
     both = scenario(["qsgd(bits=4)"], model=llm, baselines=["fp32", BF16_FP32])
     assert both.codecs == ["fp32", BF16_FP32, "qsgd(bits=4)"]
     assert scenario(["qsgd(bits=4)"]).codecs == ["qsgd(bits=4)"]  # DDP models: nothing added
+    same = scenario(["bf16(accumulate='wire')"], model=llm).codecs
+    assert same == ["bf16(accumulate='wire')"]  # the default is already there
     with pytest.raises(ScenarioError) as e:
         scenario(["fp32"], baselines=["qsgd(bits=4)"])
     assert "baselines[0]" in str(e.value) and "compresses" in str(e.value)

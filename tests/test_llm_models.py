@@ -207,3 +207,28 @@ def test_profile_file_gives_the_compute(tmp_path: Path, monkeypatch: pytest.Monk
         assert r.forward_s == pytest.approx(0.010) and r.backward_s == pytest.approx(0.020)
     with pytest.raises(ConfigError, match=r"model\.seq_len"):
         _rows({**model, "seq_len": 32}, tmp_path / "b", monkeypatch)
+
+
+def test_check_cost_runs_nothing_of_a_decoder() -> None:
+    from gradwire.cost_estimate import estimate_cost
+    from gradwire.llm_codecs import encoded_shapes
+    from gradwire.models.sources import profile_calls
+
+    sc = load_scenario(_scenario({"name": "mine", "llm": INLINE, "target_device": "H100"}))
+    assert profile_calls(sc, "cpu") == []
+    est = estimate_cost(expand(sc), device="cpu")
+    (w,) = est.workloads
+    assert w.never_run and w.profile_steps == 0 and w.profile_s == 0
+    shapes = [s for _, s in trace_spec(decoder_spec("mine", DecoderConfig(2, 128, 256, 4, 2, 500), 32), 1).params]
+    assert w.memory_bytes == 8 * max(math.prod(s) for s in encoded_shapes(shapes))
+
+
+def test_tiny_decoder_runs_in_16_bit_weights() -> None:
+    # what a GPU profile with model.dtype bfloat16 runs: q, k and v must agree in dtype
+    from gradwire.models.zoo.llama import Decoder
+
+    model = Decoder(TINY_GQA).to(torch.bfloat16)
+    out = model(torch.randint(0, TINY_GQA.vocab, (2, 8), generator=torch.Generator().manual_seed(0)))
+    assert out.dtype == torch.bfloat16 and out.shape == (2, 8, TINY_GQA.vocab)
+    out.float().sum().backward()
+    assert all(p.grad is not None for p in model.parameters())

@@ -166,8 +166,9 @@ class Decoder(nn.Module):
         inv = 1.0 / self.cfg.rope_theta ** (torch.arange(0, d, 2, device=tokens.device).float() / d)
         freqs = torch.outer(torch.arange(t, device=tokens.device).float(), inv)
         angles = torch.cat((freqs, freqs), dim=-1)
-        cos, sin = angles.cos(), angles.sin()
         h = self.embed_tokens(tokens)
+        # in the activations' dtype, so that q, k and v agree when the weights are 16-bit
+        cos, sin = angles.cos().to(h.dtype), angles.sin().to(h.dtype)
         for block in self.layers:
             h = block(h, cos, sin)
         h = self.norm(h)
