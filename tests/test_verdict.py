@@ -175,6 +175,26 @@ def test_each_source_gets_its_stated_error() -> None:
     assert [e.kind for e in codec_errors(fp32)] == ["exact", "exact"]
 
 
+def test_every_estimate_path_carries_its_stated_error(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A decoder estimated on the meta device (never run here) draws its compute from the
+    estimate's stated error, like a zoo model's estimate."""
+    from gradwire.pipeline import prepare
+    from gradwire.scenarios.loader import expand
+
+    monkeypatch.setenv("GRADWIRE_CACHE", str(tmp_path))
+    llm = {"layers": 2, "hidden": 128, "intermediate": 256, "heads": 4, "kv_heads": 2, "vocab": 500, "seq_len": 32}
+    sc = load_scenario({"name": "llm", "workers": 4, "cluster": {"topology": "star", "bandwidth_Gbps": 100},
+                        "model": {"name": "mine", "llm": llm, "batch_size": 2, "seq_len": 16, "target_device": "H100",
+                                  "precision": "amp_bf16"},
+                        "codecs": ["fp32", QSGD], "measure": {"repeats": 1}, "verdict": {"draws": 19}})
+    pts = expand(sc)
+    prep = prepare(sc, points=pts, progress=False)
+    (wl,) = prep.workloads.values()
+    assert wl.compute_source.startswith("estimate") and 0 < wl.compute_error < 1
+    rows, _ = evaluate_point(pts[0], prep)
+    assert f"compute estimate ±{wl.compute_error:.0%} median (stated)" in rows[0].interval_basis
+
+
 def test_common_random_numbers_and_independent_codec_streams() -> None:
     """Compute and network draws do not depend on the codecs; adding a codec leaves the
     other codecs' draws as they were."""
