@@ -343,6 +343,13 @@ class Calibration:
     constants: DeviceConstants
     median_held_out_error: float
     refine: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
+    # codec spec -> direction -> its own held-out error (the codecs this file calibrated)
+    held_out: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def error(self, spec: str, direction: str) -> float:
+        """The stated held-out relative error of ``spec``'s ``direction`` (encode or
+        decode): its own when this file calibrated that spec, else the file's median."""
+        return self.held_out.get(spec, {}).get(direction, self.median_held_out_error)
 
     def seconds(self, spec: str, direction: str, work: Work) -> tuple[float, float]:
         """``(per-tensor, per-call)`` seconds of ``work``; the codec's refinement applies
@@ -444,9 +451,14 @@ def load_calibration(path: str | Path) -> Calibration:
     except (TypeError, ValueError) as exc:
         raise CalibrationError(f"{where}: refine must map codec -> direction -> [a, b] with "
                                f"a, b >= 0 ({exc})") from None
+    held_out: dict[str, dict[str, float]] = {}
+    for spec, dirs in dict(doc.get("held_out_error") or {}).items():  # optional, for the verdict
+        if isinstance(dirs, dict):
+            held_out[str(spec)] = {str(d): float(e) for d, e in dirs.items()
+                                   if d in ("encode", "decode") and isinstance(e, int | float) and e >= 0}
     return Calibration(str(p), str(dev["kind"]), str(dev["name"]), dev.get("profile"),
                        dict(doc["versions"]), str(doc["date"]), constants,
-                       float(doc["median_held_out_error"]), refine)
+                       float(doc["median_held_out_error"]), refine, held_out)
 
 
 def check_device(cal: Calibration, *, target_device: str | None, host_device: str) -> None:

@@ -44,10 +44,11 @@ class CodecTimes:
     estimate: bool
     # their uncertainty (gradwire.uncertainty): the spread of host measurements,
     # ``(max - min) / median`` weighted by time, and a cost model's stated median held-out
-    # relative error (NaN: a model with no stated error)
+    # relative error of encode and of decode (NaN: a model with no stated error)
     encode_spread: float = 0.0
     decode_spread: float = 0.0
-    model_error: float = 0.0
+    encode_error: float = 0.0
+    decode_error: float = 0.0
 
 
 def _weighted(spread: Sequence[float], seconds: Sequence[float]) -> float:
@@ -98,7 +99,8 @@ def codec_times(sc: Scenario, codec: Codec, gradients: Sequence[torch.Tensor], d
         refined = " (codec refined)" if spec in cal.refine else ""
         return CodecTimes(tuple(e[0] + extra for e in enc), tuple(d[0] + extra for d in dec),
                           max((e[1] for e in enc), default=0.0), max((d[1] for d in dec), default=0.0),
-                          cal.source() + refined + note, False, model_error=cal.median_held_out_error)
+                          cal.source() + refined + note, False,
+                          encode_error=cal.error(spec, "encode"), decode_error=cal.error(spec, "decode"))
     assert target is not None  # the remaining case: a GPU asked about, no file
     consts = gpu_defaults(target, memory_efficiency=sc.model.memory_efficiency,
                           compute_efficiency=sc.model.compute_efficiency)
@@ -109,5 +111,6 @@ def codec_times(sc: Scenario, codec: Codec, gradients: Sequence[torch.Tensor], d
         max((consts.seconds(w.decode.per_call()) for w in works), default=0.0),
         f"model ({target} datasheet constants, models/devices.yaml; no calibration file){note}",
         True,
-        model_error=float("nan"),
+        encode_error=float("nan"),
+        decode_error=float("nan"),
     )

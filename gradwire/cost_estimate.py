@@ -120,7 +120,7 @@ class WorkloadCost:
 class CostEstimate:
     workloads: tuple[WorkloadCost, ...]
     points: int
-    simulations: int  # points x codecs
+    simulations: int  # points x codecs x (1 + the verdict's draws)
     simulation_s: float
     rates: HostRates
 
@@ -224,8 +224,9 @@ def estimate_cost(points: Sequence[Any], *, device: str | None = None) -> CostEs
         sc = pt.scenario
         buckets = len(point_buckets(sc, numels[workload_key(sc)]))
         p = sc.workers
-        transfers += len(sc.codecs) * buckets * p * 2 * max(0, p - 1)
-        sims += len(sc.codecs)
+        runs = 1 + (sc.verdict.draws if sc.verdict.enabled else 0)  # the verdict re-simulates per draw
+        transfers += runs * len(sc.codecs) * buckets * p * 2 * max(0, p - 1)
+        sims += runs * len(sc.codecs)
     return CostEstimate(tuple(works), len(points), sims, transfers * rates.sim_transfer_s, rates)
 
 
@@ -246,8 +247,8 @@ def format_cost(est: CostEstimate) -> list[str]:
             prof = "never run here (meta device; synthetic codec payloads)"
         lines.append(f"  {w.label}: {w.params / 1e6:.1f}M parameters, {w.step_flops / 1e9:.3g} GFLOP per step; "
                      f"{prof}; codecs ~{_secs(w.codec_s)}; memory ~{_gb(w.memory_bytes)}")
-    lines.append(f"  simulation: {est.points} point(s) x codecs = {est.simulations} iteration(s), "
-                 f"~{_secs(est.simulation_s)} (ring transfers of every bucket)")
+    lines.append(f"  simulation: {est.points} point(s) x codecs x (1 + verdict draws) = {est.simulations} "
+                 f"iteration(s), ~{_secs(est.simulation_s)} (ring transfers of every bucket)")
     lines.append(f"  total ~{_secs(est.seconds)}, peak memory ~{_gb(est.peak_memory_bytes)} "
                  "(workloads are prepared one after another)")
     return lines

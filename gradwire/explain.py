@@ -131,6 +131,8 @@ def print_explanation(ex: Explanation, console: Console, breakeven: Sequence[Map
     t.add_row(*hidden)
     console.print(t)
     console.print(Text(ex.sentence))
+    if ex.baseline.verdict_line:  # the point's verdict, with its interval (gradwire.verdict)
+        console.print(Text(f"Verdict: {ex.baseline.verdict_line}."))
     if ex.option is not None:
         for rec in breakeven:
             if rec["codec"] == ex.option.codec:

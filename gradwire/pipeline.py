@@ -83,7 +83,8 @@ class CodecProfile:
     # their uncertainty (see gradwire.codec_costs.CodecTimes, gradwire.uncertainty)
     encode_spread: float = 0.0
     decode_spread: float = 0.0
-    model_error: float = 0.0
+    encode_error: float = 0.0
+    decode_error: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -230,7 +231,7 @@ def codec_profile(sc: Scenario, spec: str, wl: Any, dev: str, say: Callable[[str
                         exchange=codec.exchange, encode_call_s=times.encode_call_s,
                         decode_call_s=times.decode_call_s, codec_source=times.source,
                         encode_spread=times.encode_spread, decode_spread=times.decode_spread,
-                        model_error=times.model_error)
+                        encode_error=times.encode_error, decode_error=times.decode_error)
 
 
 def build_topology(sc: Scenario) -> Any:

@@ -176,11 +176,11 @@ def codec_errors(profile: Any) -> tuple[TimeError, TimeError]:
     if profile.exchange.in_place or str(profile.codec_source).startswith("declared"):
         return EXACT, EXACT
     what = f"{profile.spec}"
-    if profile.model_error != 0:
-        err = TimeError.stated_median(float(profile.model_error), f"{what} cost model")
-        if not err.stated:
-            err = TimeError("unstated", 0.0, "codec cost model on datasheet constants")
-        return err, err
+    if profile.encode_error != 0 or profile.decode_error != 0:
+        errs = tuple(TimeError.stated_median(float(e), f"{what} cost model")
+                     for e in (profile.encode_error, profile.decode_error))
+        unstated = TimeError("unstated", 0.0, "codec cost model on datasheet constants")
+        return errs[0] if errs[0].stated else unstated, errs[1] if errs[1].stated else unstated
     return (TimeError.spread(float(profile.encode_spread), f"{what} encode"),
             TimeError.spread(float(profile.decode_spread), f"{what} decode"))
 

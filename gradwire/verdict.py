@@ -25,14 +25,14 @@ A point with no compressed codec, or no baseline, gets **no verdict** and says w
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from gradwire.results import Row
-from gradwire.uncertainty import PointUncertainty, point_uncertainty
+from gradwire.uncertainty import Draws, PointUncertainty, point_uncertainty
 
 LEVEL = 0.90
 QUANTILES = (0.05, 0.95)
@@ -117,48 +117,68 @@ def decide(nominal: Mapping[str, float], samples: Mapping[str, np.ndarray], base
 
 def simulate_draws(point: Any, prepared: Any, uncertainty: PointUncertainty, n: int,
                    seed: int) -> dict[str, np.ndarray]:
-    """Every codec's iteration time in ``n`` seeded draws of the point's inputs."""
-    from gradwire.iteration import ExchangeChoice, iteration_spec
-    from gradwire.models.devices import BYTES_PER_ELEMENT
-    from gradwire.pipeline import bucket_inputs, build_topology, point_buckets, workload_key
-    from gradwire.simulator.timeline import simulate_iteration
+    """Every codec's iteration time in ``n`` seeded draws of the point's inputs (a line
+    under the sweep's progress bar counts them when one is showing)."""
+    from gradwire.iteration import ExchangeChoice
+    from gradwire.pipeline import build_topology, point_buckets, workload_key
+    from gradwire.sweep.engine import subtask
 
     sc = point.scenario
     key = workload_key(sc)
-    wl = prepared.workloads[key]
-    topo = build_topology(sc)
-    groups = point_buckets(sc, wl.numels)
-    choice = ExchangeChoice.of(sc)
-    stragglers = {s.rank: s.slowdown for s in sc.stragglers}
+    ctx = _Context(sc, prepared, key, prepared.workloads[key], build_topology(sc),
+                   point_buckets(sc, prepared.workloads[key].numels), ExchangeChoice.of(sc),
+                   {s.rank: s.slowdown for s in sc.stragglers})
     draws = uncertainty.draw(n, seed)
-    out: dict[str, np.ndarray] = {}
-    for spec in sc.codecs:
-        prof = prepared.codecs[(key, spec)]
-        base = bucket_inputs(prof, groups, wl.ready_s, prepared.sum_s.get(key))
-        enc, dec = draws.encode[spec], draws.decode[spec]
-        times = np.empty(n)
-        seen: dict[tuple[float, float, float, float], float] = {}  # equal draws (exact inputs) run once
-        for i in range(n):
-            c = float(draws.compute[i])
-            e, d = float(enc[i]), float(dec[i])
-            key_i = (c, e, d, float(draws.efficiency[i]))
-            if key_i in seen:
-                times[i] = seen[key_i]
-                continue
+    with subtask(f"verdict of point {point.index}: draws x codecs", n * len(sc.codecs)) as tick:
+        return {spec: _codec_draws(ctx, spec, draws, tick) for spec in sc.codecs}
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What every draw of a point shares."""
+
+    sc: Any
+    prepared: Any
+    key: str
+    workload: Any
+    topology: Any
+    groups: list[list[int]]
+    choice: Any
+    stragglers: dict[int, float]
+
+
+def _codec_draws(ctx: _Context, spec: str, draws: Draws, tick: Callable[[], None]) -> np.ndarray:
+    """One codec's iteration time in each draw; equal draws (exact inputs) run once."""
+    from gradwire.iteration import iteration_spec
+    from gradwire.models.devices import BYTES_PER_ELEMENT
+    from gradwire.pipeline import bucket_inputs
+    from gradwire.simulator.timeline import simulate_iteration
+
+    sc, wl = ctx.sc, ctx.workload
+    prof = ctx.prepared.codecs[(ctx.key, spec)]
+    base = bucket_inputs(prof, ctx.groups, wl.ready_s, ctx.prepared.sum_s.get(ctx.key))
+    enc, dec = draws.encode[spec], draws.decode[spec]
+    times = np.empty(draws.n)
+    seen: dict[tuple[float, float, float, float], float] = {}
+    for i in range(draws.n):
+        c, e, d, eff = float(draws.compute[i]), float(enc[i]), float(dec[i]), float(draws.efficiency[i])
+        if (c, e, d, eff) not in seen:
             buckets = [replace(b, ready_s=b.ready_s * c, encode_s=b.encode_s * e, decode_s=b.decode_s * d,
                                sum_s=b.sum_s * d) for b in base]
             ispec = iteration_spec(
                 forward_s=wl.forward_s * c, backward_s=wl.backward_s * c, optimizer_s=wl.optimizer_s * c,
-                buckets=buckets, exchange=prof.exchange, codec=spec, choice=choice, p=sc.workers,
+                buckets=buckets, exchange=prof.exchange, codec=spec, choice=ctx.choice, p=sc.workers,
                 grad_elem_bytes=BYTES_PER_ELEMENT[sc.model.dtype], overlap=sc.overlap,
                 codec_overlap=sc.codec_overlap,
             )
-            res = simulate_iteration(ispec, topo, per_message_overhead_s=sc.network.per_message_overhead_us * 1e-6,
-                                     efficiency=float(draws.efficiency[i]), stragglers=stragglers,
-                                     jitter=sc.jitter, seed=sc.seed, trace_ranks=1, trace_transfers=0)
-            times[i] = seen[key_i] = res.iteration_s
-        out[spec] = times
-    return out
+            res = simulate_iteration(ispec, ctx.topology,
+                                     per_message_overhead_s=sc.network.per_message_overhead_us * 1e-6,
+                                     efficiency=eff, stragglers=ctx.stragglers, jitter=sc.jitter, seed=sc.seed,
+                                     trace_ranks=1, trace_transfers=0)
+            seen[(c, e, d, eff)] = res.iteration_s
+        times[i] = seen[(c, e, d, eff)]
+        tick()
+    return times
 
 
 def point_verdict(point: Any, prepared: Any, rows: Sequence[Row]) -> PointVerdict:

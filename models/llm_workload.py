@@ -144,7 +144,7 @@ def prepare_meta_workload(
     wl = _workload(spec, sc, params, est.forward_s, est.backward_s, est.optimizer_s, estimate=True,
                    target_device=target, times_source=est.source, precision=est.precision,
                    device_name="meta (never run here)")  # fmt: skip
-    return wl, WorkloadOrigin(target, est.precision, est.source, eff.source)
+    return wl, WorkloadOrigin(target, est.precision, est.source, eff.source, compute_error=est.error)
 
 
 __all__ = ["NO_MEMORY", "is_decoder", "llm_setting_problems", "prepare_meta_workload"]

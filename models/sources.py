@@ -42,7 +42,7 @@ class WorkloadOrigin:
     # the uncertainty of the compute times (gradwire.uncertainty): an estimate's stated
     # median held-out relative error (NaN: none stated), a measurement's spread
     # ((max - min) / median of the timed steps)
-    compute_error: float = 0.0
+    compute_error: float = math.nan  # an estimate without a stated error is never drawn exact
     compute_spread: float = 0.0
 
 

@@ -59,6 +59,11 @@ def test_reduced_quickstart_end_to_end(tmp_path: Path) -> None:
     assert all(r["encode_s"] == 0 and r["decode_s"] == 0 for r in table if r["codec_name"] == "fp32")
     # to a pipe (stdout is not a terminal) the summary is printed whole, speedups included
     assert "vs fp32" in proc.stdout and "exposed comm" in proc.stdout
+    # every point's verdict: one line each in the terminal, the same on every row of the point
+    for pt in {r["point"] for r in table}:
+        mine = [r for r in table if r["point"] == pt]
+        assert len({r["verdict_line"] for r in mine}) == 1 and mine[0]["verdict_line"] in proc.stdout
+        assert mine[0]["verdict"] in ("compress", "keep baseline", "not decided")
     # the second run reuses a stored point only when it was made from the same inputs: with
     # codec costs measured again in each run they differ, and it says it recomputes them
     from gradwire.sweep.store import ResultStore

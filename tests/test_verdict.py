@@ -148,6 +148,53 @@ def test_draws_follow_the_stated_errors() -> None:
     assert TimeError.stated_median(float("nan"), "x").kind == "unstated"
 
 
+def test_each_source_gets_its_stated_error() -> None:
+    """Compute: an estimate's stated median, a measurement's spread, a given time unstated;
+    codecs: a calibration file's held-out error per direction (its own for a spec it
+    calibrated, else the file's median), datasheet constants unstated, fp32 exact."""
+    from gradwire.codecs.calibrate import Calibration
+    from gradwire.codecs.cost import gpu_defaults
+    from gradwire.uncertainty import codec_errors, compute_error
+
+    wl = WorkloadSummary("m", 1, "cpu", 1, 1, 1, (1,), (1,), ("a",), True, "x",
+                         compute_source="estimate (±12% median ...)", compute_error=0.12)
+    assert compute_error(wl) == TimeError.stated_median(0.12, "compute estimate")
+    assert compute_error(replace(wl, compute_source="measured here (cpu)", compute_spread=0.3)).kind == "uniform"
+    assert compute_error(replace(wl, compute_source="given in the scenario (model.measured)")).kind == "unstated"
+    cal = Calibration("f.json", "cuda", "H200", "H200", {}, "2026-11-29", gpu_defaults("H200"), 0.12, {},
+                      {QSGD: {"encode": 0.05, "decode": 0.2}})
+    assert (cal.error(QSGD, "encode"), cal.error(QSGD, "decode"), cal.error("onebit", "encode")) == (0.05, 0.2, 0.12)
+    prof = CodecProfile(QSGD, "qsgd", False, (), exchange=PAYLOAD, codec_source="measured file f.json",
+                        encode_error=0.05, decode_error=0.2)
+    enc, dec = codec_errors(prof)
+    assert (enc.kind, dec.kind) == ("normal", "normal")
+    assert (enc.scale, dec.scale) == pytest.approx((0.05 / MEDIAN_ABS_NORMAL, 0.2 / MEDIAN_ABS_NORMAL))
+    sheet = replace(prof, codec_source="model (H200 datasheet constants)", encode_error=math.nan, decode_error=math.nan)
+    assert [e.kind for e in codec_errors(sheet)] == ["unstated", "unstated"]
+    fp32 = CodecProfile("fp32", "fp32", True, (), exchange=IN_PLACE, codec_source="declared: no codec work")
+    assert [e.kind for e in codec_errors(fp32)] == ["exact", "exact"]
+
+
+def test_every_estimate_path_carries_its_stated_error(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A decoder estimated on the meta device (never run here) draws its compute from the
+    estimate's stated error, like a zoo model's estimate."""
+    from gradwire.pipeline import prepare
+    from gradwire.scenarios.loader import expand
+
+    monkeypatch.setenv("GRADWIRE_CACHE", str(tmp_path))
+    llm = {"layers": 2, "hidden": 128, "intermediate": 256, "heads": 4, "kv_heads": 2, "vocab": 500, "seq_len": 32}
+    sc = load_scenario({"name": "llm", "workers": 4, "cluster": {"topology": "star", "bandwidth_Gbps": 100},
+                        "model": {"name": "mine", "llm": llm, "batch_size": 2, "seq_len": 16, "target_device": "H100",
+                                  "precision": "amp_bf16"},
+                        "codecs": ["fp32", QSGD], "measure": {"repeats": 1}, "verdict": {"draws": 19}})
+    pts = expand(sc)
+    prep = prepare(sc, points=pts, progress=False)
+    (wl,) = prep.workloads.values()
+    assert wl.compute_source.startswith("estimate") and 0 < wl.compute_error < 1
+    rows, _ = evaluate_point(pts[0], prep)
+    assert f"compute estimate ±{wl.compute_error:.0%} median (stated)" in rows[0].interval_basis
+
+
 def test_common_random_numbers_and_independent_codec_streams() -> None:
     """Compute and network draws do not depend on the codecs; adding a codec leaves the
     other codecs' draws as they were."""
@@ -289,6 +336,41 @@ def test_settings_errors_name_the_field_and_the_fix() -> None:
         load_scenario({"verdict": {"draws": 5}})
     with pytest.raises(ScenarioError, match=r"low <= high"):
         load_scenario({"verdict": {"network_efficiency": [0.9, 0.8]}})
+
+
+def test_draws_tick_a_line_under_the_sweep_bar(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each draw of each codec advances a line under the sweep's bar, removed when the
+    point is done; without a bar (progress off, a Dask worker) it is a no-op."""
+    from contextlib import contextmanager
+
+    from gradwire.sweep import engine
+
+    with engine.subtask("nothing showing", 3) as tick:
+        tick()
+    bar = engine._Progress(True, 1, "sweep")
+    try:
+        with engine.subtask("draws", 2) as tick:
+            (task,) = [t for t in bar._bar.tasks if t.description == "draws"]
+            tick()
+            tick()
+            assert task.completed == 2
+        assert [t.description for t in bar._bar.tasks] == ["sweep"]
+    finally:
+        bar.stop()
+    assert not engine._ACTIVE
+    seen: list[tuple[int, int]] = []
+
+    @contextmanager
+    def recording(label: str, total: int):  # type: ignore[no-untyped-def]
+        count = [0]
+        yield lambda: count.__setitem__(0, count[0] + 1)
+        seen.append((total, count[0]))
+
+    monkeypatch.setattr(engine, "subtask", recording)
+    sc = scenario(["fp32", QSGD], draws=23, eff=(0.85, 0.95))
+    point_rows(sc, prepared(sc, fwd=1e-3, bwd=3e-3, opt=2e-4, codecs={
+        "fp32": (IN_PLACE, 32, 0, 0), QSGD: (PAYLOAD, 4.06, 2e-9, 1e-9)}))
+    assert seen == [(2 * 23, 2 * 23)]
 
 
 # ------------------------------------------------------------------------ the browser

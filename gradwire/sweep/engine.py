@@ -120,6 +120,25 @@ def _meta(point: Any) -> dict[str, Any]:
     return meta
 
 
+_ACTIVE: list[_Progress] = []  # the bar of a sweep running in this process (for sub-tasks)
+
+
+@contextmanager
+def subtask(label: str, total: int) -> Iterator[Callable[[], None]]:
+    """A line of its own under the bar of the sweep running in this process (a point's
+    inner work, such as the verdict's draws), removed when done; a no-op ticker when no
+    bar is showing (progress off, or a Dask worker process)."""
+    bar = _ACTIVE[-1]._bar if _ACTIVE else None
+    if bar is None:
+        yield lambda: None
+        return
+    task = bar.add_task(label, total=total, failed=0)
+    try:
+        yield lambda: bar.update(task, advance=1)
+    finally:
+        bar.remove_task(task)
+
+
 class _Progress:
     """A rich progress bar (done / total, failed count, elapsed, ETA), or nothing."""
 
@@ -146,6 +165,7 @@ class _Progress:
         )
         self._bar.start()
         self._task = self._bar.add_task(label, total=total, failed=0)
+        _ACTIVE.append(self)
 
     def advance(self, failed: int) -> None:
         if self._bar is not None:
@@ -154,6 +174,8 @@ class _Progress:
     def stop(self) -> None:
         if self._bar is not None:
             self._bar.stop()
+            if self in _ACTIVE:
+                _ACTIVE.remove(self)
 
 
 def run_sweep(
