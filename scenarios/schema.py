@@ -196,6 +196,23 @@ class BreakevenCfg(_Strict):
     max_points: Annotated[int, Field(ge=0)] = 200  # more scenario points: skipped, with a note
 
 
+class ShardingCfg(_Strict):
+    """Sharded data parallelism (``parallelism`` other than ``ddp``; docs/sharding.md)."""
+
+    # units (FSDP's wrapping): None, a decoder's blocks one unit each and the rest in the
+    # root, another model's top-level modules; k: the first k components of a parameter name
+    unit_depth: Annotated[int, Field(gt=0, le=16)] | None = None
+    prefetch: bool = True  # the next unit's all-gather issued ahead (FSDP's default)
+    group: Annotated[int, Field(gt=0)] | None = None  # hsdp: ranks per shard group (default: a server)
+    # parameters on the wire (FSDP2's MixedPrecisionPolicy.param_dtype); None: model.dtype
+    param_dtype: Literal["float32", "float16", "bfloat16"] | None = None
+    # a codec for the parameter all-gather (ZeRO++'s qwZ: "qsgdinf(bits=8, bucket=256)"); None: as they are
+    param_codec: str | None = None
+    # optimizer state bytes per parameter (Adam: 12 with fp32 master weights in mixed
+    # precision, 8 without); None: 12 when parameters are 16-bit, else 8
+    optimizer_bytes: Annotated[float, Field(ge=0, le=64)] | None = None
+
+
 class Scenario(_Strict):
     name: str = "scenario"
     description: str = ""
@@ -221,6 +238,10 @@ class Scenario(_Strict):
     # codec work on the same device as compute ("shared": it slows backward) or on other
     # hardware ("free")
     codec_overlap: Literal["shared", "free"] = "shared"
+    # ddp: every rank holds the whole model, gradients allreduced in DDP buckets; fsdp /
+    # zero1 / zero2 / zero3 / hsdp: sharded (gradwire.simulator.sharded, docs/sharding.md)
+    parallelism: Literal["ddp", "fsdp", "zero1", "zero2", "zero3", "hsdp"] = "ddp"
+    sharding: ShardingCfg = Field(default_factory=ShardingCfg)
     stragglers: list[Straggler] = Field(default_factory=list)
     jitter: Annotated[float, Field(ge=0, le=1)] = 0.0  # std of compute time / mean
     measure: MeasureCfg = Field(default_factory=MeasureCfg)

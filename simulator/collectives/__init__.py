@@ -24,6 +24,7 @@ from gradwire.simulator.collectives import (  # noqa: F401  (registration side e
     gloo_ring,
     halving_doubling,
     hierarchical_allreduce,
+    hierarchical_alltoall,
     nccl_allreduce,
     parameter_server,
     ring_allgather,
