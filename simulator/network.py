@@ -268,6 +268,7 @@ class LinkReports:
     _bytes: np.ndarray
     _rate_cache: dict[Any, Any]
     _uncached: list[Any]
+    _held: dict[int, Any]
     _patterns: dict[Any, Any]
 
     @property
@@ -287,10 +288,15 @@ class LinkReports:
     def link_busy_s(self) -> np.ndarray:
         """Seconds each link (by id) carried at least one draining flow, up to the last event."""
         busy = self._busy_s.copy()
-        for e in [*self._rate_cache.values(), *self._uncached]:
+        for e in self._busy_entries():
             if e.busy_s:
                 busy[e.ulinks] += e.busy_s
         return busy
+
+    def _busy_entries(self) -> list[Any]:
+        """Every rate set that may hold busy time not yet in ``_busy_s``, each once."""
+        seen = {id(e): e for e in [*self._rate_cache.values(), *self._uncached, *self._held.values()]}
+        return list(seen.values())
 
     @property
     def link_bytes(self) -> np.ndarray:
@@ -379,6 +385,7 @@ class Network(LinkReports):
         self._n_coasts = 0
         self._split_parts: dict[tuple[int, bytes], _Partition] = {}
         self._memos: dict[tuple[int, float], _Memo] = {}
+        self._held: dict[int, _ClassEntry] = {}
 
     # ------------------------------------------------------------------ issuing
     def transfer(self, src: int, dst: int, nbytes: float, tag: str = "") -> simpy.Event:
@@ -597,11 +604,18 @@ class Network(LinkReports):
         c.rep.issued += count
         edges = [ph.offset_s for ph in c.phases] + [c.drain_s]
         for ph, a, b in zip(c.phases, edges[:-1], edges[1:], strict=True):
-            self._busy_s[ph.entry.ulinks] += count * (b - a) + max(0.0, min(partial_s, b) - a)
+            # kept on the rate set (O(1)), not spread over its links (O(links)) every step
+            self._hold_busy(ph.entry, count * (b - a) + max(0.0, min(partial_s, b) - a))
         if count and self.record:
             self._groups.append(_Coast(c.rep, c.first, count, c.t0_s, c.step_s, c.drain_s,
                                        c.phases, c.ends))
             self._records_cache = None
+
+    def _hold_busy(self, entry: _ClassEntry, seconds: float) -> None:
+        """Count ``seconds`` of busy time on the links of ``entry``; the entry is held
+        until the next flush even if the rate cache has dropped it."""
+        entry.busy_s += seconds
+        self._held[id(entry)] = entry
 
     def _coast_end(self, token: int, final: float) -> None:
         c = self._coast
@@ -640,7 +654,7 @@ class Network(LinkReports):
         ph = max((p for p in c.phases if p.offset_s <= phi), key=lambda p: p.offset_s)
         edges = [p.offset_s for p in c.phases] + [c.drain_s]
         for p_, a, b in zip(c.phases, edges[:-1], edges[1:], strict=True):
-            self._busy_s[p_.entry.ulinks] += max(0.0, min(phi, b) - a)
+            self._hold_busy(p_.entry, max(0.0, min(phi, b) - a))
         pat = rep.pattern
         grp = _Group(self._n_groups, pat, ph.part, rep.size, ph.rem - ph.rate * (phi - ph.offset_s),
                      start, rep.step_tag(rep.issued), TransferDone(self.env))
@@ -784,11 +798,12 @@ class Network(LinkReports):
 
     def _flush_busy(self) -> None:
         """Move busy time kept per rate set into the per-link totals."""
-        for e in [*self._rate_cache.values(), *self._uncached]:
+        for e in self._busy_entries():
             if e.busy_s:
                 self._busy_s[e.ulinks] += e.busy_s
                 e.busy_s = 0.0
         self._uncached = []
+        self._held = {}
 
     def _reschedule(self) -> None:
         self._gen += 1

@@ -126,6 +126,7 @@ class UngroupedNetwork(LinkReports):
         self._dirty = False
         self._cur: _RateEntry | None = None
         self._uncached: list[_RateEntry] = []
+        self._held: dict[int, _RateEntry] = {}  # none here: every rate set is cached or uncached
         self._busy_s = np.zeros(topology.num_links)
         self._bytes = np.zeros(topology.num_links)
         self._records_cache: TransferRecords | None = None
