@@ -5,14 +5,16 @@
 :class:`~gradwire.simulator.network_ungrouped.UngroupedNetwork` goes through it. The
 reference (:func:`max_min_rates_reference`) is vectorized numpy, a dozen array operations
 per level of the filling; large problems run instead as a numba kernel, two passes over
-the live (flow, link) pairs per level (small ones stay in numpy: see
-:data:`COMPILED_MIN_PAIRS`). The kernel does the reference's arithmetic operation for
+the live (flow, link) pairs per level, once a process has solved enough of them for the
+kernel to earn its loading time (see :data:`COMPILED_MIN_PAIRS` and
+:data:`COMPILED_AFTER_S`). The kernel does the reference's arithmetic operation for
 operation, so the rates are the same floats (tests/test_network_grouped.py).
 """
 
 from __future__ import annotations
 
 import math
+import time
 
 import numba
 import numpy as np
@@ -84,20 +86,35 @@ def max_min_rates_reference(flow_of: np.ndarray, link_of: np.ndarray, n_flows: i
 
 
 
-# Problems of at least this many (flow, link) pairs run compiled. Loading the compiled
-# kernel costs a process about half a second once; below this size numpy's per-level
-# overhead is small enough that a run of a few thousand solves does not earn it back.
-# Both paths give the same floats, so the switch changes no result.
+# Problems of at least this many (flow, link) pairs may run compiled; smaller ones stay in
+# numpy, whose per-level overhead is then small.
 COMPILED_MIN_PAIRS = 16384
+# Loading the compiled kernel costs a process about half a second once, more than numpy
+# takes for dozens of large problems. So the kernel is loaded only once the large problems
+# solved in numpy have cost this many seconds (renting until the rent reaches the price,
+# which is at most twice the best choice made in hindsight). Both paths give the same
+# floats, so the switch changes no result, only when it happens.
+COMPILED_AFTER_S = 0.5
+_numpy_s = 0.0  # seconds spent in numpy on problems of COMPILED_MIN_PAIRS pairs or more
+_compiled = False  # whether this process runs the kernel (it stays loaded)
 
 
 def max_min_rates(flow_of: np.ndarray, link_of: np.ndarray, n_flows: int,
                   capacity: np.ndarray) -> np.ndarray:
     """Max-min fair rates (bytes/s per flow) of flows crossing links of ``capacity``:
     the same as :func:`max_min_rates_reference` (see there), compiled for problems of
-    :data:`COMPILED_MIN_PAIRS` pairs or more."""
+    :data:`COMPILED_MIN_PAIRS` pairs or more once such problems have taken
+    :data:`COMPILED_AFTER_S` seconds in numpy."""
+    global _numpy_s, _compiled
     if len(link_of) < COMPILED_MIN_PAIRS:
         return max_min_rates_reference(flow_of, link_of, n_flows, capacity)
+    if not _compiled:
+        if _numpy_s < COMPILED_AFTER_S:
+            t0 = time.process_time()
+            rate = max_min_rates_reference(flow_of, link_of, n_flows, capacity)
+            _numpy_s += time.process_time() - t0
+            return rate
+        _compiled = True
     rate = np.full(n_flows, math.inf)
     _rates(np.ascontiguousarray(flow_of, dtype=np.int64), np.ascontiguousarray(link_of, dtype=np.int64),
            np.ascontiguousarray(capacity, dtype=np.float64), rate)

@@ -386,6 +386,8 @@ class Network(LinkReports):
         self._split_parts: dict[tuple[int, bytes], _Partition] = {}
         self._memos: dict[tuple[int, float], _Memo] = {}
         self._held: dict[int, _ClassEntry] = {}
+        self._cur_gids: frozenset[int] = frozenset()  # the groups ``_cur`` was solved for
+        self.n_solves = 0  # max-min problems solved (the rest came from the cache or were kept)
 
     # ------------------------------------------------------------------ issuing
     def transfer(self, src: int, dst: int, nbytes: float, tag: str = "") -> simpy.Event:
@@ -701,6 +703,8 @@ class Network(LinkReports):
         self._advance(now)
         tail = self.per_message_overhead_s
         drained: list[_Group] = []
+        # the slowest rate among the flows that finish now (see _keeps)
+        s_fin = min(float(g.rate[idx].min()) for g, idx in finished) if finished else -math.inf
         for g, idx in finished:
             part = g.part
             g.max_end = max(g.max_end, now + float(part.lat_max[idx].max()) + tail)
@@ -720,7 +724,7 @@ class Network(LinkReports):
                     drained.append(g)
         for g in drained:
             self._step_drained(g, now)
-        self._reschedule()
+        self._reschedule(s_fin)
 
     def _solve(self, groups: list[_Group]) -> _ClassEntry:
         """Max-min rates of every alive flow of ``groups``, split into classes."""
@@ -773,7 +777,35 @@ class Network(LinkReports):
             slots.append((self._partition(part.pattern, new_cls, int(head.sum())), parent, crate))
         return _ClassEntry(slots, np.flatnonzero(np.bincount(links, minlength=len(self._capacity))))
 
-    def _rates(self, groups: list[_Group]) -> _ClassEntry:
+    def _keeps(self, groups: list[_Group], s_fin: float) -> bool:
+        """Whether the flows still in flight keep their rates now that flows of rate
+        ``s_fin`` and more have finished (and nothing has started).
+
+        Max-min fairness: a flow of rate r < s has its bottleneck on a link where no flow
+        of rate s runs, and progressive filling up to level r never saturates a link of a
+        flow of rate s (that flow would then freeze below s). Taking such flows away
+        therefore changes neither the levels below s nor the links saturated at them, so
+        every flow whose rate is below the slowest finished one keeps its rate. When all
+        of them are below it, there is nothing to solve."""
+        if self._dirty or self._cur is None or not self._cur_gids.issuperset(g.gid for g in groups):
+            return False
+        top = max(float(g.rate[g.alive].max()) for g in groups)
+        return top < s_fin
+
+    def _kept(self, groups: list[_Group]) -> _ClassEntry:
+        """The entry of ``groups`` whose alive classes keep their rates (:meth:`_keeps`)."""
+        inc_link: list[np.ndarray] = []
+        for g in groups:
+            pat = g.pattern
+            if g.n_alive == g.part.n_cls:
+                inc_link.append(pat.ulinks)
+            else:
+                inc_link.append(pat.link_of[g.alive[g.part.cls][pat.flow_of]])
+        links = np.concatenate(inc_link)
+        return _ClassEntry([(g.part, None, g.rate.copy()) for g in groups],
+                           np.flatnonzero(np.bincount(links, minlength=len(self._capacity))))
+
+    def _rates(self, groups: list[_Group], s_fin: float = -math.inf) -> _ClassEntry:
         key: tuple[Any, ...] | None = None
         if len(groups) <= _CACHED_GROUPS:
             # few batches in flight (lock-step collectives): their rates repeat step after step
@@ -784,7 +816,11 @@ class Network(LinkReports):
             entry = self._rate_cache.get(key)
             if entry is not None:
                 return entry
-        entry = self._solve(groups)
+        if self._keeps(groups, s_fin):
+            entry = self._kept(groups)
+        else:
+            self.n_solves += 1
+            entry = self._solve(groups)
         if key is not None:
             if len(self._rate_cache) > 4096:
                 self._flush_busy()
@@ -805,14 +841,18 @@ class Network(LinkReports):
         self._uncached = []
         self._held = {}
 
-    def _reschedule(self) -> None:
+    def _reschedule(self, s_fin: float = -math.inf) -> None:
+        """Rates for the flows in flight and the next wake-up; ``s_fin``: the slowest
+        rate among flows that just finished (when nothing started)."""
         self._gen += 1
         if not self._active:
             self._cur = None
+            self._cur_gids = frozenset()
             return
         groups = list(self._active.values())
-        entry = self._rates(groups)
+        entry = self._rates(groups, s_fin)
         self._cur = entry
+        self._cur_gids = frozenset(g.gid for g in groups)
         now = float(self.env.now)
         t_min = math.inf
         times = []

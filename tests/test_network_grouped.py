@@ -252,3 +252,55 @@ def test_a_batch_that_ran_alone_is_replayed_and_lands_where_something_arrives() 
     env.process(again())
     env.run()
     assert net._n_coasts == 4  # the first ran, the other four replayed
+
+
+@settings(max_examples=80, deadline=None)
+@given(n_links=st.integers(1, 12), routes=st.lists(st.lists(st.integers(0, 11), min_size=1, max_size=4),
+                                                   min_size=2, max_size=30),
+       caps=st.lists(st.sampled_from([1.0, 2.0, 3.0, 7.5, 1e9, 2.5e10]), min_size=12, max_size=12),
+       cut=st.floats(0.0, 1.0))
+def test_flows_slower_than_those_that_finish_keep_their_rates(n_links: int, routes: list[list[int]],
+                                                              caps: list[float], cut: float) -> None:
+    """What lets the engine skip a solve when flows finish: take away every flow of rate s
+    or more, and each remaining flow (all slower than s) keeps exactly its rate."""
+    from gradwire.simulator import maxmin
+
+    routes = [[x % n_links for x in r] for r in routes]
+    cap = np.array(caps[:n_links])
+
+    def solve(rs: list[list[int]]) -> np.ndarray:
+        flow_of = np.repeat(np.arange(len(rs)), [len(r) for r in rs]).astype(np.int64)
+        link_of = np.array([x for r in rs for x in r], dtype=np.int64)
+        return maxmin.max_min_rates_reference(flow_of, link_of, len(rs), cap)
+
+    rate = solve(routes)
+    levels = np.unique(rate)
+    s = levels[min(int(cut * len(levels)), len(levels) - 1)]
+    keep = np.flatnonzero(rate < s)
+    if len(keep) == 0:
+        return
+    np.testing.assert_array_equal(solve([routes[i] for i in keep]), rate[keep])
+
+
+@pytest.mark.parametrize("over", [1.0, 2.0])
+def test_tree_pipeline_solves_only_when_rates_can_change(over: float) -> None:
+    """NCCL's pipelined tree: flows of a step finish at several instants, fastest first; the
+    slower ones keep their rates, so the engine solves once per distinct step (not once
+    per instant) and still equals the reference engine."""
+    topo = servers(16, 8, 3e11, 12.5e9, fabric="fat_tree", oversubscription=over)
+    out = []
+    for cls in (Network, UngroupedNetwork):
+        env = simpy.Environment()
+        net = cls(env, topo, per_message_overhead_s=1e-6)
+        env.process(COLLECTIVES.get("nccl_allreduce")(net, list(range(topo.num_ranks)), [8e6] * topo.num_ranks,
+                                                      algorithm="tree", protocol="simple"))
+        env.run()
+        rec = net.records
+        order = np.lexsort((rec.end_s, rec.dst, rec.src, rec.start_s))
+        out.append((env.now, rec.end_s[order], net.link_busy_s, net))
+    (t_g, end_g, busy_g, g), (t_u, end_u, busy_u, _) = out
+    assert t_g == pytest.approx(t_u, rel=REL)
+    np.testing.assert_allclose(end_g, end_u, rtol=REL)
+    np.testing.assert_allclose(busy_g, busy_u, rtol=REL, atol=1e-15)
+    wakes = len({float(e) for e in end_g})
+    assert g.n_solves * 4 < wakes
