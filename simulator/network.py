@@ -219,9 +219,10 @@ class _Memo:
     drain_s: float
     span_s: float
     ends: list[tuple[_Partition, np.ndarray, float]]
+    spans: list[tuple[_ClassEntry, float]] | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class _Coast:
     """Steps ``first .. first+count-1`` of a repeat, not simulated: step i starts at
     ``t0_s + (i - first)·step_s`` and drains like the logged reference step (its classes
@@ -236,6 +237,8 @@ class _Coast:
     phases: list[_Phase]
     ends: list[tuple[_Partition, np.ndarray, float]]
     token: int = 0
+    # (rate set, seconds it is busy per step) of every phase; see _spans
+    spans: list[tuple[_ClassEntry, float]] | None = None
 
 
 @dataclass
@@ -254,6 +257,13 @@ class _RateEntry:
     rates: np.ndarray  # per active flow, in group order
     ulinks: np.ndarray  # links carrying at least one active flow
     busy_s: float = 0.0  # seconds this set of flows has been draining (summed at the end)
+
+
+def _spans(phases: list[_Phase], drain_s: float) -> list[tuple[_ClassEntry, float]]:
+    """Each phase's rate set and how long it lasts in a step (to the next phase, the
+    last one to the drain)."""
+    edges = [ph.offset_s for ph in phases] + [drain_s]
+    return [(ph.entry, b - a) for ph, a, b in zip(phases, edges[:-1], edges[1:], strict=True)]
 
 
 class LinkReports:
@@ -463,7 +473,7 @@ class Network(LinkReports):
         if n == 0:
             done._fire(0.0, now)
             return done
-        if np.ndim(nbytes) == 0:
+        if type(nbytes) is float or np.ndim(nbytes) == 0:
             b = float(nbytes)  # type: ignore[arg-type]
             if not (math.isfinite(b) and b >= 0):
                 raise ConfigError(f"transfers: nbytes must be finite and >= 0, got {b!r} (tag {tag!r})")
@@ -588,7 +598,9 @@ class Network(LinkReports):
         """Issue ``rep`` (one uniform batch) on a quiet network as it ran before: it coasts
         to its known completion, or lands where something else arrives (:meth:`_land`)."""
         now = float(self.env.now)
-        coast = _Coast(rep, 0, 1, now, memo.span_s, memo.drain_s, memo.phases, memo.ends)
+        if memo.spans is None:
+            memo.spans = _spans(memo.phases, memo.drain_s)
+        coast = _Coast(rep, 0, 1, now, memo.span_s, memo.drain_s, memo.phases, memo.ends, spans=memo.spans)
         self._n_coasts += 1
         coast.token = self._n_coasts
         self._coast = coast
@@ -599,18 +611,31 @@ class Network(LinkReports):
 
     def _coasted(self, c: _Coast, count: int, partial_s: float) -> None:
         """Account ``count`` whole coasted steps and ``partial_s`` of the next one."""
-        n = c.rep.pattern.n
+        rep = c.rep
+        n = rep.pattern.n
         self.n_transfers += n * count
-        c.rep.pattern.sent += c.rep.size * count
-        self._bytes_total += n * c.rep.size * count
-        c.rep.issued += count
-        edges = [ph.offset_s for ph in c.phases] + [c.drain_s]
-        for ph, a, b in zip(c.phases, edges[:-1], edges[1:], strict=True):
-            # kept on the rate set (O(1)), not spread over its links (O(links)) every step
-            self._hold_busy(ph.entry, count * (b - a) + max(0.0, min(partial_s, b) - a))
+        rep.pattern.sent += rep.size * count
+        self._bytes_total += n * rep.size * count
+        rep.issued += count
+        if c.spans is None:
+            c.spans = _spans(c.phases, c.drain_s)
+        held = self._held
+        # kept on the rate set (O(1)), not spread over its links (O(links)) every step
+        if partial_s == 0.0:
+            # phases start at offsets >= 0, so no part of the next step is busy yet
+            for entry, span in c.spans:
+                entry.busy_s += count * span + 0.0
+                held[id(entry)] = entry
+        else:
+            edges = [ph.offset_s for ph in c.phases] + [c.drain_s]
+            for (entry, span), a, b in zip(c.spans, edges[:-1], edges[1:], strict=True):
+                entry.busy_s += count * span + max(0.0, min(partial_s, b) - a)
+                held[id(entry)] = entry
         if count and self.record:
-            self._groups.append(_Coast(c.rep, c.first, count, c.t0_s, c.step_s, c.drain_s,
-                                       c.phases, c.ends))
+            # a coast accounted whole is its own record
+            self._groups.append(c if count == c.count else
+                                _Coast(rep, c.first, count, c.t0_s, c.step_s, c.drain_s, c.phases, c.ends,
+                                       spans=c.spans))
             self._records_cache = None
 
     def _hold_busy(self, entry: _ClassEntry, seconds: float) -> None:
@@ -646,7 +671,8 @@ class Network(LinkReports):
         self._coasted(c, k, 0.0)
         if phi >= c.drain_s:
             # the current step has drained: it ends (or the next starts) on schedule
-            self._coasted(_Coast(rep, c.first + k, 1, start, c.step_s, c.drain_s, c.phases, c.ends), 1, 0.0)
+            self._coasted(_Coast(rep, c.first + k, 1, start, c.step_s, c.drain_s, c.phases, c.ends,
+                                 spans=c.spans), 1, 0.0)
             if rep.issued == rep.steps:
                 rep.done._fire(start + c.step_s - rep.gap_s - now, start + c.step_s - rep.gap_s)
             else:
