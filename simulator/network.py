@@ -111,13 +111,16 @@ class _Pattern:
             new[idx] = np.arange(self.n, dtype=np.int64)
             nf = new[base.flow_of]
             keep = np.flatnonzero(nf >= 0)
-            order = keep[np.argsort(nf[keep], kind="stable")]
+            # increasing idx (a step's flows in schedule order) keeps the pairs in flow order
+            order = keep if (np.diff(idx) > 0).all() else keep[np.argsort(nf[keep], kind="stable")]
             self.flow_of = nf[order]
             self.link_of = base.link_of[order]
         self.latency_s = np.bincount(
             self.flow_of, weights=topo.latency_s[self.link_of], minlength=self.n
         )
-        self.ulinks, self.counts = np.unique(self.link_of, return_counts=True)
+        counts = np.bincount(self.link_of, minlength=topo.num_links)
+        self.ulinks = np.flatnonzero(counts)
+        self.counts = counts[self.ulinks]
         self.sent = 0.0
         self.whole: _Partition | None = None
 
