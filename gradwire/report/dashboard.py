@@ -25,9 +25,9 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
-from gradwire.report.fmt import fmt_bits, fmt_ratio, fmt_speedup, fmt_time
 from gradwire.report.panels import Panel, all_panels
 from gradwire.report.points import point_labels
+from gradwire.report.table import _cells, ordered, shown_columns
 from gradwire.results import Row, Trace
 
 MAX_SUMMARY_ROWS = 300
@@ -148,47 +148,41 @@ def _figure_json(fig: go.Figure) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
+# the dashboard's headers for the terminal table's speedup columns (the rest keep their names)
+SUMMARY_HEADERS = {"vs fp32": "speedup vs fp32", "vs 1-bit": "speedup vs 1-bit",
+                   "vs best base": "speedup vs best baseline"}
+
+
 def _summary_html(rows: Sequence[Row]) -> str:
+    """The terminal's full table as HTML: the same columns in the same order (speedups
+    first, ``vs 1-bit`` only with 1-bit SGD, the best-baseline column when it is not
+    fp32) and the same row order (baselines first within a point)."""
     if not rows:
         return "<p class='note'>No result rows.</p>"
-    shown = list(rows[:MAX_SUMMARY_ROWS])
+    shown = ordered(rows)[:MAX_SUMMARY_ROWS]
     labels = point_labels(rows)
-    head = (
-        "<tr><th>point</th><th>codec</th><th>workers</th><th>iteration</th><th>compute</th>"
-        "<th>encode</th><th>exposed comm</th><th>hidden comm</th><th>decode</th>"
-        "<th>bits/elem</th><th>compression</th><th>speedup vs fp32</th>"
-        "<th>speedup vs 1-bit</th></tr>"
-    )
+    cols = shown_columns(rows)
+    speedups = {"vs fp32": "speedup_vs_fp32", "vs 1-bit": "speedup_vs_onebit",
+                "vs best base": "speedup_vs_best_baseline"}
+    head = "<tr>" + "".join(f"<th>{html.escape(SUMMARY_HEADERS.get(c, c))}</th>" for c in cols) + "</tr>"
     body = []
     prev_point: int | None = None
     for r in shown:
         cls = " class='first'" if prev_point is not None and r.point != prev_point else ""
         prev_point = r.point
-        est = " (estimate)" if r.estimate else ""
-
-        def sp(x: float) -> str:
-            c = (
-                ""
-                if math.isnan(x)
-                else (" class='up'" if x > 1.0 else " class='down'" if x < 1.0 else "")
-            )
-            return f"<td{c}>{fmt_speedup(x)}</td>"
-
-        cells = [
-            html.escape(labels[r.point]),
-            html.escape(r.codec),
-            str(r.workers),
-            fmt_time(r.iteration_s) + est,
-            fmt_time(r.compute_s),
-            fmt_time(r.encode_s),
-            fmt_time(r.exposed_comm_s),
-            fmt_time(r.hidden_comm_s),
-            fmt_time(r.decode_s),
-            fmt_bits(r.bits_per_element),
-            fmt_ratio(r.compression_ratio),
-        ]
-        tds = "".join(f"<td>{c}</td>" for c in cells)
-        body.append(f"<tr{cls}>{tds}{sp(r.speedup_vs_fp32)}{sp(r.speedup_vs_onebit)}</tr>")
+        cells = _cells(r, labels[r.point])
+        if r.estimate:  # the page spells the terminal's '*' out
+            for c in ("iteration", "compute"):
+                cells[c] = cells[c].removesuffix("*") + " (estimate)"
+        tds = []
+        for c in cols:
+            if c in speedups:
+                x = float(getattr(r, speedups[c]))
+                klass = "" if math.isnan(x) else " class='up'" if x > 1.0 else " class='down'" if x < 1.0 else ""
+                tds.append(f"<td{klass}>{html.escape(cells[c])}</td>")
+            else:
+                tds.append(f"<td>{html.escape(cells[c])}</td>")
+        body.append(f"<tr{cls}>{''.join(tds)}</tr>")
     more = (
         f"<p class='note'>Showing {len(shown)} of {len(rows)} rows; all rows are in the CSV "
         "and Parquet files.</p>"
@@ -300,9 +294,11 @@ def build_dashboard(
         "<main>",
         *sections,
         "<section class='card wide' id='panel-summary'><h2>Summary table</h2>",
-        "<p class='desc'>Per scenario point and codec: iteration time and its breakdown, "
-        "payload bits per gradient element, compression ratio against fp32, and speedup "
-        "against fp32 and 1-bit SGD at the same point.</p>",
+        "<p class='desc'>Per scenario point and codec (baselines first), the terminal's "
+        "columns in its order: speedup against fp32 (and against 1-bit SGD where it ran, and "
+        "against the best uncompressed baseline where that is not fp32) at the same point, "
+        "iteration time and its breakdown, bytes sent per rank, payload bits per gradient "
+        "element and compression ratio against fp32.</p>",
         _summary_html(rows),
         "</section>",
         "</main>",

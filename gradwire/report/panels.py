@@ -119,6 +119,26 @@ def _determines(rows: Sequence[Row], a: str, b: str) -> bool:
     return True
 
 
+def menu_axes(rows: Sequence[Row], drawn: Sequence[str | None]) -> list[str]:
+    """The swept axes a plane over ``drawn`` needs a menu for: every other swept axis
+    except those whose value the drawn axes fix (a ``case`` on x that sets ``model.name``:
+    each cell already has one model, and a menu over it would leave the other models'
+    cells empty)."""
+    drawn = [a for a in drawn if a is not None]
+    out = []
+    for k in swept_axes(rows):
+        if k in drawn:
+            continue
+        seen: dict[tuple[Hashable, ...], Hashable] = {}
+        for r in rows:
+            v = point_values(r)
+            cell, kv = tuple(hashable(v.get(a)) for a in drawn), hashable(v.get(k))
+            if seen.setdefault(cell, kv) != kv:
+                out.append(k)
+                break
+    return out
+
+
 def heatmap_axes(rows: Sequence[Row]) -> tuple[str, str] | None:
     """Two swept axes to draw against each other: ``(x_axis, y_axis)``, or None.
 
@@ -333,7 +353,7 @@ def speedup_heatmap(rows: Sequence[Row]) -> Panel:
     ax_x, ax_y = axes
     all_axes = swept_axes(rows)
     xs, ys = all_axes[ax_x], all_axes[ax_y]
-    others = [k for k in all_axes if k not in axes]
+    others = menu_axes(rows, axes)
     cells: dict[tuple[str, tuple[Hashable, ...]], dict[tuple[Hashable, Hashable], Row]] = {}
     for r in rows:
         if r.codec_name == "fp32":
@@ -553,6 +573,10 @@ def _group_by(items: Iterable[Any], key: Any) -> dict[Any, list[Any]]:
     return out
 
 
+TIMELINE_LANE_PX = 24  # a lane at least this tall keeps its label (12 px font)
+TIMELINE_MARGIN_PX = 216  # the base layout's top and bottom margins
+
+
 def _lane(rank: int, kind: str) -> str:
     """Communication gets a lane of its own under each rank's compute and codec lane, so
     communication overlapped with backward is seen side by side, not one over the other."""
@@ -618,19 +642,24 @@ def iteration_timeline(traces: Sequence[Trace], rows: Sequence[Row] = ()) -> Pan
             )
         est = " (estimate)" if (t.point, t.codec) in estimates else ""
         groups.append((_trace_name(t, labels), traces_g))
+        lanes = [lane for r in reversed(shown) for lane in (_lane(r, "comm"), _lane(r, "compute"))]
         layouts.append(
             {
                 "title.text": f"{_trace_name(t, labels)}{est}",
-                "yaxis.categoryarray": [lane for r in reversed(shown)
-                                        for lane in (_lane(r, "comm"), _lane(r, "compute"))],
-                "height": max(320, 110 + 40 * len(shown)),
+                "yaxis.categoryarray": lanes,
+                # every lane labelled: plotly drops every other category label when lanes
+                # are narrower than the font, which left the compute lanes unnamed
+                "yaxis.tickvals": lanes,
+                "yaxis.ticktext": lanes,
+                "height": max(320, TIMELINE_MARGIN_PX + TIMELINE_LANE_PX * len(lanes)),
             }
         )
     fig = _with_selector(groups, group_layouts=layouts, label="trace: ")
     fig.update_layout(**{**_base_layout(""), "barmode": "overlay"})
     fig.update_layout(**layouts[0])
     fig.update_xaxes(title_text="time since iteration start (ms)")
-    fig.update_yaxes(title_text="rank", type="category", categoryorder="array")
+    fig.update_yaxes(title_text="rank", type="category", categoryorder="array", tickmode="array",
+                     automargin=True)
     note = "; ".join([n for n in (cap_note, *notes[:3]) if n])
     return Panel(key, title, desc, fig, note, wide=True)
 

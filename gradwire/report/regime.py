@@ -33,6 +33,7 @@ from gradwire.report.panels import (
     codec_colours,
     codec_order,
     heatmap_axes,
+    menu_axes,
 )
 from gradwire.report.points import (
     fmt_value,
@@ -238,7 +239,7 @@ def regime_map(rows: Sequence[Row], result: BreakevenResult | None) -> Panel:
         return Panel(key, title, desc, None, _one_point_note(rows, result))
     ax_x, ax_y = axes
     all_axes = swept_axes(rows)
-    others = [k for k in all_axes if k not in axes]
+    others = menu_axes(rows, axes)
     colours = codec_colours(rows)
     bw_axis = _bandwidth_axis(rows, result)
     pts = _by_point(rows)
