@@ -48,6 +48,7 @@ __all__ = [
     "expand",
     "point_buckets",
     "prepare",
+    "simulate_codec",
 ]
 
 
@@ -193,7 +194,8 @@ def prepare(scenario: Scenario, *, points: Sequence[Point] | None = None, progre
             compute_error=origin.compute_error, compute_spread=origin.compute_spread,
         )
         prep.sum_s[key] = _accumulate_times(sc, wl, dev)
-        specs = list(dict.fromkeys(s for pt in pts if workload_key(pt.scenario) == key for s in pt.scenario.codecs))
+        specs = list(dict.fromkeys(s for pt in pts if workload_key(pt.scenario) == key
+                                   for s in _measured_specs(pt.scenario)))
         for spec in specs:
             say(f"codec {spec} on {len(wl.params)} {'real' if wl.gradients is not None else 'synthetic'} gradients")
             prep.codecs[(key, spec)] = measure(sc, spec, wl, dev, say)
@@ -202,6 +204,12 @@ def prepare(scenario: Scenario, *, points: Sequence[Point] | None = None, progre
             torch.cuda.empty_cache()
     prep.prepare_s = time.perf_counter() - t_start
     return prep
+
+
+def _measured_specs(sc: Scenario) -> list[str]:
+    """The codecs measured for a point: its ``codecs`` and a sharded mode's parameter codec."""
+    pc = sc.sharding.param_codec if sc.parallelism != "ddp" else None
+    return [*sc.codecs, *([pc] if pc and pc not in sc.codecs else [])]
 
 
 def codec_profile(sc: Scenario, spec: str, wl: Any, dev: str, say: Callable[[str], None]) -> CodecProfile:
@@ -297,37 +305,80 @@ def bucket_inputs(prof: CodecProfile, groups: Sequence[Sequence[int]], ready_s: 
     return out
 
 
+def simulate_codec(sc: Scenario, prepared: Prepared, spec: str, topology: Any, *,
+                   groups: Sequence[Sequence[int]] | None = None, choice: ExchangeChoice | None = None,
+                   stragglers: dict[int, float] | None = None, scale: Any = None,
+                   efficiency: float | None = None, trace: bool = True) -> tuple[Any, str]:
+    """One codec's iteration at a point, as every caller runs it (the rows, the verdict's
+    draws, the break-even searches): DDP's buckets through
+    :func:`~gradwire.iteration.iteration_spec` and the iteration timeline, or a sharded
+    mode's units through :func:`gradwire.sharding.sharded_spec` and the sharded timeline.
+    ``scale`` (:class:`gradwire.sharding.Scale`) multiplies the compute, encode and decode
+    times (one verdict draw); ``efficiency`` replaces the network's. Returns the
+    :class:`~gradwire.simulator.timeline.IterationResult` and the collective it ran."""
+    from gradwire.sharding import Scale, describe, is_sharded, sharded_spec
+
+    s = scale if scale is not None else Scale()
+    key = workload_key(sc)
+    wl = prepared.workloads[key]
+    prof = prepared.codecs[(key, spec)]
+    eff = sc.network.efficiency if efficiency is None else efficiency
+    overhead = sc.network.per_message_overhead_us * 1e-6
+    sum_s = prepared.sum_s.get(key)
+    if is_sharded(sc):
+        from gradwire.simulator.sharded import simulate_sharded
+
+        pc = sc.sharding.param_codec
+        sspec = sharded_spec(sc, wl, prof, topology, sum_s=sum_s, scale=s,
+                             param_prof=prepared.codecs[(key, pc)] if pc else None)
+        res = simulate_sharded(sspec, topology, per_message_overhead_s=overhead, efficiency=eff,
+                               trace_transfers=4000 if trace else 0)
+        return res, describe(sspec)
+    from dataclasses import replace
+
+    from gradwire.simulator.timeline import simulate_iteration
+
+    grp = groups if groups is not None else point_buckets(sc, wl.numels)
+    buckets = bucket_inputs(prof, grp, wl.ready_s, sum_s)
+    if (s.compute, s.encode, s.decode) != (1.0, 1.0, 1.0):
+        buckets = [replace(b, ready_s=b.ready_s * s.compute, encode_s=b.encode_s * s.encode,
+                           decode_s=b.decode_s * s.decode, sum_s=b.sum_s * s.decode) for b in buckets]
+    ispec = iteration_spec(
+        forward_s=wl.forward_s * s.compute, backward_s=wl.backward_s * s.compute,
+        optimizer_s=wl.optimizer_s * s.compute, buckets=buckets, exchange=prof.exchange, codec=spec,
+        choice=choice if choice is not None else ExchangeChoice.of(sc), p=sc.workers,
+        grad_elem_bytes=GRAD_ELEM_BYTES[sc.model.dtype], overlap=sc.overlap, codec_overlap=sc.codec_overlap,
+    )
+    strag = stragglers if stragglers is not None else {x.rank: x.slowdown for x in sc.stragglers}
+    extra = {} if trace else {"trace_ranks": 1, "trace_transfers": 0}
+    res = simulate_iteration(ispec, topology, per_message_overhead_s=overhead, efficiency=eff,
+                             stragglers=strag, jitter=sc.jitter, seed=sc.seed, **extra)
+    return res, ispec.collective
+
+
 def evaluate_point(point: Point, prepared: Prepared) -> tuple[list[Row], list[Trace]]:
     """One row (and one trace) per codec of the point."""
-    from gradwire.simulator.timeline import simulate_iteration
+    from gradwire.sharding import is_sharded, scenario_memory
 
     sc = point.scenario
     wl = prepared.workloads[workload_key(sc)]
     topo = build_topology(sc)
     positions, kinds = _layout(topo)
-    groups = point_buckets(sc, wl.numels)
+    groups = None if is_sharded(sc) else point_buckets(sc, wl.numels)
     stragglers = {s.rank: s.slowdown for s in sc.stragglers}
     choice = ExchangeChoice.of(sc)
+    mem = scenario_memory(sc, wl, topo)
     rows: list[Row] = []
     traces: list[Trace] = []
     total_numel = wl.num_params
     for spec in sc.codecs:
         prof = prepared.codecs[(workload_key(sc), spec)]
-        ispec = iteration_spec(
-            forward_s=wl.forward_s, backward_s=wl.backward_s, optimizer_s=wl.optimizer_s,
-            buckets=bucket_inputs(prof, groups, wl.ready_s, prepared.sum_s.get(workload_key(sc))),
-            exchange=prof.exchange, codec=spec,
-            choice=choice, p=sc.workers, grad_elem_bytes=GRAD_ELEM_BYTES[sc.model.dtype],
-            overlap=sc.overlap, codec_overlap=sc.codec_overlap,
-        )
-        res = simulate_iteration(ispec, topo, per_message_overhead_s=sc.network.per_message_overhead_us * 1e-6,
-                                 efficiency=sc.network.efficiency, stragglers=stragglers, jitter=sc.jitter,
-                                 seed=sc.seed)
+        res, collective = simulate_codec(sc, prepared, spec, topo, groups=groups, choice=choice,
+                                         stragglers=stragglers)
         if prof.exchange.in_place:
             mean_bits = 8.0 * GRAD_ELEM_BYTES[sc.model.dtype] * total_numel
         else:
             mean_bits = sum(sum(c.nbits) / len(c.nbits) for c in prof.params)
-        collective = ispec.collective
         rows.append(Row(
             scenario=sc.name, point=point.index, point_id=point.point_id, codec=spec, codec_name=prof.name,
             model=sc.model.module or sc.model.name, batch_size=sc.model.batch_size, workers=sc.workers,
@@ -342,6 +393,8 @@ def evaluate_point(point: Point, prepared: Prepared) -> tuple[list[Row], list[Tr
             target_device=wl.target_device, precision=wl.precision, efficiency_source=wl.efficiency_source,
             compute_source=wl.compute_source, codec_source=prof.codec_source,
             network_source="estimate (simulated network model)", uncompressed=prof.exchange.baseline,
+            parallelism=sc.parallelism, model_state_bytes=mem.model_state_bytes,
+            gathered_params_bytes=mem.gathered_params_bytes,
         ))
         traces.append(Trace(point=point.index, codec=spec, segments=res.segments, links=res.links,
                             positions=positions, node_kinds=kinds))

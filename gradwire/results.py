@@ -75,6 +75,12 @@ class Row:
     verdict_option: str = ""  # the point's fastest compressed option (codec by collective)
     verdict_line: str = ""
     interval_basis: str = ""
+    # data parallelism (ddp, or a sharded mode: gradwire.sharding) and the memory per rank
+    # it needs: model states (parameters, gradients, optimizer state; the ZeRO paper's
+    # accounting) and the parameters a sharded mode holds gathered at once on top
+    parallelism: str = "ddp"
+    model_state_bytes: float = math.nan
+    gathered_params_bytes: float = 0.0
 
     def flat(self) -> dict[str, Any]:
         """A flat dict: scenario parameters become ``param.<path>`` columns."""

@@ -164,6 +164,8 @@ def _point_inputs(point: Point, prepared: Prepared) -> list[Any]:
 
     key = workload_key(point.scenario)
     codecs = set(point.scenario.codecs)
+    if point.scenario.parallelism != "ddp" and point.scenario.sharding.param_codec:
+        codecs.add(point.scenario.sharding.param_codec)
     out: list[Any] = []
     for f in fields(prepared):
         value = getattr(prepared, f.name)

@@ -148,33 +148,20 @@ class _Context:
 
 
 def _codec_draws(ctx: _Context, spec: str, draws: Draws, tick: Callable[[], None]) -> np.ndarray:
-    """One codec's iteration time in each draw; equal draws (exact inputs) run once."""
-    from gradwire.iteration import iteration_spec
-    from gradwire.models.devices import BYTES_PER_ELEMENT
-    from gradwire.pipeline import bucket_inputs
-    from gradwire.simulator.timeline import simulate_iteration
+    """One codec's iteration time in each draw; equal draws (exact inputs) run once. Each
+    draw runs :func:`gradwire.pipeline.simulate_codec`, the function the rows come from."""
+    from gradwire.pipeline import simulate_codec
+    from gradwire.sharding import Scale
 
-    sc, wl = ctx.sc, ctx.workload
-    prof = ctx.prepared.codecs[(ctx.key, spec)]
-    base = bucket_inputs(prof, ctx.groups, wl.ready_s, ctx.prepared.sum_s.get(ctx.key))
     enc, dec = draws.encode[spec], draws.decode[spec]
     times = np.empty(draws.n)
     seen: dict[tuple[float, float, float, float], float] = {}
     for i in range(draws.n):
         c, e, d, eff = float(draws.compute[i]), float(enc[i]), float(dec[i]), float(draws.efficiency[i])
         if (c, e, d, eff) not in seen:
-            buckets = [replace(b, ready_s=b.ready_s * c, encode_s=b.encode_s * e, decode_s=b.decode_s * d,
-                               sum_s=b.sum_s * d) for b in base]
-            ispec = iteration_spec(
-                forward_s=wl.forward_s * c, backward_s=wl.backward_s * c, optimizer_s=wl.optimizer_s * c,
-                buckets=buckets, exchange=prof.exchange, codec=spec, choice=ctx.choice, p=sc.workers,
-                grad_elem_bytes=BYTES_PER_ELEMENT[sc.model.dtype], overlap=sc.overlap,
-                codec_overlap=sc.codec_overlap,
-            )
-            res = simulate_iteration(ispec, ctx.topology,
-                                     per_message_overhead_s=sc.network.per_message_overhead_us * 1e-6,
-                                     efficiency=eff, stragglers=ctx.stragglers, jitter=sc.jitter, seed=sc.seed,
-                                     trace_ranks=1, trace_transfers=0)
+            res, _ = simulate_codec(ctx.sc, ctx.prepared, spec, ctx.topology, groups=ctx.groups,
+                                    choice=ctx.choice, stragglers=ctx.stragglers, scale=Scale(c, e, d),
+                                    efficiency=eff, trace=False)
             seen[(c, e, d, eff)] = res.iteration_s
         times[i] = seen[(c, e, d, eff)]
         tick()

@@ -123,6 +123,10 @@ def _semantic_problems(sc: Scenario, prefix: str = "") -> list[Problem]:
 
     for path, msg in baseline_problems(sc):
         add(path, msg)
+    from gradwire.sharding import sharding_problems
+
+    for path, msg in sharding_problems(sc):
+        add(path, msg)
     if sc.model.device == "cuda":
         import torch
 

@@ -83,7 +83,7 @@ def bytes_per_rank(nbytes: float, g: int, n: int) -> float:
 def _alltoall_batch(grid: np.ndarray, chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every row of ``grid`` runs an all-to-all: ``grid[s, i]`` sends ``chunk[s, i]`` bytes
     to each other member ``grid[s, j]`` of its row; as (src, dst, bytes) of one batch."""
-    rows, m = grid.shape
+    _rows, m = grid.shape
     i, j = np.meshgrid(np.arange(m), np.arange(m), indexing="ij")
     off = i != j
     ii, jj = i[off], j[off]
