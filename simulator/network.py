@@ -903,6 +903,8 @@ class Network(LinkReports):
                 t = g.rem / g.rate
                 times.append(t)
                 t_min = min(t_min, float(t.min()))
+        # bytes left a float hair below zero (the clock's rounding) drain now
+        t_min = max(t_min, 0.0)
         cut = t_min * (1 + _SAME_TIME_RTOL)
         finished = []
         for g, t in zip(groups, times, strict=True):

@@ -346,7 +346,8 @@ class UngroupedNetwork(LinkReports):
         # finished rows: inf / 0 = inf; flows on no link have rate inf and drain at once
         with np.errstate(divide="ignore", invalid="ignore"):
             t = self._rem / self._rate
-        t_min = float(t.min())
+        # bytes left a float hair below zero (the clock's rounding) drain now
+        t_min = max(float(t.min()), 0.0)
         rows = np.flatnonzero(t <= t_min * (1 + _SAME_TIME_RTOL))
         ev = self.env.timeout(t_min)
         gen = self._gen

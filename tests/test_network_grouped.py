@@ -304,3 +304,19 @@ def test_tree_pipeline_solves_only_when_rates_can_change(over: float) -> None:
     np.testing.assert_allclose(busy_g, busy_u, rtol=REL, atol=1e-15)
     wakes = len({float(e) for e in end_g})
     assert g.n_solves * 4 < wakes
+
+
+def test_bytes_left_a_hair_below_zero_drain_at_once() -> None:
+    """Unpipelined tree on 256 GPUs of a fat-tree: the clock's rounding leaves a flow
+    -1e-7 bytes to send, which both engines drain at once (once a negative delay)."""
+    topo = fat_tree(16, 12.5e9, 1e-6, num_gpus=256)
+    out = []
+    for cls in (Network, UngroupedNetwork):
+        env = simpy.Environment()
+        net = cls(env, topo)
+        env.process(COLLECTIVES.get("tree_allreduce")(net, list(range(256)), [100e6] * 256))
+        env.run()
+        rec = net.records
+        out.append((env.now, np.sort(rec.end_s)))
+    assert out[0][0] == pytest.approx(out[1][0], rel=REL)
+    np.testing.assert_allclose(out[0][1], out[1][1], rtol=REL)
