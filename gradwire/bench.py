@@ -12,7 +12,8 @@ and network model as any user scenario, and the test refuses a case that overrid
 
 :func:`run_bench` runs each case through :func:`gradwire.run.run_scenario` into
 ``results/bench/<case>/`` (its store makes a re-run reuse every point), predicts each
-claimed quantity with :func:`gradwire.run.compare_published`, and returns one record per
+claimed quantity with :func:`gradwire.run.compare_published` (the break-even searches are
+off: no claim reads them, and they cost far more than the claims), and returns one record per
 claim with the relative error and whether the sign (win or lose against fp32) agrees;
 :func:`summarize` gives the median and largest absolute error and the sign agreement.
 """
@@ -37,6 +38,7 @@ from gradwire.errors import GradWireError, Problem, ScenarioError
 BENCH_DIR = Path(__file__).resolve().parent.parent / "scenarios" / "bench"
 REFERENCE_DIR = BENCH_DIR / "reference"
 SIGNED = ("speedup_vs_fp32", "comm_reduction")  # quantities where > 1 is a win for the codec
+NO_BREAKEVEN = {"bandwidth": False, "workers": False}
 # the calibrated constants of the models every scenario shares: a case may not set them
 UNTUNABLE = ("model.efficiency", "model.compute_efficiency", "model.memory_efficiency", "codec.costs",
              "codec.per_tensor_overhead_us")
@@ -101,6 +103,10 @@ class BenchCase:
                                f"Source: {self.case.source.file}, {self.case.source.section}"]
         data.setdefault("description", self.case.title)
         data["published"] = [_figure(c) for c in self.case.claims if c.value is not None]
+        # no claim reads a break-even point, and the workers search simulates up to 1024
+        # workers (--check puts one AlexNet iteration on a 1024-rank ring at about 26 s on
+        # a 2-core host): off unless the case asks for it
+        data.setdefault("breakeven", dict(NO_BREAKEVEN))
         return data
 
 
