@@ -326,3 +326,34 @@ def test_sharded_scenarios_refuse_what_they_cannot_simulate() -> None:
     with pytest.raises(ScenarioError) as e:
         load_scenario(_scenario("fsdp", overlap=False))
     assert "sharding.prefetch" in str(e.value)
+
+
+@pytest.mark.parametrize("p", [4, 16])
+def test_streamed_rings_equal_lockstep_rings_on_uncontended_links(p: int) -> None:
+    # one collective at a time (no prefetch, no gradients): a streamed ring takes exactly
+    # the lock-step ring's (g-1)(alpha + M/(gB)), latency and per-message overhead included
+    topo = make_topology("servers", num_ranks=p, num_servers=p // 4, gpus_per_server=4, intra_bandwidth_Bps=4 * B,
+                         nic_bandwidth_Bps=B, intra_latency_s=1e-6, nic_latency_s=5e-6)
+    spec = _spec("zero3", 3, 4e6, 0.0, 1e-3, 2e-3, prefetch=False)
+    a = simulate_sharded(spec, topo, per_message_overhead_s=3e-6)
+    b = simulate_sharded(spec, topo, per_message_overhead_s=3e-6, lockstep=True)
+    assert a.iteration_s == pytest.approx(b.iteration_s, rel=1e-9)
+    assert a.bytes_per_rank == pytest.approx(b.bytes_per_rank, rel=1e-12)
+
+
+@pytest.mark.parametrize("p", [8, 16])
+def test_hsdp_encoded_gradients_bytes_and_quantizations(p: int) -> None:
+    topo = _star(p)
+    g = 4
+    n = p // g
+    units = tuple(ShardUnit(f"layers.{k}", 1000, 1e-4, 2e-4, Gather(3e6), Reduce(1e6, 1e-4, 2e-4, quantized=True))
+                  for k in range(3))
+    spec = ShardedSpec("hsdp", units, 0.0, group=g)
+    res = simulate_sharded(spec, topo)
+    # the group's all-to-all, then a compressed allreduce of the 1/g shard over n replicas
+    per_unit = 2 * 3e6 * (g - 1) / g + 1e6 * (g - 1) / g + 2 * (n - 1) / n * 1e6 / g
+    assert res.bytes_per_rank == pytest.approx(3 * per_unit, rel=1e-12)
+    assert res.bytes_per_rank == pytest.approx(wire_bytes(spec, topo), rel=1e-12)
+    assert element_quantizations(spec, topo) == 3
+    # encode work per unit: the whole buffer, the 1/g partial sum, the 1/(gn) reduced slice
+    assert res.encode_total_s == pytest.approx(3 * 1e-4 * (1 + 1 / g + 1 / (g * n)), rel=1e-9)
