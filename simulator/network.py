@@ -757,31 +757,42 @@ class Network(LinkReports):
 
     def _solve(self, groups: list[_Group]) -> _ClassEntry:
         """Max-min rates of every alive flow of ``groups``, split into classes."""
-        inc_row: list[np.ndarray] = []
+        inc_row: list[np.ndarray] = []  # flow of each pair, numbered within its group
         inc_link: list[np.ndarray] = []
+        row_off: list[int] = []  # first row of each group's flows
+        n_pairs: list[int] = []
         spans: list[tuple[np.ndarray | None, int, int]] = []
         off = 0
         for g in groups:
             pat = g.pattern
             if g.n_alive == g.part.n_cls:
-                inc_row.append(pat.flow_of + off)
+                inc_row.append(pat.flow_of)
                 inc_link.append(pat.link_of)
                 spans.append((None, off, pat.n))
+                row_off.append(off)
+                n_pairs.append(len(pat.link_of))
                 off += pat.n
                 continue
             flow_alive = g.alive[g.part.cls]
             act = np.flatnonzero(flow_alive)
             new_row = np.cumsum(flow_alive) - 1
             keep = flow_alive[pat.flow_of]
-            inc_row.append(new_row[pat.flow_of[keep]] + off)
+            inc_row.append(new_row[pat.flow_of[keep]])
             inc_link.append(pat.link_of[keep])
             spans.append((act, off, len(act)))
+            row_off.append(off)
+            n_pairs.append(len(inc_link[-1]))
             off += len(act)
         links = np.concatenate(inc_link)
-        rates = max_min_rates(np.concatenate(inc_row), links, off, self._capacity)
+        rows = np.concatenate(inc_row) + np.repeat(np.array(row_off, dtype=np.int64), n_pairs)
+        rates = max_min_rates(rows, links, off, self._capacity)
         slots: list[tuple[_Partition, np.ndarray | None, np.ndarray]] = []
         for g, (acts, lo, cnt) in zip(groups, spans, strict=True):
             part = g.part
+            if part.pattern.n == 1:
+                # one flow (alive, since its group is in flight): its class is whole
+                slots.append((part, None, rates[lo:lo + 1].copy()))
+                continue
             r = rates[lo:lo + cnt]
             cls = part.cls if acts is None else part.cls[acts]
             crate = np.zeros(part.n_cls)
@@ -818,7 +829,11 @@ class Network(LinkReports):
         of them are below it, there is nothing to solve."""
         if self._dirty or self._cur is None or not self._cur_gids.issuperset(g.gid for g in groups):
             return False
-        top = max(float(g.rate[g.alive].max()) for g in groups)
+        if len(groups) <= _CACHED_GROUPS:
+            top = max(float(g.rate[g.alive].max()) for g in groups)
+        else:
+            rate = np.concatenate([g.rate for g in groups])
+            top = float(rate[np.concatenate([g.alive for g in groups])].max())
         return top < s_fin
 
     def _kept(self, groups: list[_Group]) -> _ClassEntry:
@@ -899,18 +914,31 @@ class Network(LinkReports):
                                                    g.alive.copy(), entry))
                     else:
                         g.rep.phases = None
-                # finished classes: inf / 0 = inf; flows on no link have rate inf and drain at once
-                t = g.rem / g.rate
-                times.append(t)
-                t_min = min(t_min, float(t.min()))
+                if len(groups) <= _CACHED_GROUPS:
+                    # finished classes: inf / 0 = inf; flows on no link have rate inf and drain at once
+                    t = g.rem / g.rate
+                    times.append(t)
+                    t_min = min(t_min, float(t.min()))
+            if len(groups) > _CACHED_GROUPS:
+                # many batches in flight (independent transfers): their classes in one array
+                t_all = np.concatenate([g.rem for g in groups]) / np.concatenate([g.rate for g in groups])
+                t_min = float(t_all.min())
         # bytes left a float hair below zero (the clock's rounding) drain now
         t_min = max(t_min, 0.0)
         cut = t_min * (1 + _SAME_TIME_RTOL)
         finished = []
-        for g, t in zip(groups, times, strict=True):
-            idx = np.flatnonzero(t <= cut)
-            if len(idx):
-                finished.append((g, idx))
+        if len(groups) <= _CACHED_GROUPS:
+            for g, t in zip(groups, times, strict=True):
+                idx = np.flatnonzero(t <= cut)
+                if len(idx):
+                    finished.append((g, idx))
+        else:
+            hit = np.flatnonzero(t_all <= cut)
+            ends = np.cumsum([len(g.rem) for g in groups])
+            owner = np.searchsorted(ends, hit, side="right")
+            for k in np.unique(owner).tolist():
+                sel = hit[owner == k]
+                finished.append((groups[k], sel - (int(ends[k - 1]) if k else 0)))
         ev = self.env.timeout(t_min)
         gen = self._gen
         ev.callbacks.append(lambda _e: self._on_wake(gen, finished))
