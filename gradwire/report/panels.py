@@ -124,15 +124,15 @@ def menu_axes(rows: Sequence[Row], drawn: Sequence[str | None]) -> list[str]:
     except those whose value the drawn axes fix (a ``case`` on x that sets ``model.name``:
     each cell already has one model, and a menu over it would leave the other models'
     cells empty)."""
-    drawn = [a for a in drawn if a is not None]
+    fixed = [a for a in drawn if a is not None]
     out = []
     for k in swept_axes(rows):
-        if k in drawn:
+        if k in fixed:
             continue
         seen: dict[tuple[Hashable, ...], Hashable] = {}
         for r in rows:
             v = point_values(r)
-            cell, kv = tuple(hashable(v.get(a)) for a in drawn), hashable(v.get(k))
+            cell, kv = tuple(hashable(v.get(a)) for a in fixed), hashable(v.get(k))
             if seen.setdefault(cell, kv) != kv:
                 out.append(k)
                 break
