@@ -27,6 +27,8 @@ network sees every rank. Plain numbers in, plain numbers out: no torch here.
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -203,7 +205,10 @@ class _Device:
         if version != self.version:
             return
         self._advance()
-        finished = [j for j in self.jobs if j.remaining <= 1e-12 * j.work + 1e-15]
+        # done: within rounding of its work, or too little left to move the clock at all
+        # (far into a run, now + remaining / rate == now would reschedule forever)
+        tick = 4.0 * math.ulp(float(self.env.now)) * self._rate()
+        finished = [j for j in self.jobs if j.remaining <= 1e-12 * j.work + max(1e-15, tick)]
         self.jobs = [j for j in self.jobs if j not in finished]
         for j in finished:
             j.done.succeed()

@@ -357,3 +357,24 @@ def test_hsdp_encoded_gradients_bytes_and_quantizations(p: int) -> None:
     assert element_quantizations(spec, topo) == 3
     # encode work per unit: the whole buffer, the 1/g partial sum, the 1/(gn) reduced slice
     assert res.encode_total_s == pytest.approx(3 * 1e-4 * (1 + 1 / g + 1 / (g * n)), rel=1e-9)
+
+
+@pytest.mark.parametrize(("servers", "gpus", "shifts"), [(16, 4, 4), (12, 2, 5), (8, 8, 3)])
+def test_shifted_alltoall_takes_the_full_alltoalls_time(servers: int, gpus: int, shifts: int) -> None:
+    # one NIC per GPU on a non-blocking switch: each rank's NIC bounds the exchange, so k
+    # shift permutations carrying (m-1)/k of a peer's chunk each take the all-pairs time
+    p = servers * gpus
+    topo = make_topology("servers", num_ranks=p, num_servers=servers, gpus_per_server=gpus,
+                         intra_bandwidth_Bps=4 * B, nic_bandwidth_Bps=B, nics_per_server=gpus)
+
+    def run(k: int) -> tuple[float, float, int]:
+        env = simpy.Environment()
+        net = Network(env, topo, per_message_overhead_s=2e-6)
+        env.process(hierarchical_alltoall(net, list(range(p)), [6e6] * p, encode_s=1e-4, decode_s=2e-4, shifts=k))
+        env.run()
+        return env.now, net.bytes_sent, net.n_transfers
+
+    full, shifted = run(0), run(shifts)
+    assert shifted[0] == pytest.approx(full[0], rel=1e-9)
+    assert shifted[1] == pytest.approx(full[1], rel=1e-12)
+    assert shifted[2] < full[2]

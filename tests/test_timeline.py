@@ -222,3 +222,23 @@ def test_unknown_codec_overlap_is_refused() -> None:
     with pytest.raises(ConfigError, match="codec_overlap"):
         simulate_iteration(IterationSpec(F, B, O, (one_bucket(1e3),), "ring_allreduce",
                                          codec_overlap="sometimes"), star(2))
+
+
+def test_device_finishes_a_job_too_small_to_move_a_late_clock() -> None:
+    # far into a run (t = 30 s, one ulp 3.6e-15 s) a job with 5e-15 s of work left moves the
+    # clock one ulp, then has 1.4e-15 s left, which cannot move it at all: the device must
+    # finish it rather than reschedule it forever at the same instant
+    import simpy
+
+    from gradwire.simulator.timeline import _Device
+
+    env = simpy.Environment(initial_time=30.0)
+    dev = _Device(env, shared=True)
+    done = dev.run(1e-6, "compute")
+    dev.jobs[0].remaining = 5e-15
+    dev._schedule()
+    for _ in range(1000):
+        if done.triggered or env.peek() == float("inf"):
+            break
+        env.step()
+    assert done.triggered and env.now == pytest.approx(30.0)
