@@ -12,6 +12,7 @@ topology, returning one :class:`~gradwire.results.Row` per codec and a
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
@@ -368,6 +369,11 @@ def evaluate_point(point: Point, prepared: Prepared) -> tuple[list[Row], list[Tr
     stragglers = {s.rank: s.slowdown for s in sc.stragglers}
     choice = ExchangeChoice.of(sc)
     mem = scenario_memory(sc, wl, topo)
+    device_memory = math.nan
+    if sc.model.target_device is not None:
+        from gradwire.models.devices import get_device
+
+        device_memory = float(get_device(sc.model.target_device).memory_bytes)
     rows: list[Row] = []
     traces: list[Trace] = []
     total_numel = wl.num_params
@@ -394,7 +400,7 @@ def evaluate_point(point: Point, prepared: Prepared) -> tuple[list[Row], list[Tr
             compute_source=wl.compute_source, codec_source=prof.codec_source,
             network_source="estimate (simulated network model)", uncompressed=prof.exchange.baseline,
             parallelism=sc.parallelism, model_state_bytes=mem.model_state_bytes,
-            gathered_params_bytes=mem.gathered_params_bytes,
+            gathered_params_bytes=mem.gathered_params_bytes, device_memory_bytes=device_memory,
         ))
         traces.append(Trace(point=point.index, codec=spec, segments=res.segments, links=res.links,
                             positions=positions, node_kinds=kinds))

@@ -81,6 +81,12 @@ class Row:
     parallelism: str = "ddp"
     model_state_bytes: float = math.nan
     gathered_params_bytes: float = 0.0
+    device_memory_bytes: float = math.nan  # the target GPU's memory (datasheet), when named
+
+    @property
+    def memory_bytes(self) -> float:
+        """Model states and gathered parameters per rank (activations not counted)."""
+        return self.model_state_bytes + self.gathered_params_bytes
 
     def flat(self) -> dict[str, Any]:
         """A flat dict: scenario parameters become ``param.<path>`` columns."""

@@ -41,6 +41,8 @@ COLUMNS = (
 )
 # speedup against the fastest uncompressed exchange of the point, shown when it is not fp32
 BEST_BASELINE_COLUMN = "vs best base"
+# model states and gathered parameters per GPU, marked when beyond the target GPU's memory
+MEMORY_COLUMN = "memory/GPU"
 # the breakdown columns are left out when the terminal is narrower than WIDE_COLUMNS
 BREAKDOWN_COLUMNS = ("compute", "encode", "exposed comm", "hidden comm", "decode", "sent/rank")
 COMPACT_COLUMNS = tuple(c for c in COLUMNS if c not in (*BREAKDOWN_COLUMNS, "point", "workers"))
@@ -83,6 +85,8 @@ def shown_columns(rows: Sequence[Row], compact: bool = False) -> tuple[str, ...]
     cols = COMPACT_COLUMNS if compact else COLUMNS
     if not any(r.codec_name == "onebit" for r in rows):
         cols = tuple(c for c in cols if c != "vs 1-bit")
+    if any(r.parallelism != "ddp" for r in rows):  # sharded: what each mode holds per GPU
+        cols = (*cols, "parallelism", MEMORY_COLUMN)
     if any(r.best_baseline not in ("", "fp32") for r in rows):  # else it is the fp32 column
         at = cols.index("vs fp32") + 1
         cols = (*cols[:at], BEST_BASELINE_COLUMN, *cols[at:])
@@ -107,7 +111,19 @@ def _cells(r: Row, label: str) -> dict[str, str]:
         "vs fp32": fmt_speedup(r.speedup_vs_fp32),
         "vs 1-bit": fmt_speedup(r.speedup_vs_onebit),
         BEST_BASELINE_COLUMN: fmt_speedup(r.speedup_vs_best_baseline),
+        "parallelism": r.parallelism,
+        MEMORY_COLUMN: _memory_cell(r),
     }
+
+
+def _memory_cell(r: Row) -> str:
+    """``fmt_bytes`` of the row's memory per GPU, with ``(> 80 GB)`` when it exceeds the
+    target GPU's memory."""
+    m = r.memory_bytes
+    if math.isnan(m):
+        return "—"
+    over = not math.isnan(r.device_memory_bytes) and m > r.device_memory_bytes
+    return fmt_bytes(m) + (f" (> {fmt_bytes(r.device_memory_bytes)})" if over else "")
 
 
 FORMATS = ("table", "markdown", "csv", "json")
