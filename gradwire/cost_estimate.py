@@ -195,11 +195,13 @@ def estimate_cost(points: Sequence[Any], *, device: str | None = None) -> CostEs
         seen.setdefault(workload_key(pt.scenario), pt.scenario)
     works: list[WorkloadCost] = []
     numels: dict[str, list[int]] = {}
+    names: dict[str, list[str]] = {}
     for key, sc in seen.items():
         m = sc.model
         spec = scenario_spec(m)
         trace = trace_spec(spec, m.batch_size, seed=sc.seed)
         numels[key] = [math.prod(s) for _, s in trace.params]
+        names[key] = [n for n, _ in trace.params]
         step = step_seconds(trace, rates)
         calls = profile_calls(sc, dev)
         cold = [(kind, args) for kind, args in calls if not profile_is_cached(spec, m.batch_size, **args)]
@@ -222,10 +224,18 @@ def estimate_cost(points: Sequence[Any], *, device: str | None = None) -> CostEs
     sims = 0
     for pt in points:
         sc = pt.scenario
-        buckets = len(point_buckets(sc, numels[workload_key(sc)]))
         p = sc.workers
         runs = 1 + (sc.verdict.draws if sc.verdict.enabled else 0)  # the verdict re-simulates per draw
-        transfers += runs * len(sc.codecs) * buckets * p * 2 * max(0, p - 1)
+        if sc.parallelism != "ddp":  # per unit: three streamed rings and two shifted all-to-alls
+            from gradwire.models.llm_workload import is_decoder
+            from gradwire.simulator.sharded import ALLTOALL_SHIFTS, forward_order_units
+
+            nm = names[workload_key(sc)]
+            units = len(forward_order_units(nm, list(range(len(nm))), sc.sharding.unit_depth, is_decoder(sc.model)))
+            transfers += runs * len(sc.codecs) * units * p * (3 + 2 * ALLTOALL_SHIFTS)
+        else:
+            buckets = len(point_buckets(sc, numels[workload_key(sc)]))
+            transfers += runs * len(sc.codecs) * buckets * p * 2 * max(0, p - 1)
         sims += runs * len(sc.codecs)
     return CostEstimate(tuple(works), len(points), sims, transfers * rates.sim_transfer_s, rates)
 
@@ -248,7 +258,7 @@ def format_cost(est: CostEstimate) -> list[str]:
         lines.append(f"  {w.label}: {w.params / 1e6:.1f}M parameters, {w.step_flops / 1e9:.3g} GFLOP per step; "
                      f"{prof}; codecs ~{_secs(w.codec_s)}; memory ~{_gb(w.memory_bytes)}")
     lines.append(f"  simulation: {est.points} point(s) x codecs x (1 + verdict draws) = {est.simulations} "
-                 f"iteration(s), ~{_secs(est.simulation_s)} (ring transfers of every bucket)")
+                 f"iteration(s), ~{_secs(est.simulation_s)} (ring transfers of every bucket or unit)")
     lines.append(f"  total ~{_secs(est.seconds)}, peak memory ~{_gb(est.peak_memory_bytes)} "
                  "(workloads are prepared one after another)")
     return lines
