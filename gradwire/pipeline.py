@@ -351,9 +351,9 @@ def simulate_codec(sc: Scenario, prepared: Prepared, spec: str, topology: Any, *
         grad_elem_bytes=GRAD_ELEM_BYTES[sc.model.dtype], overlap=sc.overlap, codec_overlap=sc.codec_overlap,
     )
     strag = stragglers if stragglers is not None else {x.rank: x.slowdown for x in sc.stragglers}
-    extra = {} if trace else {"trace_ranks": 1, "trace_transfers": 0}
     res = simulate_iteration(ispec, topology, per_message_overhead_s=overhead, efficiency=eff,
-                             stragglers=strag, jitter=sc.jitter, seed=sc.seed, **extra)
+                             stragglers=strag, jitter=sc.jitter, seed=sc.seed, trace_ranks=4 if trace else 1,
+                             trace_transfers=4000 if trace else 0)
     return res, ispec.collective
 
 

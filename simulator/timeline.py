@@ -28,7 +28,6 @@ network sees every rank. Plain numbers in, plain numbers out: no torch here.
 from __future__ import annotations
 
 import math
-
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal

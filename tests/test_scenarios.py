@@ -12,7 +12,7 @@ from gradwire.scenarios.convert import si_key, si_value, to_si
 from gradwire.scenarios.loader import expand, list_builtin, load_scenario, point_id
 
 BUILTINS = ["quickstart", "qsgd_paper", "ethernet_vs_infiniband", "fat_tree_oversubscription",
-            "nvlink_servers", "scaling_to_1024", "scale_to_16384"]
+            "nvlink_servers", "scaling_to_1024", "scale_to_16384", "llm_sharded"]
 
 
 def test_every_builtin_is_listed() -> None:

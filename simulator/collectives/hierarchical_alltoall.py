@@ -97,9 +97,9 @@ def _alltoall_batch(grid: np.ndarray, chunk: np.ndarray, shifts: int = 0
         j = (i + np.tile(d, m)) % m
         scale = (m - 1) / len(d)
         return grid[:, i].ravel(), grid[:, j].ravel(), (chunk[:, i] * scale).ravel()
-    i, j = np.meshgrid(np.arange(m), np.arange(m), indexing="ij")
-    off = i != j
-    ii, jj = i[off], j[off]
+    a, b = np.meshgrid(np.arange(m), np.arange(m), indexing="ij")
+    off = a != b
+    ii, jj = a[off], b[off]
     src = grid[:, ii].ravel()
     dst = grid[:, jj].ravel()
     size = chunk[:, ii].ravel()
