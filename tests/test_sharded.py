@@ -378,3 +378,22 @@ def test_shifted_alltoall_takes_the_full_alltoalls_time(servers: int, gpus: int,
     assert shifted[0] == pytest.approx(full[0], rel=1e-9)
     assert shifted[1] == pytest.approx(full[1], rel=1e-12)
     assert shifted[2] < full[2]
+
+
+def test_encoded_parameter_gather_moves_the_codecs_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # ZeRO++'s qwZ: the all-gather carries sharding.param_codec's payload (8-bit QSGDinf on
+    # buckets of 256: 8 bits per element plus a 32-bit scale per bucket), each rank encodes
+    # its shard and decodes all of them
+    data = _scenario("zero3", codecs=["fp32"], sweep={"sharding.param_codec": [None, "qsgdinf(bits=8, bucket=256)"]})
+    _, prep, rows = _rows(data, tmp_path, monkeypatch)
+    plain, coded = rows[0][0], rows[1][0]
+    wl = next(iter(prep.workloads.values()))
+    key = next(iter(prep.workloads))
+    pprof = prep.codecs[(key, "qsgdinf(bits=8, bucket=256)")]
+    payload = sum(sum((b + 7) // 8 for b in c.nbits) / len(c.nbits) for c in pprof.params)
+    reduce_bytes = 4 * wl.num_params * 7 / 8
+    assert plain.bytes_per_rank == pytest.approx(2 * 4 * wl.num_params * 7 / 8 + reduce_bytes, rel=1e-9)
+    assert coded.bytes_per_rank == pytest.approx(2 * payload * 7 / 8 + reduce_bytes, rel=1e-9)
+    assert payload < 4 * wl.num_params  # tensors under the codec's min_numel travel as they are
+    assert "(encoded)" in coded.collective and coded.encode_s > 0 and coded.decode_s > 0
+    assert plain.encode_s == 0
