@@ -132,3 +132,21 @@ def test_dashboard_summary_has_the_terminal_columns_and_order():
     # without 1-bit SGD there is no column against it
     head2, _ = _summary_table(build_dashboard(two_model_rows(CODECS[:2]), []))
     assert "speedup vs 1-bit" not in head2 and head2[2] == "speedup vs fp32"
+
+
+def test_regime_map_draws_no_line_across_models():
+    # a bandwidth break-even per model: the crossings of two models are not points of one
+    # curve, so across the categorical axis they are markers, never a joining line
+    from gradwire.breakeven import BANDWIDTH, BreakevenResult
+
+    rows = two_model_rows()
+    compressed = next(r.codec for r in rows if not r.uncompressed)
+    firsts = {}
+    for r in rows:
+        firsts.setdefault(r.params["case"], r.point)
+    records = [{"point": p, "codec": compressed, "axis": BANDWIDTH, "setting": "cluster.bandwidth_Gbps",
+                "crossings": [{"value": 3.0 + i}]}
+               for i, p in enumerate(firsts.values())]
+    fig = regime_map(rows, BreakevenResult(records)).figure
+    (trace,) = [t for t in fig.data if t.name == f"break-even: {compressed} (bandwidth)"]
+    assert trace.mode == "markers" and sorted(trace.y) == [3.0, 4.0]

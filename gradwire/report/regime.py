@@ -336,7 +336,9 @@ def _contours(records: Sequence[Mapping[str, Any]], members: Sequence[int], vals
                     else:
                         xs.append(ov)
                         ys.append(v)
-            line = axis == BANDWIDTH
+            # a line joins the crossings over the other axis's values only when they are
+            # ordered numbers; across categories (two models) each crossing is a marker
+            line = axis == BANDWIDTH and (other is None or numeric.get(other, False))
             out.append(_trace(
                 "scatter", x=xs, y=ys, mode="lines+markers" if line else "markers",
                 name=f"break-even: {codec} ({axis})", legendgroup=codec,
