@@ -31,7 +31,7 @@ from gradwire.iteration import (
     iteration_spec,
 )
 from gradwire.models.devices import BYTES_PER_ELEMENT as GRAD_ELEM_BYTES
-from gradwire.results import Row, Trace, add_speedups
+from gradwire.results import Row, Trace, add_speedups, coarsen_segments
 from gradwire.scenarios.convert import cluster_params
 from gradwire.scenarios.loader import Point, expand
 from gradwire.scenarios.schema import Scenario
@@ -402,8 +402,10 @@ def evaluate_point(point: Point, prepared: Prepared) -> tuple[list[Row], list[Tr
             parallelism=sc.parallelism, model_state_bytes=mem.model_state_bytes,
             gathered_params_bytes=mem.gathered_params_bytes, device_memory_bytes=device_memory,
         ))
-        traces.append(Trace(point=point.index, codec=spec, segments=res.segments, links=res.links,
-                            positions=positions, node_kinds=kinds))
+        # the drawing's resolution: a lane keeps at most MAX_SEGMENTS_PER_LANE segments
+        segments, resolution = coarsen_segments(res.segments)
+        traces.append(Trace(point=point.index, codec=spec, segments=segments, links=res.links,
+                            positions=positions, node_kinds=kinds, resolution_s=resolution))
     from gradwire.verdict import with_verdict  # the point's verdict and its interval
 
     return with_verdict(point, prepared, add_speedups(rows)), traces

@@ -12,6 +12,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class Row:
@@ -107,6 +109,63 @@ class Segment:
     start_s: float
     end_s: float
     label: str = ""
+    count: int = 1  # simulated segments this one stands for (see coarsen_segments)
+
+
+# A drawn lane (one rank, one kind) holds at most this many segments: a ring of 16,384
+# ranks has 32,766 steps per bucket, far more than a drawing has pixels (or a browser
+# can hold for every trace of a sweep).
+MAX_SEGMENTS_PER_LANE = 400
+
+
+def segment_ends(label: str) -> tuple[str, str]:
+    """The first and last simulated labels of a (possibly coarsened) segment's label."""
+    parts = label.split(" … ")
+    if len(parts) == 1:
+        return label, label
+    return parts[0], parts[-1].rsplit(" (", 1)[0]
+
+
+def coarsen_segments(segments: Sequence[Segment], max_per_lane: int = MAX_SEGMENTS_PER_LANE
+                     ) -> tuple[list[Segment], float]:
+    """At most ``max_per_lane`` segments per (rank, kind), and the longest gap filled.
+
+    A lane with more segments has its closest neighbours merged: the gaps between
+    consecutive segments (after the running end of those before) are filled from the
+    shortest up, just enough of them to leave ``max_per_lane`` segments. A merged segment
+    spans its first start to its last end, counts the segments it stands for and is
+    labelled ``first … last (n segments)``. Lanes within the limit are unchanged, so the
+    returned gap is 0 when nothing was merged; otherwise the drawing's busy time per lane
+    exceeds the simulated one by at most the filled gaps, each no longer than it.
+    """
+    if max_per_lane < 1:
+        raise ValueError(f"max_per_lane must be >= 1, got {max_per_lane}")
+    lanes: dict[tuple[int, str], list[Segment]] = {}
+    for sg in segments:
+        lanes.setdefault((sg.rank, sg.kind), []).append(sg)
+    out: list[Segment] = []
+    filled = 0.0
+    for (rank, kind), lane in lanes.items():
+        if len(lane) <= max_per_lane:
+            out += lane
+            continue
+        lane = sorted(lane, key=lambda sg: (sg.start_s, sg.end_s))
+        start = np.fromiter((sg.start_s for sg in lane), dtype=np.float64, count=len(lane))
+        end = np.maximum.accumulate(np.fromiter((sg.end_s for sg in lane), dtype=np.float64,
+                                                count=len(lane)))
+        gaps = start[1:] - end[:-1]
+        # the (n - max)-th shortest gap: filling every gap up to it leaves <= max segments
+        cut = float(np.partition(gaps, len(lane) - max_per_lane - 1)[len(lane) - max_per_lane - 1])
+        heads = np.concatenate(([0], np.flatnonzero(gaps > cut) + 1, [len(lane)]))
+        filled = max(filled, max(cut, 0.0))
+        for a, b in zip(heads[:-1].tolist(), heads[1:].tolist(), strict=True):
+            n = sum(sg.count for sg in lane[a:b])
+            label = lane[a].label
+            if b - a > 1:
+                label = f"{segment_ends(lane[a].label)[0]} … {segment_ends(lane[b - 1].label)[1]} ({n} segments)"
+            out.append(Segment(rank, kind, float(start[a]), float(end[b - 1]), label, n))
+    out.sort(key=lambda sg: (sg.rank, sg.start_s, sg.kind))
+    return out, filled
 
 
 @dataclass(frozen=True)
@@ -132,6 +191,9 @@ class Trace:
     # node -> (x, y) and node -> kind ("gpu", "nic", "switch") for drawing the topology
     positions: dict[str, tuple[float, float]] = field(default_factory=dict)
     node_kinds: dict[str, str] = field(default_factory=dict)
+    # the longest gap between segments that coarsen_segments filled (0: every simulated
+    # segment is kept as it was)
+    resolution_s: float = 0.0
 
 
 def add_speedups(rows: Sequence[Row]) -> list[Row]:

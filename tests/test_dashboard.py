@@ -18,6 +18,7 @@ from plotly.colors import get_colorscale
 from gradwire.errors import ConfigError
 from gradwire.report.browser import check_page, find_chromium, screenshot
 from gradwire.report.dashboard import ESTIMATE_NOTE, build_dashboard, write_dashboard
+from gradwire.report.fmt import fmt_time
 from gradwire.report.panels import (
     BEST_CODEC,
     MAX_LAYOUT_NODES,
@@ -39,7 +40,15 @@ from gradwire.report.panels import (
     topology_drawing,
     util_bin,
 )
-from gradwire.results import LinkUse, Row, Segment, Trace, add_speedups
+from gradwire.results import (
+    MAX_SEGMENTS_PER_LANE,
+    LinkUse,
+    Row,
+    Segment,
+    Trace,
+    add_speedups,
+    coarsen_segments,
+)
 
 CODECS = (
     ("fp32", "fp32", 32.0),
@@ -332,6 +341,62 @@ def test_timeline_draws_a_ring_of_steps_as_one_bar():
     (bar,) = fig.data
     assert list(bar.base) == [0.0] and list(bar.x) == pytest.approx([300.0])
     assert bar.customdata[0][0] == "step 0 … step 29 (30 segments)"
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 1), st.integers(0, 400), st.integers(1, 6)),
+             min_size=1, max_size=120),
+    st.integers(1, 20),
+)
+def test_coarsened_lanes_keep_every_segment_inside_one_and_fill_only_short_gaps(specs, cap):
+    segs = [Segment(rank=r, kind="comm", start_s=float(a), end_s=float(a + d), label=f"s{i}")
+            for i, (r, a, d) in enumerate(specs)]
+    out, filled = coarsen_segments(segs, max_per_lane=cap)
+    for rank in (0, 1):
+        mine = [s for s in segs if s.rank == rank]
+        got = [s for s in out if s.rank == rank]
+        if len(mine) <= cap:
+            assert sorted(got, key=lambda s: s.label) == sorted(mine, key=lambda s: s.label)
+            continue
+        assert len(got) <= cap
+        assert sum(s.count for s in got) == len(mine)
+        # every simulated segment lies inside exactly one drawn one
+        for s in mine:
+            assert sum(g.start_s <= s.start_s and s.end_s <= g.end_s for g in got) == 1
+        # what a drawn segment adds is made of gaps no longer than the stated resolution:
+        # oracle on unit cells, the gaps inside each drawn segment
+        for g in got:
+            cells = np.zeros(420, dtype=bool)
+            for s in mine:
+                if g.start_s <= s.start_s and s.end_s <= g.end_s:
+                    cells[int(s.start_s):int(s.end_s)] = True
+            inner = cells[int(g.start_s):int(g.end_s)]
+            edges = np.flatnonzero(np.diff(np.concatenate([[1], inner.astype(int), [1]])))
+            assert all(b - a <= filled for a, b in zip(edges[::2], edges[1::2], strict=True))
+    if all(len([s for s in segs if s.rank == r]) <= cap for r in (0, 1)):
+        assert filled == 0.0
+
+
+def test_a_long_ring_is_drawn_at_the_lane_limit_and_the_note_says_so():
+    # 3 x MAX steps of 1 ms, 5 us apart before every third and 1 us apart otherwise: the
+    # 1 us gaps are filled, and the drawing keeps MAX bars of three steps each
+    steps, t = [], 0.0
+    for i in range(3 * MAX_SEGMENTS_PER_LANE):
+        t += 5e-6 if i % 3 == 0 else 1e-6
+        steps.append(Segment(0, "comm", t, t + 1e-3, f"step {i}"))
+        t += 1e-3
+    segs, filled = coarsen_segments(steps)
+    assert len(segs) == MAX_SEGMENTS_PER_LANE and filled == pytest.approx(1e-6)
+    assert segs[0].label == "step 0 … step 2 (3 segments)" and segs[0].count == 3
+    panel = iteration_timeline([Trace(point=0, codec="fp32", segments=segs, resolution_s=filled)])
+    assert panel.figure is not None
+    assert sum(len(tr.x) for tr in panel.figure.data) == MAX_SEGMENTS_PER_LANE
+    assert f"at most {MAX_SEGMENTS_PER_LANE} bars per lane" in panel.note
+    assert f"gaps up to {fmt_time(1e-6)} between steps are filled" in panel.note
+    # merging two coarsened neighbours counts the simulated segments, not the drawn ones
+    bars = merge_segments([Segment(0, "comm", 0.0, 1.0, "a … b (3 segments)", 3),
+                           Segment(0, "comm", 1.0, 2.0, "c … d (4 segments)", 4)])
+    assert [(b.label, b.count) for b in bars] == [("a … d (7 segments)", 7)]
 
 
 def test_timeline_caps_ranks_and_says_so():

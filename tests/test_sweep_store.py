@@ -68,10 +68,12 @@ def same_row(a: Row, b: Row) -> bool:
 def sample_trace(point: int) -> Trace:
     return Trace(
         point=point, codec="qsgd(bits=4, bucket=512)",
-        segments=[Segment(0, "forward", 0.0, 0.01, ""), Segment(1, "comm", 0.01, 0.25, "bucket 0 step 1")],
+        segments=[Segment(0, "forward", 0.0, 0.01, ""), Segment(1, "comm", 0.01, 0.25, "bucket 0 step 1"),
+                  Segment(1, "comm", 0.3, 0.5, "step 2 … step 9 (8 segments)", 8)],
         links=[LinkUse("gpu0", "sw0", 1.25e9, 0.2, 2.5e8, 0.8)],
         positions={"gpu0": (0.5, -1.0), "sw0": (0.0, 0.0)},
         node_kinds={"gpu0": "gpu", "sw0": "switch"},
+        resolution_s=2.5e-6,
     )
 
 

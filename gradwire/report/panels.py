@@ -22,6 +22,7 @@ from plotly.colors import get_colorscale
 from plotly.subplots import make_subplots
 
 from gradwire.errors import ConfigError
+from gradwire.report.fmt import fmt_time
 from gradwire.report.points import (
     fmt_value,
     hashable,
@@ -30,7 +31,7 @@ from gradwire.report.points import (
     sort_key,
     swept_axes,
 )
-from gradwire.results import LinkUse, Row, Segment, Trace
+from gradwire.results import MAX_SEGMENTS_PER_LANE, LinkUse, Row, Segment, Trace, segment_ends
 
 MS_PER_S = 1e3
 
@@ -546,24 +547,26 @@ def merge_segments(segments: Sequence[Segment], *, rel_gap: float = 1e-6) -> lis
     for (rank, kind), group in _group_by(segments, lambda s: (s.rank, s.kind)).items():
         group = sorted(group, key=lambda s: (s.start_s, s.end_s))
         cur = group[0]
-        start, end, first, last, n = cur.start_s, cur.end_s, cur.label, cur.label, 1
+        start, end, n, run = cur.start_s, cur.end_s, cur.count, [cur]
         for sg in group[1:]:
             if sg.start_s <= end + eps:
                 end = max(end, sg.end_s)
-                last = sg.label
-                n += 1
+                n += sg.count
+                run.append(sg)
                 continue
-            bars.append(Bar(rank, kind, start, end, _bar_label(first, last, n), n))
-            start, end, first, last, n = sg.start_s, sg.end_s, sg.label, sg.label, 1
-        bars.append(Bar(rank, kind, start, end, _bar_label(first, last, n), n))
+            bars.append(Bar(rank, kind, start, end, _bar_label(run, n), n))
+            start, end, n, run = sg.start_s, sg.end_s, sg.count, [sg]
+        bars.append(Bar(rank, kind, start, end, _bar_label(run, n), n))
     bars.sort(key=lambda b: (b.rank, b.start_s, b.kind))
     return bars
 
 
-def _bar_label(first: str, last: str, n: int) -> str:
-    if n == 1:
-        return first
-    return f"{first} … {last} ({n} segments)"
+def _bar_label(run: Sequence[Segment], n: int) -> str:
+    """A bar's label: its one segment's, or ``first … last (n segments)`` where ``n``
+    counts the simulated segments (a coarsened trace's segment stands for several)."""
+    if len(run) == 1:
+        return run[0].label
+    return f"{segment_ends(run[0].label)[0]} … {segment_ends(run[-1].label)[1]} ({n} segments)"
 
 
 def _group_by(items: Iterable[Any], key: Any) -> dict[Any, list[Any]]:
@@ -610,12 +613,15 @@ def iteration_timeline(traces: Sequence[Trace], rows: Sequence[Row] = ()) -> Pan
     groups = []
     layouts = []
     notes = []
+    coarse: list[float] = []
     for t in usable:
         ranks = sorted({s.rank for s in t.segments})
         shown = ranks[:MAX_TIMELINE_RANKS]
         total = max(workers.get((t.point, t.codec), len(ranks)), len(ranks))
         if total > len(shown):
             notes.append(f"{_trace_name(t, labels)}: {len(shown)} of {total} ranks shown")
+        if t.resolution_s > 0:
+            coarse.append(t.resolution_s)
         keep = set(shown)
         bars = merge_segments([s for s in t.segments if s.rank in keep])
         kinds = [k for k in KIND_ORDER if any(b.kind == k for b in bars)]
@@ -660,6 +666,9 @@ def iteration_timeline(traces: Sequence[Trace], rows: Sequence[Row] = ()) -> Pan
     fig.update_xaxes(title_text="time since iteration start (ms)")
     fig.update_yaxes(title_text="rank", type="category", categoryorder="array", tickmode="array",
                      automargin=True)
+    if coarse:
+        notes.insert(0, f"{len(coarse)} trace(s) drawn at most {MAX_SEGMENTS_PER_LANE} bars per lane: "
+                        f"gaps up to {fmt_time(max(coarse))} between steps are filled")
     note = "; ".join([n for n in (cap_note, *notes[:3]) if n])
     return Panel(key, title, desc, fig, note, wide=True)
 

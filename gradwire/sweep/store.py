@@ -91,6 +91,7 @@ def trace_from_dict(data: dict[str, Any]) -> Trace:
         links=[LinkUse(**lk) for lk in data.get("links", [])],
         positions={k: (float(v[0]), float(v[1])) for k, v in data.get("positions", {}).items()},
         node_kinds=dict(data.get("node_kinds", {})),
+        resolution_s=float(data.get("resolution_s", 0.0)),
     )
 
 
