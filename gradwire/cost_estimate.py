@@ -17,8 +17,9 @@ bytes/s, a one-element add for the fixed cost of an operation). A step takes ``s
 its 30 s time budget. Codec measurement prices each codec's declared work
 (:meth:`Codec.work`) with constants built from the same rates, for the encodes that
 measure payload sizes and, when codec times are measured here, the timing repeats.
-Simulation costs the transfers of a ring over every bucket at the seconds per transfer
-of a probe run of the simulator. These are estimates for planning (a factor of two
+Simulation is priced by :class:`SimProbe`: the points' own exchanges simulated with
+stand-in times (directly up to 256 ranks, extrapolated beyond), times one run per codec
+and verdict draw; the break-even searches are not priced. These are estimates for planning (a factor of two
 either way is typical), not measurements.
 """
 
@@ -35,7 +36,6 @@ PROBE_MATMUL_N = 512
 PROBE_CONV_BATCH, PROBE_CONV_CHANNELS, PROBE_CONV_PIXELS = 8, 64, 32
 PROBE_COPY_BYTES = 32 * 2**20
 OPTIMIZER_BYTES_PER_PARAM = 5 * 4  # SGD with momentum: read param, grad, buffer; write param, buffer
-SIM_PROBE_RANKS = 8
 
 
 @dataclass(frozen=True)
@@ -47,13 +47,11 @@ class HostRates:
     conv_flops_per_s: float  # convolutions
     bytes_per_s: float
     op_s: float  # fixed cost of one operation (dispatch, launch)
-    sim_transfer_s: float  # simulator seconds per simulated transfer
 
     def basis(self) -> str:
         return (f"{self.device} probes: {self.flops_per_s / 1e9:.0f} GFLOP/s ({PROBE_MATMUL_N}x{PROBE_MATMUL_N} "
                 f"matmul), {self.conv_flops_per_s / 1e9:.0f} GFLOP/s (3x3 convolution), "
-                f"{self.bytes_per_s / 1e9:.1f} GB/s (copy), {self.op_s * 1e6:.1f} us per op; "
-                f"simulator {self.sim_transfer_s * 1e6:.2f} us per transfer")
+                f"{self.bytes_per_s / 1e9:.1f} GB/s (copy), {self.op_s * 1e6:.1f} us per op")
 
 
 def _best_of(fn: Any, repeats: int = 5) -> float:
@@ -70,9 +68,6 @@ def host_rates(device: str = "cpu") -> HostRates:
     """Probe the device at hand once per process (about 0.2 s)."""
     import torch
 
-    from gradwire.simulator.collectives import run_collective
-    from gradwire.simulator.topology import make_topology
-
     dev = torch.device(device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     a = torch.ones(PROBE_MATMUL_N, PROBE_MATMUL_N, device=dev)
@@ -87,13 +82,7 @@ def host_rates(device: str = "cpu") -> HostRates:
     one = torch.ones(1, device=dev)
     ops = 200
     op = _best_of(lambda: ([one.add(one) for _ in range(ops)], sync())) / ops
-    topo = make_topology("star", SIM_PROBE_RANKS, bandwidth_Bps=1e9)
-    run_collective(topo, "ring_allreduce", 1e6)  # first-call costs are not the engine's
-    t0 = time.perf_counter()
-    run = run_collective(topo, "ring_allreduce", 1e6)
-    sim = (time.perf_counter() - t0) / max(1, run.n_transfers)
-    return HostRates(dev.type, 2.0 * PROBE_MATMUL_N**3 / mm, conv_flops / conv, 2.0 * PROBE_COPY_BYTES / cp,
-                     op, sim)
+    return HostRates(dev.type, 2.0 * PROBE_MATMUL_N**3 / mm, conv_flops / conv, 2.0 * PROBE_COPY_BYTES / cp, op)
 
 
 @dataclass(frozen=True)
@@ -123,6 +112,7 @@ class CostEstimate:
     simulations: int  # points x codecs x (1 + the verdict's draws)
     simulation_s: float
     rates: HostRates
+    simulation_basis: str = ""
 
     @property
     def seconds(self) -> float:
@@ -180,12 +170,169 @@ def _codec_seconds(sc: Any, shapes: Sequence[tuple[int, ...]], rates: HostRates)
     return total
 
 
+SIM_PROBE_MAX_RANKS = 256  # points up to this many ranks are simulated as they are
+SIM_PROBE_LOW_RANKS = 64  # ... larger ones at this and the maximum, then extrapolated
+SIM_PROBE_SLOPE = (0.5, 1.5)  # the extrapolation's power of p, clamped to this range
+SIM_PROBE_LIMIT = 24  # distinct probes at most; beyond, the nearest probe of the same kind
+
+
+def _drop_rates(value: Any) -> Any:
+    """A cluster's settings without its rates: the simulator's cost follows the structure
+    (ranks, links, routes), not the speeds."""
+    if isinstance(value, dict):
+        return {k: _drop_rates(v) for k, v in value.items()
+                if not any(w in k for w in ("bandwidth", "latency", "Gbps", "_us"))}
+    if isinstance(value, list):
+        return [_drop_rates(v) for v in value]
+    return value
+
+
+class SimProbe:
+    """The simulator's cost per iteration, measured by simulating the point's own exchange.
+
+    For each point and codec the probe runs the iteration the row runs, on the point's
+    topology, buckets (DDP) or units (sharded modes) and collectives, with stand-in times
+    (30 ms forward, 60 ms backward, 0.1 ms per encode and decode) and bytes (a cast's
+    16-bit elements, 4 bits per element for an encoded payload): the simulator's cost
+    follows the number of collective steps, flows and events, not those values. A point
+    of at most ``SIM_PROBE_MAX_RANKS`` ranks is probed as it is; a larger one at
+    ``SIM_PROBE_LOW_RANKS`` and ``SIM_PROBE_MAX_RANKS`` ranks (rounded to whole servers),
+    extrapolated as ``p ** a`` with ``a`` the measured slope between them, clamped to
+    ``SIM_PROBE_SLOPE``. Probes are processor seconds, cached by structure (not by rates).
+    """
+
+    def __init__(self) -> None:
+        self._cache: dict[Any, float] = {}
+        self._by_kind: dict[Any, float] = {}
+        self.extrapolated = 0
+
+    def basis(self) -> str:
+        ex = f", {self.extrapolated} point-codec pair(s) extrapolated as p^a from {SIM_PROBE_LOW_RANKS} " \
+             f"and {SIM_PROBE_MAX_RANKS} ranks" if self.extrapolated else ""
+        return f"{len(self._cache)} probe simulation(s) of the points' own exchanges{ex}"
+
+    def seconds(self, sc: Any, spec: str, names: Sequence[str], numels: Sequence[int]) -> float:
+        p = int(sc.workers)
+        if p <= SIM_PROBE_MAX_RANKS:
+            return self._probe(sc, spec, names, numels, p)
+        unit = int(getattr(sc.cluster, "gpus_per_server", None) or 1)
+        hi = max(unit, SIM_PROBE_MAX_RANKS // unit * unit)
+        lo = max(unit, SIM_PROBE_LOW_RANKS // unit * unit)
+        t_hi = self._probe(sc, spec, names, numels, hi)
+        if lo >= hi:
+            return t_hi * p / hi
+        t_lo = self._probe(sc, spec, names, numels, lo)
+        a = math.log(max(t_hi, 1e-9) / max(t_lo, 1e-9)) / math.log(hi / lo)
+        a = min(max(a, SIM_PROBE_SLOPE[0]), SIM_PROBE_SLOPE[1])
+        self.extrapolated += 1
+        return t_hi * (p / hi) ** a
+
+    def _probe(self, sc: Any, spec: str, names: Sequence[str], numels: Sequence[int], p: int) -> float:
+        import json
+
+        from gradwire.codecs import CODECS
+        from gradwire.registry import parse_spec
+
+        exchange = CODECS.get(parse_spec(spec)[0]).exchange
+        kind = (sc.parallelism, exchange.rounds, exchange.in_place, exchange.baseline, p)
+        key = (kind, json.dumps(_drop_rates(sc.cluster.model_dump(mode="json")), sort_keys=True),
+               json.dumps(sc.exchange.model_dump(mode="json"), sort_keys=True),
+               json.dumps(sc.sharding.model_dump(mode="json"), sort_keys=True),
+               sc.bucket_MB, sc.first_bucket_MB, sc.model.dtype, sc.overlap, len(numels))
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        if len(self._cache) >= SIM_PROBE_LIMIT and kind in self._by_kind:
+            return self._by_kind[kind]
+        at = sc.model_copy(update={"workers": p})
+        t0 = time.process_time()
+        if sc.parallelism == "ddp":
+            _simulate_ddp_stand_in(at, spec, exchange, numels)
+        else:
+            _simulate_sharded_stand_in(at, exchange, names, numels)
+        t = time.process_time() - t0
+        self._cache[key] = t
+        self._by_kind.setdefault(kind, t)
+        return t
+
+
+_STAND_IN = {"forward_s": 0.03, "backward_s": 0.06, "optimizer_s": 0.002, "codec_s": 1e-4}
+
+
+def _stand_in_bytes(exchange: Any, numel: int, elem_bytes: int) -> float:
+    if exchange.in_place:
+        return float(numel * elem_bytes)
+    return numel * (2.0 if exchange.baseline else 0.5)
+
+
+def _simulate_ddp_stand_in(sc: Any, spec: str, exchange: Any, numels: Sequence[int]) -> None:
+    from gradwire.iteration import BucketInput, ExchangeChoice, iteration_spec
+    from gradwire.models.devices import BYTES_PER_ELEMENT
+    from gradwire.pipeline import build_topology, point_buckets
+    from gradwire.simulator.timeline import simulate_iteration
+
+    topo = build_topology(sc)
+    groups = point_buckets(sc, numels)
+    eb = BYTES_PER_ELEMENT[sc.model.dtype]
+    c = _STAND_IN["codec_s"]
+    buckets = []
+    for k, g in enumerate(groups):
+        numel = sum(numels[i] for i in g)
+        nbytes = _stand_in_bytes(exchange, numel, eb)
+        buckets.append(BucketInput(numel, _STAND_IN["backward_s"] * (k + 1) / len(groups),
+                                   ((nbytes,) * len(exchange.rounds),), c, c, c / 10))
+    ispec = iteration_spec(forward_s=_STAND_IN["forward_s"], backward_s=_STAND_IN["backward_s"],
+                           optimizer_s=_STAND_IN["optimizer_s"], buckets=buckets, exchange=exchange,
+                           codec=spec, choice=ExchangeChoice.of(sc), p=sc.workers, grad_elem_bytes=eb,
+                           overlap=sc.overlap, codec_overlap=sc.codec_overlap)
+    simulate_iteration(ispec, topo, per_message_overhead_s=sc.network.per_message_overhead_us * 1e-6,
+                       efficiency=sc.network.efficiency, stragglers={x.rank: x.slowdown for x in sc.stragglers},
+                       jitter=sc.jitter, seed=sc.seed, trace_ranks=4, trace_transfers=4000)
+
+
+def _simulate_sharded_stand_in(sc: Any, exchange: Any, names: Sequence[str], numels: Sequence[int]) -> None:
+    from gradwire.models.devices import BYTES_PER_ELEMENT
+    from gradwire.models.llm_workload import is_decoder
+    from gradwire.pipeline import build_topology
+    from gradwire.sharding import shard_group
+    from gradwire.simulator.sharded import (
+        GATHERS_PER_UNIT,
+        Gather,
+        Reduce,
+        ShardedSpec,
+        ShardUnit,
+        forward_order_units,
+        simulate_sharded,
+    )
+
+    topo = build_topology(sc)
+    eb = BYTES_PER_ELEMENT[sc.model.dtype]
+    order = list(range(len(numels)))
+    units = forward_order_units(names, [float(len(numels) - i) for i in order], sc.sharding.unit_depth,
+                                is_decoder(sc.model))
+    quantized = not exchange.baseline
+    c = _STAND_IN["codec_s"] if quantized else 0.0
+    out = []
+    for name, idx in units:
+        numel = sum(numels[i] for i in idx)
+        out.append(ShardUnit(name, numel, _STAND_IN["forward_s"] / len(units), _STAND_IN["backward_s"] / len(units),
+                             Gather(float(numel * eb)),
+                             Reduce(_stand_in_bytes(exchange, numel, eb), c, c, quantized=quantized)))
+    g = shard_group(sc, topo)
+    final = None if GATHERS_PER_UNIT[sc.parallelism] else Gather(float(sum(numels) * eb))
+    spec = ShardedSpec(sc.parallelism, tuple(out), _STAND_IN["optimizer_s"],
+                       group=g if sc.parallelism == "hsdp" else 0, prefetch=sc.sharding.prefetch,
+                       codec_overlap=sc.codec_overlap, final_gather=final)
+    simulate_sharded(spec, topo, per_message_overhead_s=sc.network.per_message_overhead_us * 1e-6,
+                     efficiency=sc.network.efficiency, trace_transfers=4000)
+
+
 def estimate_cost(points: Sequence[Any], *, device: str | None = None) -> CostEstimate:
     """The cost of running ``points`` (from :func:`gradwire.scenarios.loader.expand`) here."""
     from gradwire.models.flops import trace_spec
     from gradwire.models.profile import memory_needed_bytes, profile_is_cached
     from gradwire.models.sources import profile_calls, scenario_spec
-    from gradwire.pipeline import _device, point_buckets, workload_key
+    from gradwire.pipeline import _device, workload_key
 
     first = points[0].scenario if points else None
     dev = device or (_device(first) if first is not None else "cpu")
@@ -220,24 +367,17 @@ def estimate_cost(points: Sequence[Any], *, device: str | None = None) -> CostEs
             step_flops=trace.total_flops(), step_s=step, profile_steps=steps, cached=not cold,
             memory_bytes=memory, profile_s=steps * step, codec_s=_codec_seconds(sc, shapes, rates),
             never_run=spec.meta_only))
-    transfers = 0.0
     sims = 0
+    sim_s = 0.0
+    probe = SimProbe()
     for pt in points:
         sc = pt.scenario
-        p = sc.workers
         runs = 1 + (sc.verdict.draws if sc.verdict.enabled else 0)  # the verdict re-simulates per draw
-        if sc.parallelism != "ddp":  # per unit: three streamed rings and two shifted all-to-alls
-            from gradwire.models.llm_workload import is_decoder
-            from gradwire.simulator.sharded import ALLTOALL_SHIFTS, forward_order_units
-
-            nm = names[workload_key(sc)]
-            units = len(forward_order_units(nm, list(range(len(nm))), sc.sharding.unit_depth, is_decoder(sc.model)))
-            transfers += runs * len(sc.codecs) * units * p * (3 + 2 * ALLTOALL_SHIFTS)
-        else:
-            buckets = len(point_buckets(sc, numels[workload_key(sc)]))
-            transfers += runs * len(sc.codecs) * buckets * p * 2 * max(0, p - 1)
+        key = workload_key(sc)
+        for spec in sc.codecs:
+            sim_s += runs * probe.seconds(sc, spec, names[key], numels[key])
         sims += runs * len(sc.codecs)
-    return CostEstimate(tuple(works), len(points), sims, transfers * rates.sim_transfer_s, rates)
+    return CostEstimate(tuple(works), len(points), sims, sim_s, rates, probe.basis())
 
 
 def _gb(n: float) -> str:
@@ -258,7 +398,7 @@ def format_cost(est: CostEstimate) -> list[str]:
         lines.append(f"  {w.label}: {w.params / 1e6:.1f}M parameters, {w.step_flops / 1e9:.3g} GFLOP per step; "
                      f"{prof}; codecs ~{_secs(w.codec_s)}; memory ~{_gb(w.memory_bytes)}")
     lines.append(f"  simulation: {est.points} point(s) x codecs x (1 + verdict draws) = {est.simulations} "
-                 f"iteration(s), ~{_secs(est.simulation_s)} (ring transfers of every bucket or unit)")
+                 f"iteration(s), ~{_secs(est.simulation_s)} ({est.simulation_basis})")
     lines.append(f"  total ~{_secs(est.seconds)}, peak memory ~{_gb(est.peak_memory_bytes)} "
                  "(workloads are prepared one after another)")
     return lines

@@ -7,6 +7,7 @@ anything.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -131,3 +132,51 @@ def test_check_prints_the_cost(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     out = capsys.readouterr().out
     assert "Estimated cost of the run (nothing run; basis: cpu probes:" in out
     assert "mlp batch 4: 3.3M parameters" in out and "memory ~" in out
+
+
+def test_simulation_is_probed_once_per_structure_not_per_rate() -> None:
+    """A bandwidth sweep changes rates only: one probe per kind of exchange (fp32 in place,
+    an encoded payload), and every point of the sweep is priced alike."""
+    from gradwire.cost_estimate import SimProbe
+    from gradwire.models.flops import trace_spec
+    from gradwire.models.sources import scenario_spec
+
+    points = _points("mlp", 4, sweep={"cluster.bandwidth_Gbps": [1, 10, 100]})
+    sc0 = points[0].scenario
+    trace = trace_spec(scenario_spec(sc0.model), 4, seed=0)
+    names = [n for n, _ in trace.params]
+    numels = [math.prod(s) for _, s in trace.params]
+    probe = SimProbe()
+    priced = {(pt.index, spec): probe.seconds(pt.scenario, spec, names, numels)
+              for pt in points for spec in pt.scenario.codecs}
+    assert len(probe._cache) == 2 and probe.extrapolated == 0
+    for spec in sc0.codecs:
+        assert len({priced[(pt.index, spec)] for pt in points}) == 1
+        assert priced[(0, spec)] > 0
+
+
+@pytest.mark.parametrize(("power", "slope"), [(1.0, 1.0), (0.8, 0.8), (3.0, 1.5), (0.1, 0.5)])
+def test_large_points_extrapolate_the_measured_slope_clamped(monkeypatch: pytest.MonkeyPatch,
+                                                             power: float, slope: float) -> None:
+    from gradwire.cost_estimate import SIM_PROBE_LOW_RANKS, SIM_PROBE_MAX_RANKS, SimProbe
+
+    probed: list[int] = []
+
+    def fake(self: object, sc: object, spec: str, names: object, numels: object, p: int) -> float:
+        probed.append(p)
+        return 1e-3 * p**power
+
+    monkeypatch.setattr(SimProbe, "_probe", fake)
+    sc = load_scenario({"model": {"name": "mlp", "batch_size": 4}, "workers": 4096, "codecs": ["fp32"],
+                        "cluster": {"topology": "servers", "gpus_per_server": 8, "nic_bandwidth_Gbps": 100,
+                                    "intra_bandwidth_Gbps": 2400, "fabric": "fat_tree"}})
+    probe = SimProbe()
+    got = probe.seconds(sc, "fp32", [], [])
+    assert sorted(probed) == [SIM_PROBE_LOW_RANKS, SIM_PROBE_MAX_RANKS]
+    assert got == pytest.approx(1e-3 * SIM_PROBE_MAX_RANKS**power * (4096 / SIM_PROBE_MAX_RANKS) ** slope)
+    assert probe.extrapolated == 1
+    probed.clear()
+    small = load_scenario({"model": {"name": "mlp", "batch_size": 4}, "workers": 96, "codecs": ["fp32"],
+                           "cluster": {"bandwidth_Gbps": 10}})
+    assert SimProbe().seconds(small, "fp32", [], []) == pytest.approx(1e-3 * 96**power)
+    assert probed == [96]  # at most SIM_PROBE_MAX_RANKS ranks: simulated as it is
