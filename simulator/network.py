@@ -80,6 +80,32 @@ class TransferRecords:
         return self.batch_tags[self.batch]
 
 
+# The (flow, link) incidence of a (sources, destinations) pattern depends on the topology's
+# routes only, so every network on one topology (each iteration a verdict draw or a
+# break-even step simulates) shares it; held per topology, at most this many pairs each.
+_INCIDENCE_PAIRS = 1 << 25
+
+
+def _incidence(topo: Topology, src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(flow_of, link_of)``: flow f crosses link ``link_of[i]`` where ``flow_of[i] == f``,
+    in flow order and route order (read-only arrays, cached per topology)."""
+    cache = topo.incidence_cache
+    key = (src.tobytes(), dst.tobytes())
+    hit = cache.get(key)
+    if hit is not None:
+        return hit
+    routes = [topo.route(a, b) for a, b in zip(src.tolist(), dst.tolist(), strict=True)]
+    lens = np.fromiter((len(r) for r in routes), dtype=np.int64, count=len(routes))
+    flow_of = np.repeat(np.arange(len(routes), dtype=np.int64), lens)
+    link_of = np.fromiter((link for r in routes for link in r), dtype=np.int64, count=int(lens.sum()))
+    flow_of.setflags(write=False)
+    link_of.setflags(write=False)
+    held = sum(len(f) for f, _ in cache.values())
+    if held + len(flow_of) <= _INCIDENCE_PAIRS:
+        cache[key] = (flow_of, link_of)
+    return flow_of, link_of
+
+
 class _Pattern:
     """Routes of one (sources, destinations) pattern as a flow x link incidence list.
 
@@ -98,12 +124,7 @@ class _Pattern:
         self.src = src
         self.dst = dst
         if cut is None:
-            routes = [topo.route(a, b) for a, b in zip(src.tolist(), dst.tolist(), strict=True)]
-            lens = np.fromiter((len(r) for r in routes), dtype=np.int64, count=self.n)
-            self.flow_of = np.repeat(np.arange(self.n, dtype=np.int64), lens)
-            self.link_of = np.fromiter(
-                (link for r in routes for link in r), dtype=np.int64, count=int(lens.sum())
-            )
+            self.flow_of, self.link_of = _incidence(topo, src, dst)
         else:
             # flows idx of a known pattern: its (flow, link) pairs, renumbered, in flow order
             base, idx = cut

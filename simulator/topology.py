@@ -65,6 +65,8 @@ class Topology:
             self._link_of[(self._index[u], self._index[v])] = lid
         self._rank_node = [self._index[n] for n in self.ranks]
         self._route_cache: dict[tuple[int, int], tuple[int, ...]] = {}
+        # (sources, destinations) -> the networks' (flow, link) incidence of those routes
+        self.incidence_cache: dict[tuple[bytes, bytes], tuple[Any, Any]] = {}
         self._prepare_routing()
 
     # ------------------------------------------------------------------ validation
@@ -222,7 +224,13 @@ class Topology:
             port[i] = counters.get(kind, 0)
             counters[kind] = port[i] + 1
         self._port = port
-        self._bfs: dict[int, tuple[dict[int, int], list[int]]] = {}
+        # the core's adjacency as CSR arrays, for breadth-first searches one level at a time
+        lens = np.fromiter((len(x) for x in self._core_nbrs), dtype=np.int64, count=n)
+        self._core_ptr = np.concatenate(([0], np.cumsum(lens)))
+        self._core_idx = np.fromiter((w for x in self._core_nbrs for w in x), dtype=np.int64,
+                                     count=int(lens.sum()))
+        # target -> [hop distances (-1: not reached yet), the frontier of the search]
+        self._bfs: dict[int, list[np.ndarray]] = {}
 
     def _chain(self, v: int) -> list[int]:
         """v, parent(v), ..., up to its anchor in the core."""
@@ -231,22 +239,27 @@ class Topology:
             out.append(self._parent[out[-1]])
         return out
 
-    def _dist_to(self, target: int, need: int) -> dict[int, int]:
-        """Hop distances to ``target`` over the core, expanded until ``need`` is reached."""
+    def _dist_to(self, target: int, need: int) -> np.ndarray:
+        """Hop distances to ``target`` over the core (-1 where not reached), the search
+        expanded level by level until it reaches ``need``."""
         state = self._bfs.get(target)
         if state is None:
-            state = ({target: 0}, [target])
+            dist = np.full(len(self._nodes), -1, dtype=np.int32)
+            dist[target] = 0
+            state = [dist, np.array([target], dtype=np.int64)]
             self._bfs[target] = state
         dist, frontier = state
-        while need not in dist and frontier:
-            nxt: list[int] = []
-            for v in frontier:
-                d = dist[v] + 1
-                for w in self._core_nbrs[v]:
-                    if w not in dist:
-                        dist[w] = d
-                        nxt.append(w)
-            frontier[:] = nxt
+        ptr, idx = self._core_ptr, self._core_idx
+        while dist[need] < 0 and len(frontier):
+            starts, ends = ptr[frontier], ptr[frontier + 1]
+            counts = ends - starts
+            # every neighbour of the frontier: the CSR rows of its nodes, concatenated
+            offs = np.repeat(starts - np.concatenate(([0], np.cumsum(counts)[:-1])), counts)
+            nb = idx[offs + np.arange(int(counts.sum()))]
+            nb = np.unique(nb[dist[nb] < 0])
+            dist[nb] = dist[frontier[0]] + 1
+            frontier = nb
+        state[1] = frontier
         return dist
 
     def _node_path(self, a: int, b: int) -> list[int]:
@@ -268,7 +281,7 @@ class Topology:
         radix = 1
         while cur != cb:
             want = dist[cur] - 1
-            cands = [w for w in self._core_nbrs[cur] if dist.get(w, -1) == want]
+            cands = [w for w in self._core_nbrs[cur] if dist[w] == want]
             if len(cands) == 1:
                 cur = cands[0]
             elif want == 1:
