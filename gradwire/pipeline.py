@@ -352,7 +352,7 @@ def simulate_codec(sc: Scenario, prepared: Prepared, spec: str, topology: Any, *
     )
     strag = stragglers if stragglers is not None else {x.rank: x.slowdown for x in sc.stragglers}
     res = simulate_iteration(ispec, topology, per_message_overhead_s=overhead, efficiency=eff,
-                             stragglers=strag, jitter=sc.jitter, seed=sc.seed, trace_ranks=4 if trace else 1,
+                             stragglers=strag, jitter=sc.jitter, seed=sc.seed, trace_ranks=4 if trace else 0,
                              trace_transfers=4000 if trace else 0)
     return res, ispec.collective
 

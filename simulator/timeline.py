@@ -470,7 +470,10 @@ def _segments(
     trace_ranks: int,
     trace_transfers: int,
 ) -> list[Segment]:
-    """Timeline segments of a few ranks (the critical one first) for the dashboard."""
+    """Timeline segments of a few ranks (the critical one first) for the dashboard; none
+    for ``trace_ranks=0`` (an iteration run for its time only)."""
+    if trace_ranks <= 0:
+        return []
     p = len(rank_class)
     shown: list[int] = [reps[crit]]
     for r in range(p):

@@ -157,6 +157,19 @@ def test_compressed_reduce_scatter_books_per_hop_work_as_codec_time() -> None:
     assert res.exposed_comm_s == pytest.approx(alone, rel=1e-9)
 
 
+def test_an_untraced_iteration_has_the_same_times_and_no_segments() -> None:
+    """trace_ranks=0 (the verdict's draws, the break-even searches) skips the drawing only."""
+    p, m = 4, 2e6
+    bucket = BucketCost(numel=int(m // 4), ready_s=0.02, payload_bytes=(m,), encode_s=1e-3,
+                        decode_s=1e-3, hop_decode_s=1e-4, hop_encode_s=1e-4)
+    spec = IterationSpec(F, B, O, (bucket,), "compressed_allreduce")
+    full = simulate_iteration(spec, star(p), per_message_overhead_s=OVH)
+    bare = simulate_iteration(spec, star(p), per_message_overhead_s=OVH, trace_ranks=0)
+    assert full.segments and not bare.segments
+    assert (bare.iteration_s, bare.exposed_comm_s, bare.encode_s, bare.decode_s) == \
+        (full.iteration_s, full.exposed_comm_s, full.encode_s, full.decode_s)
+
+
 R = 0.005  # the bucket is ready 5 ms into backward
 
 
