@@ -180,7 +180,7 @@ class _Family:
         need = [c for c in dict.fromkeys(codecs) if c not in have]
         if need:
             sc = self.scenario_at(value, need)
-            rows, _ = evaluate_point(Point(-1, "breakeven", {}, sc), self.prepared)
+            rows, _ = evaluate_point(Point(-1, "breakeven", {}, sc), self.prepared, traces=False)
             have.update({r.codec: r.iteration_s for r in rows})
             self.evaluations += 1
         return {c: have[c] for c in codecs}

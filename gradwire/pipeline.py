@@ -333,7 +333,7 @@ def simulate_codec(sc: Scenario, prepared: Prepared, spec: str, topology: Any, *
         sspec = sharded_spec(sc, wl, prof, topology, sum_s=sum_s, scale=s,
                              param_prof=prepared.codecs[(key, pc)] if pc else None)
         res = simulate_sharded(sspec, topology, per_message_overhead_s=overhead, efficiency=eff,
-                               trace_transfers=4000 if trace else 0)
+                               trace_transfers=4000 if trace else 0, links=trace)
         return res, describe(sspec)
     from dataclasses import replace
 
@@ -357,8 +357,9 @@ def simulate_codec(sc: Scenario, prepared: Prepared, spec: str, topology: Any, *
     return res, ispec.collective
 
 
-def evaluate_point(point: Point, prepared: Prepared) -> tuple[list[Row], list[Trace]]:
-    """One row (and one trace) per codec of the point."""
+def evaluate_point(point: Point, prepared: Prepared, *, traces: bool = True) -> tuple[list[Row], list[Trace]]:
+    """One row (and one trace) per codec of the point; ``traces=False`` (a break-even
+    step, which reads iteration times only) simulates without drawing and returns none."""
     from gradwire.sharding import is_sharded, scenario_memory
 
     sc = point.scenario
@@ -375,12 +376,12 @@ def evaluate_point(point: Point, prepared: Prepared) -> tuple[list[Row], list[Tr
 
         device_memory = float(get_device(sc.model.target_device).memory_bytes)
     rows: list[Row] = []
-    traces: list[Trace] = []
+    drawn: list[Trace] = []
     total_numel = wl.num_params
     for spec in sc.codecs:
         prof = prepared.codecs[(workload_key(sc), spec)]
         res, collective = simulate_codec(sc, prepared, spec, topo, groups=groups, choice=choice,
-                                         stragglers=stragglers)
+                                         stragglers=stragglers, trace=traces)
         if prof.exchange.in_place:
             mean_bits = 8.0 * GRAD_ELEM_BYTES[sc.model.dtype] * total_numel
         else:
@@ -402,10 +403,10 @@ def evaluate_point(point: Point, prepared: Prepared) -> tuple[list[Row], list[Tr
             parallelism=sc.parallelism, model_state_bytes=mem.model_state_bytes,
             gathered_params_bytes=mem.gathered_params_bytes, device_memory_bytes=device_memory,
         ))
-        # the drawing's resolution: a lane keeps at most MAX_SEGMENTS_PER_LANE segments
-        segments, resolution = coarsen_segments(res.segments)
-        traces.append(Trace(point=point.index, codec=spec, segments=segments, links=res.links,
-                            positions=positions, node_kinds=kinds, resolution_s=resolution))
+        if traces:  # the drawing's resolution: a lane keeps at most MAX_SEGMENTS_PER_LANE segments
+            segments, resolution = coarsen_segments(res.segments)
+            drawn.append(Trace(point=point.index, codec=spec, segments=segments, links=res.links,
+                               positions=positions, node_kinds=kinds, resolution_s=resolution))
     from gradwire.verdict import with_verdict  # the point's verdict and its interval
 
-    return with_verdict(point, prepared, add_speedups(rows)), traces
+    return with_verdict(point, prepared, add_speedups(rows)), drawn

@@ -198,13 +198,15 @@ def simulate_sharded(
     per_message_overhead_s: float = 0.0,
     efficiency: float = 1.0,
     trace_transfers: int = 4000,
+    links: bool = True,
     network: type[Network] = Network,
     lockstep: bool = False,
 ) -> IterationResult:
     """Simulate one iteration of ``spec`` on ``topology`` (see the module docstring); the
     breakdown is additive as in :class:`~gradwire.simulator.timeline.IterationResult`.
     ``lockstep`` runs each ring as ``steps`` lock-step steps
-    (:func:`~gradwire.simulator.collectives.base.ring_steps`) instead of streamed."""
+    (:func:`~gradwire.simulator.collectives.base.ring_steps`) instead of streamed; ``links``
+    False leaves out the per-link loads (an iteration run for its time only)."""
     p = topology.num_ranks
     grid = shard_grid(spec.mode, p, spec.group)
     n, g = grid.shape
@@ -375,7 +377,7 @@ def simulate_sharded(
         encode_total_s=float(sum(b - a for a, b, k, _ in codec_iv if k == "encode")),
         decode_total_s=float(sum(b - a for a, b, k, _ in codec_iv if k == "decode")),
         bytes_per_rank=net.bytes_sent / p, n_transfers=net.n_transfers, critical_rank=0,
-        segments=segments, links=net.link_usage(T) if T > 0 else [],
+        segments=segments, links=net.link_usage(T) if T > 0 and links else [],
     )
 
 

@@ -479,7 +479,7 @@ def simulate_iteration(
         n_transfers=net.n_transfers,
         critical_rank=reps[crit],
         segments=segments,
-        links=net.link_usage(T),
+        links=net.link_usage(T) if trace_ranks > 0 else [],  # untraced: its time only
     )
 
 
@@ -502,7 +502,7 @@ def _segments(
     trace_transfers: int,
 ) -> list[Segment]:
     """Timeline segments of a few ranks (the critical one first) for the dashboard; none
-    for ``trace_ranks=0`` (an iteration run for its time only)."""
+    for ``trace_ranks=0`` (an iteration run for its time only: no segments, no link loads)."""
     if trace_ranks <= 0:
         return []
     p = len(rank_class)

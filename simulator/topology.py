@@ -279,9 +279,11 @@ class Topology:
         path = list(up_a)
         cur = ca
         radix = 1
+        ptr, idx = self._core_ptr, self._core_idx
         while cur != cb:
-            want = dist[cur] - 1
-            cands = [w for w in self._core_nbrs[cur] if dist[w] == want]
+            want = int(dist[cur]) - 1
+            nb = idx[ptr[cur]:ptr[cur + 1]]  # sorted, as _core_nbrs[cur]; a switch has thousands
+            cands = nb[dist[nb] == want].tolist()
             if len(cands) == 1:
                 cur = cands[0]
             elif want == 1:

@@ -397,3 +397,21 @@ def test_encoded_parameter_gather_moves_the_codecs_bytes(tmp_path: Path, monkeyp
     assert payload < 4 * wl.num_params  # tensors under the codec's min_numel travel as they are
     assert "(encoded)" in coded.collective and coded.encode_s > 0 and coded.decode_s > 0
     assert plain.encode_s == 0
+
+
+def test_untraced_points_give_the_same_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A break-even step evaluates points with traces=False: no drawing (segments, link
+    loads), the same rows."""
+    data = _scenario("fsdp", sweep={"parallelism": ["ddp", "fsdp", "hsdp"]},
+                     cluster={"topology": "servers", "gpus_per_server": 4, "intra_bandwidth_Gbps": 2400,
+                              "nic_bandwidth_Gbps": 100}, verdict={"enabled": False})
+    pts, prep, rows = _rows(data, tmp_path, monkeypatch)
+    for pt, traced in zip(pts, rows, strict=True):
+        bare, traces = evaluate_point(pt, prep, traces=False)
+        assert traces == [] and len(bare) == len(traced)
+        for a, b in zip(bare, traced, strict=True):  # NaN (no 1-bit reference) equals NaN here
+            fa, fb = a.flat(), b.flat()
+            assert fa.keys() == fb.keys()
+            assert all(fa[k] == fb[k] or (fa[k] != fa[k] and fb[k] != fb[k]) for k in fa), a.codec
+        _, drawn = evaluate_point(pt, prep)
+        assert all(t.segments and t.links for t in drawn)
