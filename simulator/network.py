@@ -423,6 +423,23 @@ class Network(LinkReports):
         self._cur_gids: frozenset[int] = frozenset()  # the groups ``_cur`` was solved for
         self.n_solves = 0  # max-min problems solved (the rest came from the cache or were kept)
 
+    def release(self) -> None:
+        """Drop the engine's working state (patterns, batches, rate caches) once a run's
+        results are read: SimPy's events and callbacks hold the network in reference
+        cycles, which keep its arrays (flows x links at 16,384 ranks) alive until the
+        cyclic collector runs, a simulation or more later. Reports (records, link usage)
+        must be read before; the network takes no transfers after."""
+        for pat in self._patterns.values():
+            pat.whole = None  # a pattern and its one-class partition refer to each other
+        for store in (self._patterns, self._by_id, self._rate_cache, self._active, self._split_parts,
+                      self._memos, self._held):
+            store.clear()
+        self._groups.clear()
+        self._uncached.clear()
+        self._records_cache = None
+        self._cur = None
+        self._coast = None
+
     # ------------------------------------------------------------------ issuing
     def transfer(self, src: int, dst: int, nbytes: float, tag: str = "") -> simpy.Event:
         """Send ``nbytes`` from rank ``src`` to rank ``dst``; the event fires on completion."""

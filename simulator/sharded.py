@@ -367,6 +367,10 @@ def simulate_sharded(
     comm_idle = comm_s - _overlap(comm_union, busy)
     fwd = sum(u.forward_s for u in units)
     bwd = sum(u.backward_s for u in units)
+    usage = net.link_usage(T) if T > 0 and links else []
+    n_transfers, sent = net.n_transfers, net.bytes_sent
+    if isinstance(net, Network):
+        net.release()
     segments = [Segment(0, kind, a, b, label) for a, b, kind, label in compute_iv]
     segments += [Segment(0, kind, a, b, label) for a, b, kind, label in codec_iv]
     segments += [Segment(0, "comm", a, b, label) for a, b, label in comm_iv]
@@ -376,8 +380,8 @@ def simulate_sharded(
         comm_s=comm_s, exposed_comm_s=max(0.0, T - busy_s), hidden_comm_s=max(0.0, comm_s - comm_idle),
         encode_total_s=float(sum(b - a for a, b, k, _ in codec_iv if k == "encode")),
         decode_total_s=float(sum(b - a for a, b, k, _ in codec_iv if k == "decode")),
-        bytes_per_rank=net.bytes_sent / p, n_transfers=net.n_transfers, critical_rank=0,
-        segments=segments, links=net.link_usage(T) if T > 0 and links else [],
+        bytes_per_rank=sent / p, n_transfers=n_transfers, critical_rank=0,
+        segments=segments, links=usage,
     )
 
 

@@ -462,6 +462,10 @@ def simulate_iteration(
     total_bytes = net.bytes_sent
     segments = _segments(spec, classes, rank_class, reps, crit, codec_iv, comm_iv, bwd_end_t, end_t,
                          net, trace_ranks, trace_transfers)
+    links = net.link_usage(T) if trace_ranks > 0 else []  # untraced: its time only
+    n_transfers = net.n_transfers
+    if isinstance(net, Network):
+        net.release()
     return IterationResult(
         iteration_s=T,
         compute_s=shares["compute"],
@@ -476,10 +480,10 @@ def simulate_iteration(
         encode_total_s=float(sum(_work(iv, "encode"))),
         decode_total_s=float(sum(_work(iv, "decode"))),
         bytes_per_rank=total_bytes / p,
-        n_transfers=net.n_transfers,
+        n_transfers=n_transfers,
         critical_rank=reps[crit],
         segments=segments,
-        links=net.link_usage(T) if trace_ranks > 0 else [],  # untraced: its time only
+        links=links,
     )
 
 

@@ -255,3 +255,25 @@ def test_device_finishes_a_job_too_small_to_move_a_late_clock() -> None:
             break
         env.step()
     assert done.triggered and env.now == pytest.approx(30.0)
+
+
+def test_a_finished_iteration_leaves_no_route_patterns_behind() -> None:
+    """SimPy's events hold the network in reference cycles; the timeline releases the
+    engine's patterns once it has read its results, so they are freed at once and not a
+    collection later (at 16,384 ranks each NCCL iteration had left ~140 MB)."""
+    import gc
+
+    from gradwire.simulator.network import _Pattern
+    from gradwire.simulator.topology import servers
+
+    topo = servers(4, 4, 3e11, 12.5e9, fabric="fat_tree")
+    bucket = BucketCost(numel=250_000, ready_s=0.02, payload_bytes=(1e6,), encode_s=0.0, decode_s=0.0)
+    spec = IterationSpec(F, B, O, (bucket, bucket), "nccl_allreduce", {"algorithm": "tree"})
+    gc.collect()
+    gc.disable()
+    try:
+        res = simulate_iteration(spec, topo)
+        alive = sum(isinstance(o, _Pattern) for o in gc.get_objects())
+    finally:
+        gc.enable()
+    assert res.iteration_s > F + B + O and alive == 0
