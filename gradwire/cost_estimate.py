@@ -190,14 +190,14 @@ def _drop_rates(value: Any) -> Any:
 class SimProbe:
     """The simulator's cost per iteration, measured by simulating the point's own exchange.
 
-    For each point and codec the probe runs the iteration the row runs, on the point's
-    topology, buckets (DDP) or units (sharded modes) and collectives, with stand-in times
-    (30 ms forward, 60 ms backward, 0.1 ms per encode and decode) and bytes (a cast's
-    16-bit elements, 4 bits per element for an encoded payload): the simulator's cost
-    follows the number of collective steps, flows and events, not those values. Each probe
-    runs three times on one topology, the cyclic collector off: the first iteration pays
-    the route look-ups, which a point's later iterations (its verdict's draws) reuse, and
-    the faster of the other two is the cost of a repeat. A point
+    For each point and codec the probe runs :func:`gradwire.pipeline.simulate_codec`, the
+    function the rows and the verdict's draws run, on the point's topology, buckets (DDP)
+    or units (sharded modes) and collectives, with stand-in times and bytes
+    (:func:`_stand_in`): the simulator's cost follows the number of collective steps, flows
+    and events, not those values. Each probe runs three times on one topology, the cyclic
+    collector off: the first iteration, traced as a row is, pays the route look-ups, which
+    a point's later iterations (its verdict's draws, untraced) reuse, and the faster of the
+    other two is the cost of a repeat. A point
     of at most ``SIM_PROBE_MAX_RANKS`` ranks is probed as it is; a larger one at
     ``SIM_PROBE_LOW_RANKS`` and ``SIM_PROBE_MAX_RANKS`` ranks (rounded to whole servers),
     extrapolated as ``p ** a`` with ``a`` the measured slope between them (the first and
@@ -238,7 +238,7 @@ class SimProbe:
         import json
 
         from gradwire.codecs import CODECS
-        from gradwire.pipeline import build_topology
+        from gradwire.pipeline import build_topology, simulate_codec
         from gradwire.registry import parse_spec
 
         codec_cls: Any = CODECS.get(parse_spec(spec)[0])
@@ -256,6 +256,8 @@ class SimProbe:
         import gc
 
         at = sc.model_copy(update={"workers": p})
+        pc = sc.sharding.param_codec if sc.parallelism != "ddp" else None
+        prep = _stand_in(at, [spec, *([pc] if pc else [])], names, numels)
         times = []
         # the cyclic collector, which a big process (torch, a traced model) makes slow,
         # would land in one probe or another: not the simulator's cost
@@ -264,11 +266,8 @@ class SimProbe:
         try:
             t0 = time.thread_time()
             topo = build_topology(at)
-            for _ in range(3):
-                if sc.parallelism == "ddp":
-                    _simulate_ddp_stand_in(at, spec, exchange, numels, topo)
-                else:
-                    _simulate_sharded_stand_in(at, exchange, names, numels, topo)
+            for trace in (True, False, False):  # the row's iteration, then two as the draws run
+                simulate_codec(at, prep, spec, topo, trace=trace)
                 times.append(time.thread_time() - t0)
                 t0 = time.thread_time()
         finally:
@@ -290,70 +289,36 @@ def _extrapolate(t_lo: float, t_hi: float, lo: int, hi: int, p: int) -> float:
 _STAND_IN = {"forward_s": 0.03, "backward_s": 0.06, "optimizer_s": 0.002, "codec_s": 1e-4}
 
 
-def _stand_in_bytes(exchange: Any, numel: int, elem_bytes: int) -> float:
-    if exchange.in_place:
-        return float(numel * elem_bytes)
-    return numel * (2.0 if exchange.baseline else 0.5)
+def _stand_in(sc: Any, specs: Sequence[str], names: Sequence[str], numels: Sequence[int]) -> Any:
+    """A :class:`~gradwire.pipeline.Prepared` of stand-in numbers for ``sc``'s workload and
+    ``specs``: the ``_STAND_IN`` times spread over the parameters by size, gradients ready
+    evenly through backward, payloads of a cast's 16 bits or an encoded 4 bits per element
+    (a codec's own bits only change the bytes, not the simulator's work)."""
+    from gradwire.codecs import CODECS
+    from gradwire.pipeline import CodecProfile, ParamCost, Prepared, WorkloadSummary, workload_key
+    from gradwire.registry import parse_spec
 
-
-def _simulate_ddp_stand_in(sc: Any, spec: str, exchange: Any, numels: Sequence[int], topo: Any) -> None:
-    from gradwire.iteration import BucketInput, ExchangeChoice, iteration_spec
-    from gradwire.models.devices import BYTES_PER_ELEMENT
-    from gradwire.pipeline import point_buckets
-    from gradwire.simulator.timeline import simulate_iteration
-
-    groups = point_buckets(sc, numels)
-    eb = BYTES_PER_ELEMENT[sc.model.dtype]
-    c = _STAND_IN["codec_s"]
-    buckets = []
-    for k, g in enumerate(groups):
-        numel = sum(numels[i] for i in g)
-        nbytes = _stand_in_bytes(exchange, numel, eb)
-        buckets.append(BucketInput(numel, _STAND_IN["backward_s"] * (k + 1) / len(groups),
-                                   ((nbytes,) * len(exchange.rounds),), c, c, c / 10))
-    ispec = iteration_spec(forward_s=_STAND_IN["forward_s"], backward_s=_STAND_IN["backward_s"],
-                           optimizer_s=_STAND_IN["optimizer_s"], buckets=buckets, exchange=exchange,
-                           codec=spec, choice=ExchangeChoice.of(sc), p=sc.workers, grad_elem_bytes=eb,
-                           overlap=sc.overlap, codec_overlap=sc.codec_overlap)
-    simulate_iteration(ispec, topo, per_message_overhead_s=sc.network.per_message_overhead_us * 1e-6,
-                       efficiency=sc.network.efficiency, stragglers={x.rank: x.slowdown for x in sc.stragglers},
-                       jitter=sc.jitter, seed=sc.seed, trace_ranks=4, trace_transfers=4000)
-
-
-def _simulate_sharded_stand_in(sc: Any, exchange: Any, names: Sequence[str], numels: Sequence[int],
-                               topo: Any) -> None:
-    from gradwire.models.devices import BYTES_PER_ELEMENT
-    from gradwire.models.llm_workload import is_decoder
-    from gradwire.sharding import shard_group
-    from gradwire.simulator.sharded import (
-        GATHERS_PER_UNIT,
-        Gather,
-        Reduce,
-        ShardedSpec,
-        ShardUnit,
-        forward_order_units,
-        simulate_sharded,
-    )
-
-    eb = BYTES_PER_ELEMENT[sc.model.dtype]
-    order = list(range(len(numels)))
-    units = forward_order_units(names, [float(len(numels) - i) for i in order], sc.sharding.unit_depth,
-                                is_decoder(sc.model))
-    quantized = not exchange.baseline
-    c = _STAND_IN["codec_s"] if quantized else 0.0
-    out = []
-    for name, idx in units:
-        numel = sum(numels[i] for i in idx)
-        out.append(ShardUnit(name, numel, _STAND_IN["forward_s"] / len(units), _STAND_IN["backward_s"] / len(units),
-                             Gather(float(numel * eb)),
-                             Reduce(_stand_in_bytes(exchange, numel, eb), c, c, quantized=quantized)))
-    g = shard_group(sc, topo)
-    final = None if GATHERS_PER_UNIT[sc.parallelism] else Gather(float(sum(numels) * eb))
-    spec = ShardedSpec(sc.parallelism, tuple(out), _STAND_IN["optimizer_s"],
-                       group=g if sc.parallelism == "hsdp" else 0, prefetch=sc.sharding.prefetch,
-                       codec_overlap=sc.codec_overlap, final_gather=final)
-    simulate_sharded(spec, topo, per_message_overhead_s=sc.network.per_message_overhead_us * 1e-6,
-                     efficiency=sc.network.efficiency, trace_transfers=4000)
+    key = workload_key(sc)
+    total = max(1, sum(numels))
+    n = len(numels)
+    ready = tuple(_STAND_IN["backward_s"] * (i + 1) / n for i in range(n))
+    wl = WorkloadSummary(sc.model.name, sc.model.batch_size, "stand-in", _STAND_IN["forward_s"],
+                         _STAND_IN["backward_s"], _STAND_IN["optimizer_s"], tuple(numels), ready,
+                         tuple(names), True, "stand-in")
+    prep = Prepared(workloads={key: wl})
+    for spec in specs:
+        name = parse_spec(spec)[0]
+        codec_cls: Any = CODECS.get(name)
+        ex = codec_cls.exchange  # every codec class declares one (codecs/exchange.py)
+        bits_per_elem = 16 if ex.baseline else 4
+        params = []
+        for numel in numels:
+            bits = numel * bits_per_elem
+            share = _STAND_IN["codec_s"] * numel / total
+            split = ((bits // len(ex.rounds),) * len(ex.rounds),) if len(ex.rounds) > 1 else ()
+            params.append(ParamCost(numel, (bits,), share, share, split))
+        prep.codecs[(key, spec)] = CodecProfile(spec, name, ex.summable, tuple(params), exchange=ex)
+    return prep
 
 
 def estimate_cost(points: Sequence[Any], *, device: str | None = None) -> CostEstimate:
